@@ -1,0 +1,192 @@
+"""Zoom-stack math of "Generative Powers of Ten" (Sec. 4.1-4.2): D_p, Π_image, Π_noise, blending.
+
+A zoom stack is a tensor of layers ``(N, C, H, W)``; layer i covers the centre 1/p^i of
+layer 0's extent. Everything here is a pure function over batched tensors, on the input's
+device and dtype, and differentiable (the photo loss backpropagates through ``downsample``).
+
+Design choices (see docs/zoom_stack.md):
+* D_p is a separable truncated Gaussian of size p x p applied with stride p (the paper's
+  prefilter). Kernel size == stride, so blocks never overlap: D_p of i.i.d. noise is again
+  i.i.d., which makes the Π_noise variance correction exact.
+* Π_image renders finest-first (image i = layer i with its centre replaced by D_p(image i+1)),
+  so the centre of image i equals D_p(image i+1) exactly at every depth, whatever the filter.
+* Blending uses Laplacian pyramids built from the same D_p, so a consistent stack is a fixed
+  point: every observation of a layer carries exactly that layer's bands.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .geometry import centre_box, check_size, check_zoom, max_observation_depth, pyramid_depth
+
+BLEND_METHODS = ("laplacian", "naive")
+
+
+def _check_stack(x: torch.Tensor, zoom: int, what: str) -> int:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{what} must be a tensor of shape (N, C, H, W), got {shape}")
+    if x.shape[0] < 1:
+        raise ValueError(f"{what} must hold at least one level, got N={x.shape[0]}")
+    p = check_zoom(zoom)
+    check_size(x.shape[-2], x.shape[-1], p)
+    return p
+
+
+# ------------------------------------------------------------------------------- D_p, crops
+def downsample_weights(zoom: int, device=None, dtype=None) -> torch.Tensor:
+    """1-D taps of D_p: a Gaussian (sigma = p/4) sampled at the p pixel centres of a block."""
+    p = check_zoom(zoom)
+    u = torch.arange(p, dtype=torch.float64) - (p - 1) / 2
+    w = torch.exp(-0.5 * (u / (p / 4)) ** 2)
+    return (w / w.sum()).to(device=device, dtype=dtype or torch.float32)
+
+
+def noise_gain(zoom: int) -> float:
+    """Scale restoring unit variance after D_p of i.i.d. unit noise: 1 / ||w ⊗ w||_2 = 1 / Σ w².
+
+    For a box filter this is p, the paper's factor p_j/p_i per level; for the Gaussian it is
+    smaller because the taps are unequal.
+    """
+    w = downsample_weights(zoom, dtype=torch.float64)
+    return float(1.0 / (w**2).sum())
+
+
+def downsample(x: torch.Tensor, zoom: int, times: int = 1) -> torch.Tensor:
+    """D_p applied ``times`` times to ``(..., H, W)``: prefilter with a p x p kernel, stride p."""
+    p = check_zoom(zoom)
+    w = downsample_weights(p, x.device, x.dtype)
+    for _ in range(times):  # each application shrinks the image; sizes differ, no batching
+        *lead, h, wd = x.shape
+        blocks = x.reshape(*lead, h // p, p, wd // p, p)
+        x = torch.einsum("...ipjq,p,q->...ij", blocks, w, w)
+    return x
+
+
+def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of ``(B, C, h, w)`` to ``size`` (the pyramid's expand operator)."""
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def crop_centre(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """The centre ``H/factor x W/factor`` crop of ``(..., H, W)``."""
+    top, left, h, w = centre_box(x.shape[-2], x.shape[-1], factor)
+    return x[..., top : top + h, left : left + w]
+
+
+# ------------------------------------------------------------------ Π_image and Π_noise
+def _render(layers: torch.Tensor, p: int, gain: float) -> torch.Tensor:
+    """Finest-first compositing shared by Π_image (gain 1) and Π_noise (gain = noise_gain)."""
+    n, _, height, width = layers.shape
+    top, left, h, w = centre_box(height, width, p)
+    images = [layers[n - 1]]
+    # Sequential by nature: image i needs image i+1 complete (N-1 small downsamples in all).
+    for i in range(n - 2, -1, -1):
+        finer = downsample(images[-1], p)
+        if gain != 1.0:
+            finer = finer * gain
+        # Alg. 1 line 3: x <- M ⊙ D(x_finer) + (1 - M) ⊙ x   (out of place: autograd-safe)
+        images.append(F.pad(finer, (left, width - left - w, top, height - top - h))
+                      + _outside_mask(height, width, p, layers) * layers[i])
+    return torch.stack(images[::-1])
+
+
+def _outside_mask(height: int, width: int, p: int, like: torch.Tensor) -> torch.Tensor:
+    """1 - M_1: ones outside the centre H/p x W/p block."""
+    top, left, h, w = centre_box(height, width, p)
+    mask = torch.ones(height, width, device=like.device, dtype=like.dtype)
+    mask[top : top + h, left : left + w] = 0
+    return mask
+
+
+def render_image(layers: torch.Tensor, zoom: int) -> torch.Tensor:
+    """Π_image (Alg. 1) for every level: layers ``(N, C, H, W)`` -> images ``(N, C, H, W)``.
+
+    image_{N-1} = L_{N-1};  image_i = M ⊙ D_p(image_{i+1}) + (1 - M) ⊙ L_i.
+    Equivalent to Alg. 1's loop over j > i with D_{p^(j-i)} = D_p composed (j - i) times.
+    """
+    p = _check_stack(layers, zoom, "layers")
+    return _render(layers, p, 1.0)
+
+
+def render_noise(noise: torch.Tensor, zoom: int) -> torch.Tensor:
+    """Π_noise (Alg. 1 line 4): zoom-consistent noise from i.i.d. noise layers ``(N, C, H, W)``.
+
+    ε_i = M ⊙ g·D_p(ε_{i+1}) + (1 - M) ⊙ E_i with g = 1/Σw². D_p's blocks do not overlap,
+    so if ε_{i+1} is i.i.d. N(0, 1) then so is g·D_p(ε_{i+1}), and by induction every pixel
+    of every level is N(0, 1) and independent of the others at that level.
+    """
+    p = _check_stack(noise, zoom, "noise")
+    return _render(noise, p, noise_gain(p))
+
+
+# ------------------------------------------------------------------------------ blending
+def laplacian_pyramid(x: torch.Tensor, zoom: int, levels: int) -> list[torch.Tensor]:
+    """Bands [x - U(D x), D x - U(D² x), ..., D^levels x] of ``(B, C, H, W)``.
+
+    The Gaussian levels use D_p itself, so band k of a crop equal to D_p^d(x) is band d+k of x.
+    """
+    gauss = [x]
+    for _ in range(levels):
+        gauss.append(downsample(gauss[-1], zoom))
+    bands = [g - upsample(g_next, g.shape[-2:]) for g, g_next in zip(gauss, gauss[1:])]
+    return bands + [gauss[-1]]
+
+
+def collapse_pyramid(bands: list[torch.Tensor]) -> torch.Tensor:
+    """Inverse of ``laplacian_pyramid``: G_k = band_k + U(G_{k+1})."""
+    image = bands[-1]
+    for band in reversed(bands[:-1]):
+        image = band + upsample(image, band.shape[-2:])
+    return image
+
+
+def blend(images: torch.Tensor, zoom: int, method: str = "laplacian") -> torch.Tensor:
+    """Fuse N per-level observations ``(N, C, H, W)`` into one zoom stack (Sec. 4.2).
+
+    Layer i fuses image i with the centre 1/p^d crop of every coarser image i-d (d >= 1, up to
+    ``max_observation_depth``). "laplacian": band k of the fused layer averages band k of every
+    observation that has it (a crop from depth d has bands d..K only: it lacks the finer
+    detail). "naive": plain average of the observations upsampled to H x W (MultiDiffusion).
+    """
+    p = _check_stack(images, zoom, "images")
+    if method not in BLEND_METHODS:
+        raise ValueError(f"blending method must be one of {BLEND_METHODS}, got {method!r}")
+    n, _, height, width = images.shape
+    depth = min(n - 1, max_observation_depth(height, width, p))
+    level = torch.arange(n, device=images.device)
+
+    if method == "naive":
+        total = images.clone()
+        for d in range(1, depth + 1):  # one batched op per scale separation d
+            total[d:] += upsample(crop_centre(images[: n - d], p**d), (height, width))
+        count = torch.clamp(level, max=depth) + 1
+        return total / count.view(n, 1, 1, 1).to(images.dtype)
+
+    top = pyramid_depth(height, width, p)
+    sums = laplacian_pyramid(images, p, top)  # observation d = 0: each layer's own image
+    for d in range(1, depth + 1):  # one batched op per scale separation d (sizes differ)
+        observed = crop_centre(images[: n - d], p**d)  # image i-d's view of layer i
+        for k, band in enumerate(laplacian_pyramid(observed, p, top - d), start=d):
+            sums[k] = torch.cat([sums[k][:d], sums[k][d:] + band])
+    # band k of layer i has 1 + min(k, depth, i) observations
+    averaged = [
+        s / (torch.clamp(level, max=min(k, depth)) + 1).view(n, 1, 1, 1).to(s.dtype)
+        for k, s in enumerate(sums)
+    ]
+    return collapse_pyramid(averaged)
+
+
+def consolidate(images: torch.Tensor, zoom: int, method: str = "laplacian") -> torch.Tensor:
+    """Π_image(Blending(images)): the zoom-consistent images closest to the observations."""
+    return render_image(blend(images, zoom, method), zoom)
+
+
+__all__ = [
+    "BLEND_METHODS", "blend", "centre_box", "check_size", "check_zoom", "collapse_pyramid",
+    "consolidate", "crop_centre", "downsample", "downsample_weights", "laplacian_pyramid",
+    "max_observation_depth", "noise_gain", "pyramid_depth", "render_image", "render_noise",
+    "upsample",
+]
