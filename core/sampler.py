@@ -166,6 +166,10 @@ def sample_zoom_stack(
     if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
             or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+    if num_inference_steps > scheduler.config.num_train_timesteps:
+        raise ValueError(f"num_inference_steps must be at most the scheduler's "
+                         f"{scheduler.config.num_train_timesteps} training steps, "
+                         f"got {num_inference_steps}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if blending not in BLEND_METHODS:
@@ -181,6 +185,7 @@ def sample_zoom_stack(
     sched = _private_scheduler(scheduler)
     sched.set_timesteps(num_inference_steps, device=device)
     is_ddpm = type(sched).__name__ == "DDPMScheduler"
+    last_train_t = int(sched.config.num_train_timesteps) - 1
 
     def draw_noise(consistent: bool) -> torch.Tensor:
         e = torch.randn((n, c, h, w), generator=generator,
@@ -194,7 +199,9 @@ def sample_zoom_stack(
     for step, t in enumerate(sched.timesteps):
         if _is_cancelled(cancel):
             raise Cancelled("generation cancelled")
-        t_int = int(round(float(t)))
+        # "leading" spacing with steps_offset=1 at as many steps as training steps yields
+        # t = T, one past the schedule: clamp so the model and ᾱ lookups stay in range
+        t_int = min(int(round(float(t))), last_train_t)
         z_in = sched.scale_model_input(z, t)  # VP form for the model (identity for DDPM/DDIM)
 
         if mode == "iterative":

@@ -191,3 +191,21 @@ def test_bad_input_is_named(scenes):
         run(lambda z, t, lv: z[:, :1], steps=2)
     with pytest.raises(ModelOutputError, match="NaN"):
         run(lambda z, t, lv: z * float("nan"), steps=2)
+
+
+def test_as_many_steps_as_training_steps_with_leading_spacing():
+    # SD's scheduler config ("leading", steps_offset=1) yields t = 1000 at 1000 steps.
+    sched = DDPMScheduler(num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    target = render_image(torch.zeros(2, 1, 8, 8), 2)
+    seen = []
+
+    def denoiser(z, t, lv):
+        seen.append(t)
+        return target[lv]
+
+    out = sample_zoom_stack(denoiser, sched, num_levels=2, zoom=2, shape=(1, 8, 8),
+                            num_inference_steps=1000)
+    assert max(seen) == 999 and torch.allclose(out.images, target)
+    with pytest.raises(ValueError, match="at most the scheduler's 1000"):
+        sample_zoom_stack(denoiser, sched, num_levels=2, zoom=2, shape=(1, 8, 8),
+                          num_inference_steps=1001)

@@ -1,0 +1,89 @@
+"""Time building the layer-plane scene of a 16-level 512x512 stack in headless Blender.
+
+    .venv/bin/python benchmarks/scene_build.py [--levels 16] [--size 512] [--zoom 2]
+
+Prints JSON: seconds to write the stack (core), to build the scene (bpy: load + pack the
+PNGs, planes, materials, camera keys), to rebuild it, and to render one frame with Cycles.
+Blender runs in a subprocess that imports the repository as the package ``powers_of_ten``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SCRIPT = r'''
+import json, sys, time
+sys.path.insert(0, {pkg!r})
+import bpy
+from powers_of_ten.p10_blender import animation, scene_build
+scene = bpy.context.scene
+t = time.perf_counter()
+coll = scene_build.build_zoom_stack(scene, {stack!r}, samples={samples})
+info = scene_build.build_info(coll)
+animation.animate_zoom(scene, scene_build.build_camera(coll), zoom=info["zoom"],
+                       num_levels=info["num_levels"], size=info["plane_size"],
+                       frames_per_level=48)
+build = time.perf_counter() - t
+t = time.perf_counter()
+scene_build.build_zoom_stack(scene, {stack!r}, samples={samples})
+rebuild = time.perf_counter() - t
+scene.frame_set(scene.frame_start + 24)
+scene.render.filepath = {out!r}
+t = time.perf_counter()
+bpy.ops.render.render(write_still=True)
+render = time.perf_counter() - t
+print("P10_BENCH" + json.dumps(dict(build_s=build, rebuild_s=rebuild, render_frame_s=render,
+                                    frames=scene.frame_end - scene.frame_start + 1)))
+'''
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--levels", type=int, default=16)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--zoom", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=16)
+    args = ap.parse_args()
+
+    from core.stack_io import ZoomStack
+
+    with tempfile.TemporaryDirectory(prefix="p10_bench_") as tmp:
+        tmp = Path(tmp)
+        rng = np.random.default_rng(0)
+        layers = rng.random((args.levels, args.size, args.size, 3), dtype=np.float32)
+        t = time.perf_counter()
+        ZoomStack(layers, {"zoom": args.zoom, "prompts": ["x"] * args.levels}).save(tmp / "s")
+        write = time.perf_counter() - t
+        (tmp / "pkg").mkdir()
+        os.symlink(ROOT, tmp / "pkg" / "powers_of_ten")
+        script = tmp / "bench.py"
+        script.write_text(SCRIPT.format(pkg=str(tmp / "pkg"), stack=str(tmp / "s"),
+                                        samples=args.samples, out=str(tmp / "frame.png")))
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+        total = time.perf_counter() - t
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("P10_BENCH")]
+        if proc.returncode or not line:
+            sys.exit(f"benchmark failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        result = json.loads(line[-1][len("P10_BENCH"):])
+    result.update(levels=args.levels, size=args.size, zoom=args.zoom, samples=args.samples,
+                  write_stack_s=write, blender_process_s=total, engine="CYCLES (CPU)",
+                  cpu_count=os.cpu_count())
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                      for k, v in result.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

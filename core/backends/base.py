@@ -1,0 +1,172 @@
+"""What every model family provides to generate(): prompts -> conditioning -> denoiser -> pixels."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .guidance import Rows, batch_slices, guided_prediction
+
+
+class Conditioning:
+    """Text conditioning: ``cond`` one row per level, ``uncond`` one row (the negative prompt)."""
+
+    def __init__(self, cond: Rows, uncond: Rows):
+        self.cond, self.uncond = cond, uncond
+
+
+class Backend:
+    """A loaded diffusers pipeline wrapped for the zoom sampler.
+
+    Subclasses set ``family`` and ``latent`` and implement ``encode_prompts`` and ``_unet``.
+    """
+
+    family = ""
+    latent = True
+
+    def __init__(self, pipe, device: torch.device, dtype: torch.dtype, source: str):
+        self.pipe, self.device, self.dtype, self.source = pipe, device, dtype, source
+        self.unet = pipe.unet
+        cfg = dict(pipe.scheduler.config)
+        self.scheduler_config = cfg
+        self.prediction_type = cfg.get("prediction_type", "epsilon")
+        from diffusers import DDPMScheduler
+
+        # ᾱ_t of the training schedule: converts the model's output to x̂0 at any timestep
+        train = DDPMScheduler.from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
+        self.alphas_cumprod = train.alphas_cumprod.to(torch.float32)
+
+    # ------------------------------------------------------------------- geometry
+    @property
+    def scale_factor(self) -> int:
+        """Pixels per sample pixel (the VAE factor for latent models, 1 for pixel models)."""
+        return 1
+
+    @property
+    def channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def native_size(self) -> int:
+        """Native sample size in pixels (square)."""
+        size = self.unet.config.sample_size
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        return int(size) * self.scale_factor
+
+    # ------------------------------------------------------------------- conditioning
+    def encode_prompts(self, prompts: list[str], negative_prompt: str, *,
+                       height: int, width: int) -> Conditioning:
+        raise NotImplementedError
+
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, **rows: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------- denoising
+    def model_output_to_x0(self, out: torch.Tensor, z_t: torch.Tensor,
+                           t: torch.Tensor) -> torch.Tensor:
+        """x̂0 from ε (x̂ = (z - σ ε)/α, the paper's Sec. 3), v or x0 predictions, in float32."""
+        idx = t.to(z_t.device).round().long().clamp(0, len(self.alphas_cumprod) - 1)
+        a = self.alphas_cumprod.to(z_t.device)[idx].view(-1, 1, 1, 1)
+        alpha, sigma = a.sqrt(), (1 - a).sqrt()
+        if self.prediction_type == "epsilon":
+            return (z_t - sigma * out) / alpha.clamp(min=1e-4)
+        if self.prediction_type == "v_prediction":
+            return alpha * z_t - sigma * out
+        if self.prediction_type == "sample":
+            return out
+        raise ValueError(f"unsupported prediction type {self.prediction_type!r}")
+
+    def postprocess_x0(self, x0: torch.Tensor) -> torch.Tensor:
+        return x0
+
+    def make_denoiser(self, cond: Conditioning, guidance: float,
+                      micro_batch: int | None = None) -> Callable:
+        """denoiser(z_t, t, levels) -> x̂0 for core.sampler (docs/architecture.md)."""
+        use_cfg = guidance != 1.0
+
+        @torch.no_grad()
+        def denoiser(z_t: torch.Tensor, t, levels: torch.Tensor) -> torch.Tensor:
+            b = z_t.shape[0]
+            t_b = torch.as_tensor(t, device=self.device)
+            t_b = t_b.expand(b) if t_b.dim() == 0 else t_b
+            idx = torch.as_tensor(levels, device=self.device).long()
+            rows = {k: v[idx] for k, v in cond.cond.items()}
+            out = guided_prediction(
+                self._unet, z_t.to(self.device, self.dtype), t_b, rows,
+                cond.uncond if use_cfg else None, guidance, micro_batch,
+            )
+            out = out[:, : z_t.shape[1]].float()  # learned-variance models: first C = ε
+            x0 = self.model_output_to_x0(out, z_t.to(self.device, torch.float32), t_b)
+            return self.postprocess_x0(x0).to(z_t.dtype)
+
+        return denoiser
+
+    # ------------------------------------------------------------------- pixels
+    def encode_photo(self, image: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:
+        """(1, 3, H, W) in [-1, 1] -> the sample space (C, h, w) the sampler's x0 lives in."""
+        raise NotImplementedError
+
+    def decode(self, x: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:
+        """Samples (N, C, h, w) -> images (N, 3, H, W) float32 in [0, 1] on the CPU."""
+        raise NotImplementedError
+
+    def preview(self, x: torch.Tensor) -> np.ndarray:
+        """Cheap (N, h, w, 3) float32 [0, 1] preview of samples (no VAE)."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        self.pipe = self.unet = None
+
+
+# SD 1.x/2.x latents -> approximate RGB (a least-squares fit popularised by ComfyUI/A1111
+# live previews); the VAE is far too slow for a per-step preview.
+_SD_RGB = ((0.3512, 0.2297, 0.3227), (0.3250, 0.4974, 0.2350),
+           (-0.2829, 0.1762, 0.2721), (-0.2120, -0.2616, -0.7177))
+_SDXL_RGB = ((0.3651, 0.4232, 0.4341), (-0.2533, -0.0042, 0.1068),
+             (0.1076, 0.1111, -0.0362), (-0.3165, -0.2492, -0.2188))
+_SDXL_BIAS = (0.1084, -0.0175, -0.0011)
+
+
+class LatentBackend(Backend):
+    """Shared VAE handling of Stable Diffusion and SDXL."""
+
+    _rgb, _bias = _SD_RGB, (0.0, 0.0, 0.0)
+
+    @property
+    def scale_factor(self) -> int:
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    def _vae(self):
+        vae = self.pipe.vae
+        # SDXL's VAE overflows in fp16 (config.force_upcast): decode it in fp32
+        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            vae.to(torch.float32)
+        return vae
+
+    @torch.no_grad()
+    def encode_photo(self, image: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:
+        vae = self._vae()
+        dist = vae.encode(image.to(self.device, vae.dtype)).latent_dist
+        lat = dist.mean.float()  # the mean: deterministic, the photo is data, not a sample
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return ((lat - shift) * vae.config.scaling_factor)[0]
+
+    @torch.no_grad()
+    def decode(self, x: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:
+        vae = self._vae()
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        z = x.to(self.device, torch.float32) / vae.config.scaling_factor + shift
+        out = [vae.decode(z[s].to(vae.dtype)).sample.float().cpu()
+               for s in batch_slices(z.shape[0], micro_batch)]
+        return ((torch.cat(out) + 1) / 2).clamp(0, 1)
+
+    def preview(self, x: torch.Tensor) -> np.ndarray:
+        x = x.detach().float().cpu()
+        if x.shape[1] == 4:
+            m = torch.tensor(self._rgb)
+            rgb = torch.einsum("nchw,cr->nhwr", x, m) + torch.tensor(self._bias)
+            return ((rgb + 1) / 2).clamp(0, 1).numpy()
+        return ((x[:, :3].permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1).numpy()
+

@@ -1,0 +1,336 @@
+"""Model loading: hub id / local diffusers folder / single checkpoint file -> Backend.
+
+Respects the Hugging Face cache and HF_HUB_OFFLINE: the cache is always tried first (no
+network round trip when the model is there), the hub only when not offline. Anything that
+cannot be found becomes one ModelNotFoundError line that says how to fix it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from typing import Any
+
+import torch
+
+from ..errors import InvalidInputError, ModelNotFoundError
+from ..settings import PIPELINE_CLASSES
+from .base import Backend
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+_PIPELINES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "if": "IFPipeline"}
+_NAMES = {"sd": "Stable Diffusion 1.x/2.x", "sdxl": "SDXL", "if": "DeepFloyd IF"}
+_NO_SAFETY = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
+_LOAD_KWARGS = {"sd": _NO_SAFETY, "sdxl": {}, "if": {**_NO_SAFETY, "watermarker": None}}
+
+
+# --------------------------------------------------------------------------- device, dtype
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """"auto" picks cuda, then mps, then cpu; anything else is taken as given (checked)."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InvalidInputError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device 'cuda' was asked for but no CUDA GPU is available; use auto or cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidInputError(f"there is no GPU {name!r} ({torch.cuda.device_count()} found)")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvalidInputError("device 'mps' was asked for but Apple Metal is not available; use auto or cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InvalidInputError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
+    return dev
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on GPUs (half the memory, the weights' release precision), fp32 on the CPU."""
+    return torch.float32 if device.type == "cpu" else torch.float16
+
+
+# --------------------------------------------------------------------------- sources
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+    return env or bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def model_source(model: str) -> tuple[str, str]:
+    """("file" | "folder" | "hub", normalised path or id)."""
+    path = os.path.expanduser(model.strip())
+    if os.path.isfile(path):
+        return "file", os.path.abspath(path)
+    if os.path.isdir(path):
+        return "folder", os.path.abspath(path)
+    looks_like_path = (
+        path.lower().endswith(CHECKPOINT_SUFFIXES) or path.startswith((".", "/", "~", "\\"))
+        or path.count("/") > 1 or "\\" in path or (len(path) > 1 and path[1] == ":")
+    )
+    if looks_like_path:
+        raise ModelNotFoundError(f"model file or folder {model!r} does not exist")
+    return "hub", path
+
+
+def _not_found(model: str, exc: BaseException | None = None) -> ModelNotFoundError:
+    name = type(exc).__name__ if exc is not None else ""
+    if "Gated" in name:
+        return ModelNotFoundError(
+            f"model {model!r} is gated: accept its licence on huggingface.co, log in with "
+            "`hf auth login`, then try again"
+        )
+    if "RepositoryNotFound" in name or "HFValidation" in name:
+        return ModelNotFoundError(
+            f"model {model!r} does not exist on the Hugging Face hub; check the name, or give a "
+            "local model folder or .safetensors file"
+        )
+    where = "HF_HUB_OFFLINE is set" if _offline() else "the hub could not be reached"
+    return ModelNotFoundError(
+        f"model {model!r} is not in the Hugging Face cache ({_cache_dir()}) and {where}: "
+        f"download it once while online (`hf download {model}`), or give a local model folder "
+        "or .safetensors file"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _hub_file(repo: str, filename: str) -> str:
+    """A file of a hub repo: the cache first, then (when not offline) the network."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(repo, filename, local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any miss means: try the network or give up
+        if _offline() or "HFValidation" in type(exc).__name__:
+            raise _not_found(repo, exc) from None
+    try:
+        return hf_hub_download(repo, filename)
+    except Exception as exc:  # noqa: BLE001
+        raise _not_found(repo, exc) from None
+
+
+def _family_of_index(model: str, index_path: str) -> str:
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            cls = json.load(f).get("_class_name", "")
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"cannot read {index_path}: {_first_line(exc)}") from None
+    if cls not in PIPELINE_CLASSES:
+        raise InvalidInputError(
+            f"model {model!r} is a {cls or 'unknown pipeline'}; supported are Stable Diffusion "
+            "1.x/2.x, SDXL and DeepFloyd IF stage I"
+        )
+    return PIPELINE_CLASSES[cls]
+
+
+def _family_of_checkpoint(path: str) -> str:
+    """SD 1.x/2.x or SDXL from an original-format checkpoint's key names."""
+    keys: list[str] = []
+    if path.lower().endswith(".safetensors"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(path, framework="pt") as f:
+                keys = list(f.keys())
+        except Exception as exc:  # noqa: BLE001
+            raise InvalidInputError(f"{path} is not a readable .safetensors file: {_first_line(exc)}") from None
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+        return "sdxl"
+    return "sd"  # SD 1.x/2.x (and .ckpt files, unless the family is given)
+
+
+def detect_family(model: str, family: str | None = None) -> str:
+    """"sd", "sdxl" or "if" from model_index.json's _class_name (or the checkpoint keys)."""
+    if family is not None and family not in _PIPELINES:
+        raise InvalidInputError(f"unknown model family {family!r}; choose sd, sdxl or if")
+    kind, where = model_source(model)
+    if kind == "file":  # checkpoint keys are a heuristic: an explicit family wins
+        return family or _family_of_checkpoint(where)
+    if kind == "folder":
+        index = os.path.join(where, "model_index.json")
+        if not os.path.isfile(index):
+            raise ModelNotFoundError(
+                f"folder {model!r} is not a diffusers model folder (it has no model_index.json)"
+            )
+    else:
+        index = _hub_file(where, "model_index.json")
+    found = _family_of_index(model, index)
+    if family is not None and family != found:  # the pipeline config is authoritative
+        raise InvalidInputError(f"model {model!r} is a {_NAMES[found]} model, not {_NAMES[family]}")
+    return found
+
+
+# --------------------------------------------------------------------------- pipelines
+def _quiet() -> None:
+    from diffusers.utils import logging as dlog
+
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
+    try:
+        from transformers.utils import logging as tlog
+
+        tlog.set_verbosity_error()
+        tlog.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetics only
+        pass
+
+
+def load_pipeline(model: str, family: str, dtype: torch.dtype, cls_name: str | None = None,
+                  **extra: Any):
+    """The diffusers pipeline of ``family`` from a hub id, folder or single checkpoint file."""
+    import diffusers
+
+    _quiet()
+    kind, where = model_source(model)
+    cls = getattr(diffusers, cls_name or _PIPELINES[family])
+    kwargs = {**_LOAD_KWARGS.get(family, {}), **extra, "dtype": dtype}
+    if kind == "file":
+        if family == "if":
+            raise InvalidInputError("DeepFloyd IF cannot load from a single file; give its folder or hub id")
+        loader = cls.from_single_file
+    else:
+        loader = cls.from_pretrained
+    try:
+        return loader(where, local_files_only=True, **kwargs)
+    except (ModelNotFoundError, InvalidInputError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified below into one line
+        if kind == "folder":
+            raise ModelNotFoundError(
+                f"cannot load the model folder {model!r}: {_first_line(exc)}"
+            ) from None
+        if _offline():
+            raise _not_found_file(model, kind, exc) from None
+    try:  # not cached: the hub (model files, or the base config a single file needs)
+        return loader(where, local_files_only=False, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise _not_found_file(model, kind, exc) from None
+
+
+def _not_found_file(model: str, kind: str, exc: BaseException) -> ModelNotFoundError:
+    if kind == "file":
+        where = "HF_HUB_OFFLINE is set" if _offline() else "the hub could not be reached"
+        return ModelNotFoundError(
+            f"checkpoint {model!r} needs its base model's configuration from the Hugging Face hub, "
+            f"which is not cached and {where}: connect once, or use a diffusers model folder"
+        )
+    return _not_found(model, exc)
+
+
+def _backend_class(family: str) -> type[Backend]:
+    if family == "sd":
+        from .stable_diffusion import StableDiffusionBackend as cls
+    elif family == "sdxl":
+        from .sdxl import SDXLBackend as cls
+    else:
+        from .deepfloyd_if import DeepFloydIFBackend as cls
+    return cls
+
+
+def load_backend(model: str, *, family: str | None = None, device: str | torch.device = "auto",
+                 dtype: torch.dtype | None = None) -> Backend:
+    """Load ``model`` (hub id, folder or checkpoint file) onto ``device`` as a Backend."""
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    dtype = dtype or default_dtype(dev)
+    fam = detect_family(model, family)
+    pipe = load_pipeline(model, fam, dtype)
+    pipe.to(dev)
+    pipe.set_progress_bar_config(disable=True)
+    return _backend_class(fam)(pipe, dev, dtype, model)
+
+
+def check_upscaler(source: str) -> None:
+    """Fail fast (before sampling) when the IF stage II model is missing or not a stage II."""
+    kind, where = model_source(source)
+    if kind == "file":
+        raise InvalidInputError(f"upscaler {source!r} must be a DeepFloyd IF stage II folder or hub id")
+    index = os.path.join(where, "model_index.json") if kind == "folder" else _hub_file(where, "model_index.json")
+    cls = ""
+    if os.path.isfile(index):
+        try:
+            with open(index, encoding="utf-8") as f:
+                cls = json.load(f).get("_class_name", "")
+        except (OSError, ValueError):
+            cls = ""
+    if cls != "IFSuperResolutionPipeline":
+        raise InvalidInputError(f"upscaler {source!r} is not a DeepFloyd IF stage II model")
+
+
+def load_upscaler(backend, source: str) -> None:
+    """Attach DeepFloyd IF stage II ``source`` to an IF backend (no-op when already attached)."""
+    if backend.upscaler is not None and backend.upscaler_source == source:
+        return
+    backend.upscaler = None
+    check_upscaler(source)
+    # stage II reuses stage I's T5 embeddings: do not load a second T5-XXL
+    sr = load_pipeline(source, "if", backend.dtype, "IFSuperResolutionPipeline",
+                       text_encoder=None, tokenizer=None)
+    sr.to(backend.device)
+    sr.set_progress_bar_config(disable=True)
+    backend.upscaler, backend.upscaler_source = sr, source
+
+
+# --------------------------------------------------------------------------- cache
+def free_device_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    mps = getattr(torch, "mps", None)
+    if mps is not None and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        mps.empty_cache()
+
+
+class ModelCache:
+    """Keeps the last loaded model so repeated generate() calls skip loading.
+
+    One model at a time (a second model would not fit next to the first on most GPUs):
+    asking for another releases the current one first. ``release()`` frees the GPU memory.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._backend: Backend | None = None
+
+    @staticmethod
+    def _key_of(model: str, family: str | None, device: torch.device, dtype: torch.dtype) -> tuple:
+        kind, where = model_source(model)
+        return (where, family, str(device), str(dtype))
+
+    def get(self, model: str, *, family: str | None = None, device: str | torch.device = "auto",
+            dtype: torch.dtype | None = None) -> Backend:
+        dev = device if isinstance(device, torch.device) else resolve_device(device)
+        dtype = dtype or default_dtype(dev)
+        key = self._key_of(model, family, dev, dtype)
+        if self._backend is None or key != self._key:
+            self.release()
+            self._backend = load_backend(model, family=family, device=dev, dtype=dtype)
+            self._key = key
+        return self._backend
+
+    @property
+    def loaded(self) -> str | None:
+        """The source of the model held, or None."""
+        return self._backend.source if self._backend is not None else None
+
+    def release(self) -> None:
+        backend, self._backend, self._key = self._backend, None, None
+        if backend is not None:
+            backend.release()
+            del backend
+        free_device_memory()

@@ -1,0 +1,52 @@
+"""Schedulers by name, built from the loaded pipeline's own scheduler config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidInputError
+from ..settings import SCHEDULERS
+
+# name -> diffusers class and the overrides that make it a plain sampler of the model's
+# training schedule: the zoom sampler feeds it consolidated x0 (as ε), so clipping,
+# thresholding and learned variances belong to the denoiser (or are not used at all).
+_CLASSES = {
+    "ddpm": ("DDPMScheduler", {"variance_type": "fixed_small", "clip_sample": False,
+                               "thresholding": False}),
+    "ddim": ("DDIMScheduler", {"clip_sample": False, "thresholding": False}),
+    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++",
+                                                    "solver_order": 2, "thresholding": False,
+                                                    "variance_type": None}),
+    "euler": ("EulerDiscreteScheduler", {}),
+}
+
+
+def scheduler_names() -> list[str]:
+    return list(SCHEDULERS)
+
+
+def default_steps(name: str) -> int:
+    check_scheduler_name(name)
+    return SCHEDULERS[name]
+
+
+def check_scheduler_name(name: str) -> str:
+    if name not in _CLASSES:
+        raise InvalidInputError(
+            f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}"
+        )
+    return name
+
+
+def make_scheduler(name: str, config: dict[str, Any]):
+    """A fresh scheduler ``name`` ("ddpm", "ddim", "dpmsolver++", "euler") on ``config``'s
+    training schedule (betas, timestep spacing, prediction type, steps offset)."""
+    import diffusers
+
+    cls_name, overrides = _CLASSES[check_scheduler_name(name)]
+    base = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+    # DeepFloyd IF's schedule is squaredcos_cap_v2; everything else keeps its own betas.
+    return getattr(diffusers, cls_name).from_config({**base, **overrides})
+
+
+__all__ = ["check_scheduler_name", "default_steps", "make_scheduler", "scheduler_names"]

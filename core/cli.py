@@ -1,0 +1,345 @@
+"""Headless command line: ``python -m core generate|video|examples``.
+
+Exit codes: 0 done, 1 user error (one line on stderr, no traceback), 130 cancelled (Ctrl-C).
+Output is all-or-nothing: the stack folder (and its preview video) is assembled in a hidden
+temporary sibling and renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import Cancelled, P10Error
+
+EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
+PREVIEW_NAME = "preview.mp4"
+
+
+class UsageError(P10Error):
+    """Bad command-line usage (argparse's complaints, conflicting options)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage and exits 2; we want one line and exit code 1.
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+# ------------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    from .settings import SCHEDULERS
+
+    parser = _Parser(prog="python -m core", description="Powers of Ten: generate semantic-zoom "
+                     "stacks from one prompt per zoom level (Generative Powers of Ten, CVPR 2024).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    g = sub.add_parser("generate", help="generate a zoom stack folder (and optionally its video)",
+                       description="Generate a zoom stack. Options given here override the "
+                       "settings of a JSON prompt file.")
+    src = g.add_argument_group("prompts (outermost zoom level first)")
+    src.add_argument("--prompt", action="append", metavar="TEXT",
+                     help="the prompt of one zoom level; repeat it, outermost first")
+    src.add_argument("--prompts", metavar="FILE",
+                     help="a .txt file (one prompt per line), a .json file (prompts + settings) "
+                     "or the name of a bundled example (see `python -m core examples`)")
+    s = g.add_argument_group("settings")
+    s.add_argument("--zoom", type=int, metavar="P", help="relative zoom between levels: 2, 4 or 8 (default 2)")
+    s.add_argument("--model", metavar="ID_OR_PATH", help="hub id, model folder or .safetensors file")
+    s.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: the scheduler's)")
+    s.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale (default 7.5)")
+    s.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
+    s.add_argument("--size", type=int, metavar="PX", help="width and height in pixels (default: the model's)")
+    s.add_argument("--width", type=int, metavar="PX", help="width in pixels")
+    s.add_argument("--height", type=int, metavar="PX", help="height in pixels")
+    s.add_argument("--scheduler", metavar="NAME", help=f"one of {', '.join(SCHEDULERS)} (default ddpm)")
+    s.add_argument("--negative-prompt", metavar="TEXT", help="what no level should show")
+    s.add_argument("--photo", metavar="IMG", help="a photo the outermost level must show (photo zoom)")
+    s.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N or mps")
+    s.add_argument("--micro-batch", type=int, metavar="K", help="levels per model call (less memory)")
+    s.add_argument("--family", metavar="NAME", help="force the model family: sd, sdxl or if")
+    s.add_argument("--upscaler", metavar="ID", help="DeepFloyd IF stage II model, or 'none'")
+    o = g.add_argument_group("output")
+    o.add_argument("--out", required=True, metavar="DIR", help="the stack folder to create")
+    o.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    o.add_argument("--video", action="store_true", help=f"also write DIR/{PREVIEW_NAME}")
+    _video_options(o)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    v = sub.add_parser("video", help="(re)render a stack folder's zoom video",
+                       description="Render the continuous zoom through a stack folder as an H.264 MP4.")
+    v.add_argument("stack", metavar="DIR", help="a zoom stack folder")
+    v.add_argument("--out", metavar="FILE", help=f"the .mp4 to write (default DIR/{PREVIEW_NAME})")
+    _video_options(v)
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
+    v.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    sub.add_parser("examples", help="list the bundled example prompt sequences from the paper")
+    return parser
+
+
+def _video_options(group) -> None:
+    group.add_argument("--frames-per-level", type=int, default=24, metavar="F",
+                       help="frames per zoom level (default 24)")
+    group.add_argument("--fps", type=float, default=24.0, help="frames per second (default 24)")
+    group.add_argument("--video-size", type=int, metavar="PX", help="longer side of the video (default: the stack's)")
+    group.add_argument("--direction", choices=("in", "out"), default="in", help="zoom in (default) or out")
+
+
+# ---------------------------------------------------------------------------------- settings
+_OVERRIDES = ("zoom", "model", "steps", "guidance", "seed", "width", "height", "scheduler",
+              "negative_prompt", "photo", "device", "micro_batch", "family", "upscaler")
+
+
+def _read_prompts_source(source: str) -> tuple[list[str], dict]:
+    from .prompts import list_examples, load_example, read_prompt_file
+
+    path = Path(source).expanduser()
+    if not path.exists() and source.strip().lower().replace("-", "_").replace(" ", "_") in list_examples():
+        return load_example(source)
+    prompts, settings = read_prompt_file(path)
+    photo = settings.get("photo")
+    if isinstance(photo, str) and photo and not Path(photo).expanduser().is_absolute():
+        # A photo named in a prompt file is relative to that file, not to the shell's folder.
+        settings["photo"] = str((path.parent / photo).resolve())
+    return prompts, settings
+
+
+def settings_from_args(args: argparse.Namespace, warn: Callable[[str], None] | None = None):
+    """GenerateSettings from parsed ``generate`` arguments: prompt file first, options on top."""
+    from .settings import GenerateSettings
+
+    if args.prompt and args.prompts:
+        raise UsageError("give prompts either with --prompt (repeated) or with --prompts FILE, not both")
+    if args.size is not None and (args.width is not None or args.height is not None):
+        raise UsageError("give either --size or --width/--height, not both")
+    if args.prompts:
+        prompts, data = _read_prompts_source(args.prompts)
+    elif args.prompt:
+        prompts, data = list(args.prompt), {}
+    else:
+        raise UsageError("no prompts: give --prompt TEXT (once per zoom level) or --prompts FILE")
+    if args.size is not None:
+        args.width = args.height = args.size
+    data = dict(data, **{k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None})
+    data["prompts"] = prompts
+    settings = GenerateSettings.from_dict(data)
+    if settings.extra and warn is not None:
+        warn(f"ignoring unknown setting(s) {', '.join(sorted(map(str, settings.extra)))}")
+    return settings.validate()
+
+
+# -------------------------------------------------------------------------------- progress
+class _Progress:
+    """tqdm bar on stderr, one per phase (loading, sampling, decoding...)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.phase = None
+        self.lock = threading.Lock()
+
+    def __call__(self, phase: str, step: int, total: int, preview: Any = None) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        with self.lock:
+            if phase != self.phase or self.bar is None:
+                self.close()
+                self.phase = phase
+                self.bar = tqdm(total=total or None, desc=str(phase), file=sys.stderr, unit="step",
+                                dynamic_ncols=True, leave=False)
+            if total and self.bar.total != total:
+                self.bar.total = total
+            self.bar.n = step
+            self.bar.refresh()
+
+    def frames(self, n: int, total: int) -> None:
+        self("video", n, total)
+
+    def stop(self) -> None:
+        """Close the bar and draw no more (the job is being cancelled)."""
+        self.enabled = False
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _load_generate() -> Callable:
+    """The generator (a seam for tests, and a lazy import: torch loads only when needed)."""
+    from .generate import generate
+    return generate
+
+
+_abandoned: list[threading.Thread] = []  # workers left running after a second Ctrl-C
+
+
+def abandoned_work() -> bool:
+    """True when a second Ctrl-C left a worker thread computing (``__main__`` then hard-exits:
+    finalising the interpreter under a running torch thread aborts the process)."""
+    return any(t.is_alive() for t in _abandoned)
+
+
+def _run_cancellable(fn: Callable[[threading.Event], Any], on_interrupt: Callable[[], None]) -> Any:
+    """Run ``fn(cancel)`` in a worker thread; Ctrl-C sets ``cancel`` and waits for ``fn`` to stop.
+
+    In the main thread a SIGINT handler replaces KeyboardInterrupt for the run: the first Ctrl-C
+    only sets ``cancel`` (the job stops at its next check, once per denoising step) and a second
+    one abandons the job. Waiting uses an Event, not Thread.join: a KeyboardInterrupt inside
+    join() can make a live thread look finished (CPython issue 90882).
+    """
+    cancel, done = threading.Event(), threading.Event()
+    box: dict[str, Any] = {}
+
+    def work():
+        try:
+            box["result"] = fn(cancel)
+        except BaseException as e:  # handed to the main thread below
+            box["error"] = e
+        finally:
+            done.set()
+
+    def on_sigint(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        on_interrupt()
+
+    t = threading.Thread(target=work, name="p10-generate", daemon=True)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    try:
+        t.start()
+        while not done.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        if not done.is_set():
+            cancel.set()
+            _abandoned.append(t)
+        raise Cancelled("cancelled") from None
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    if "error" in box:
+        raise box["error"]
+    if cancel.is_set():
+        raise Cancelled("cancelled")
+    return box["result"]
+
+
+# -------------------------------------------------------------------------------- commands
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from .preview import write_preview_video
+
+    settings = settings_from_args(args, warn=lambda m: _say(f"warning: {m}"))
+    out = Path(args.out).expanduser()
+    if out.exists() and not args.force:
+        raise UsageError(f"{out} already exists; choose another --out folder or add --force")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} exists and is not a folder")
+    if args.video:  # check the video options before the long run, not after it
+        from .preview import zoom_levels_for_frames
+        zoom_levels_for_frames(1, args.frames_per_level, args.direction)
+        if not args.fps > 0:
+            raise UsageError(f"--fps must be positive, got {args.fps:g}")
+    generate = _load_generate()
+    progress = _Progress(enabled=not args.quiet)
+    try:
+        stack = _run_cancellable(
+            lambda cancel: generate(settings, progress=progress, cancel=cancel),
+            on_interrupt=lambda: (progress.stop(), _say("cancelling... (Ctrl-C again to quit at once)")))
+        progress.close()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # Everything goes into a hidden sibling first; one rename publishes it.
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            built = staging / out.name
+            stack.save(built)
+            if args.video:
+                write_preview_video(stack, built / PREVIEW_NAME, args.frames_per_level, args.fps,
+                                    args.video_size, direction=args.direction, progress=progress.frames)
+                progress.close()
+            if out.exists():  # --force
+                shutil.rmtree(out)
+            os.replace(built, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        progress.close()
+    print(out)
+    if args.video:
+        print(out / PREVIEW_NAME)
+    return EXIT_OK
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    from .preview import write_preview_video
+    from .stack_io import ZoomStack
+
+    stack = ZoomStack.load(Path(args.stack).expanduser())
+    out = Path(args.out).expanduser() if args.out else Path(args.stack).expanduser() / PREVIEW_NAME
+    progress = _Progress(enabled=not args.quiet)
+    try:
+        write_preview_video(stack, out, args.frames_per_level, args.fps, args.video_size,
+                            direction=args.direction, progress=progress.frames)
+    finally:
+        progress.close()
+    print(out)
+    return EXIT_OK
+
+
+def _cmd_examples(args: argparse.Namespace) -> int:
+    from .prompts import example_info, list_examples
+
+    for name in list_examples():
+        info = example_info(name)
+        print(f"{name:15s} p={info['zoom']}  {info['num_levels']:2d} levels  {info['source']}")
+    return EXIT_OK
+
+
+COMMANDS = {"generate": _cmd_generate, "video": _cmd_video, "examples": _cmd_examples}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (never raises for user errors or Ctrl-C)."""
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise UsageError("choose a command: generate, video or examples")
+        return COMMANDS[args.command](args)
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else EXIT_OK
+    except (Cancelled, KeyboardInterrupt):
+        _say("cancelled; nothing was written")
+        return EXIT_CANCELLED
+    except P10Error as e:
+        _say(f"error: {_one_line(e)}")
+        return EXIT_ERROR
+    except Exception as e:  # a bug, or an error a dependency raised: still one line by default
+        if debug:
+            raise
+        _say(f"error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for details)")
+        return EXIT_ERROR
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__

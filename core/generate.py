@@ -1,0 +1,219 @@
+"""generate(): settings -> zoom stack. Loads the model, samples jointly, decodes, consolidates.
+
+Phases reported to ``progress(phase, step, total, preview)``: "loading model", "encoding
+prompts", "sampling", "decoding", "super-resolution" (DeepFloyd IF only), "consolidating".
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .backends.loading import ModelCache, check_upscaler, free_device_memory, load_upscaler
+from .backends.schedulers import make_scheduler
+from .errors import Cancelled, InvalidInputError, OutOfMemoryError, P10Error
+from .sampler import sample_zoom_stack
+from .settings import GenerateSettings
+from .stack_io import ZoomStack
+from .zoom_stack import blend, render_image
+
+Progress = Callable[[str, int, int, "np.ndarray | None"], None]
+
+
+def consolidate_pixels(images: torch.Tensor, zoom: int) -> torch.Tensor:
+    """Π_image(Blending(images)) in pixel space, kept in [0, 1]: exactly zoom-consistent.
+
+    Latent blending makes the *latents* consistent, but the VAE decodes each level on its own
+    (and IF's stage II upscales each on its own), so the decoded pixels disagree slightly;
+    one more blend + render in pixel space makes the exported textures agree exactly. The
+    clamp sits between blend and render: D_p is a convex filter, so the rendered images stay
+    in [0, 1] and consistent (clamping after rendering would break the equality).
+    """
+    layers = blend(images.float(), zoom).clamp(0, 1)
+    return render_image(layers, zoom)
+
+
+def _is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event) or hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def _check_cancel(cancel) -> None:
+    if _is_cancelled(cancel):
+        raise Cancelled("generation cancelled")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(exc, oom):
+        return True
+    if isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def load_photo(path: str, width: int, height: int) -> torch.Tensor:
+    """The photo as (1, 3, H, W) in [-1, 1]: centre-cropped to the aspect, then resized."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = min(w / width, h / height)  # the largest centre crop with the target aspect
+            cw, ch = round(width * scale), round(height * scale)
+            left, top = (w - cw) // 2, (h - ch) // 2
+            im = im.resize((width, height), Image.LANCZOS, box=(left, top, left + cw, top + ch))
+            arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read the photo {path!r}: {type(exc).__name__}") from None
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+
+
+def generate(settings: GenerateSettings, *, progress: Progress | None = None,
+             cancel: "threading.Event | Callable[[], bool] | None" = None,
+             models: ModelCache | None = None, consolidate: bool = True) -> ZoomStack:
+    """Generate the zoom stack ``settings`` describe; return it unsaved (``.save(dir)``).
+
+    ``models``: a ModelCache to reuse a loaded model across calls (without one the model is
+    loaded here and released before returning). ``consolidate=False`` skips the final
+    pixel-space consolidation (ablation only: the textures are then not zoom-consistent).
+    Errors are P10Error subclasses with one-line messages: InvalidInputError,
+    ModelNotFoundError, OutOfMemoryError, Cancelled, ModelOutputError.
+    """
+    if not isinstance(settings, GenerateSettings):
+        raise InvalidInputError("generate() needs a GenerateSettings")
+    settings.validate()
+    cache = models if models is not None else ModelCache()
+    state = {"phase": "loading model", "device": "GPU"}
+    try:
+        return _generate(settings, progress, cancel, cache, consolidate, state)
+    except P10Error:
+        raise
+    except Exception as exc:
+        if not _is_oom(exc):
+            raise
+        free_device_memory()
+        raise OutOfMemoryError(
+            f"out of {state['device']} memory while {state['phase']}: set a micro-batch size "
+            f"(e.g. {max(1, len(settings.prompts) // 2)}) or a smaller width/height"
+        ) from None
+    finally:
+        if models is None:
+            cache.release()
+
+
+def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: ModelCache,
+              consolidate: bool, state: dict) -> ZoomStack:
+    def report(phase: str, step: int, total: int, preview=None) -> None:
+        state["phase"] = phase
+        if progress is not None:
+            progress(phase, step, total, preview)
+
+    report("loading model", 0, 1)
+    _check_cancel(cancel)
+    backend = cache.get(s.model, family=s.family, device=s.device)
+    state["device"] = "GPU" if backend.device.type != "cpu" else "CPU"
+    s.validate(family=backend.family)
+    report("loading model", 1, 1)
+
+    # Sizes: pixels the model samples; the sampler works on pixels / VAE factor.
+    f, p = backend.scale_factor, s.zoom
+    height, width = s.height or backend.native_size, s.width or backend.native_size
+    for name, n in (("height", height), ("width", width)):
+        if n % (2 * p * f):
+            raise InvalidInputError(
+                f"{name} {n} must be a multiple of {2 * p * f} pixels for zoom {p} with this model"
+            )
+    upscaler = None
+    if backend.family == "if" and (s.upscaler or "").lower() != "none":
+        from .backends.deepfloyd_if import DEFAULT_UPSCALER
+
+        upscaler = s.upscaler or DEFAULT_UPSCALER
+        check_upscaler(upscaler)  # before minutes of sampling, not after
+    steps = s.resolved_steps()
+    scheduler = make_scheduler(s.scheduler, backend.scheduler_config)
+    n_levels = len(s.prompts)
+
+    _check_cancel(cancel)
+    report("encoding prompts", 0, 1)
+    cond = backend.encode_prompts(list(s.prompts), s.negative_prompt, height=height, width=width)
+    photo = None
+    if s.photo is not None:
+        photo = backend.encode_photo(load_photo(s.photo, width, height), s.micro_batch)
+    report("encoding prompts", 1, 1)
+
+    generator = torch.Generator("cpu").manual_seed(int(s.seed))  # same noise on any device
+
+    def on_step(step: int, total: int, layers: torch.Tensor) -> None:
+        preview = backend.preview(render_image(layers, p)) if progress is not None else None
+        report("sampling", step, total, preview)
+
+    report("sampling", 0, steps)
+    result = sample_zoom_stack(
+        backend.make_denoiser(cond, float(s.guidance), s.micro_batch), scheduler,
+        num_levels=n_levels, zoom=p, shape=(backend.channels, height // f, width // f),
+        num_inference_steps=steps, generator=generator, photo=photo, callback=on_step,
+        cancel=cancel, device=backend.device, dtype=torch.float32,
+    )
+
+    _check_cancel(cancel)
+    report("decoding", 0, 1)
+    pixels = backend.decode(result.images, s.micro_batch)  # (N, 3, H, W) in [0, 1], CPU
+    report("decoding", 1, 1)
+
+    if upscaler is not None:
+        from .backends.deepfloyd_if import UPSCALER_STEPS
+
+        _check_cancel(cancel)
+        report("loading model", 0, 1)
+        load_upscaler(backend, upscaler)
+        report("loading model", 1, 1)
+        sr_steps = min(steps, UPSCALER_STEPS)
+
+        def on_sr(done: int, total: int) -> None:
+            _check_cancel(cancel)
+            report("super-resolution", done, total)
+
+        report("super-resolution", 0, sr_steps)
+        pixels = backend.super_resolve(pixels, cond, steps=sr_steps, seed=s.seed,
+                                       micro_batch=s.micro_batch, callback=on_sr)
+
+    _check_cancel(cancel)
+    if consolidate:
+        report("consolidating", 0, 1)
+        pixels = consolidate_pixels(pixels, p)
+        report("consolidating", 1, 1)
+    layers = pixels.clamp(0, 1).permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
+
+    manifest = {
+        "p10_version": __version__,
+        "prompts": list(s.prompts),
+        "negative_prompt": s.negative_prompt,
+        "zoom": p,
+        "width": int(layers.shape[2]),
+        "height": int(layers.shape[1]),
+        "num_levels": n_levels,
+        "model": s.model,
+        "family": backend.family,
+        "scheduler": s.scheduler,
+        "steps": steps,
+        "guidance": float(s.guidance),
+        "seed": int(s.seed),
+        "photo": s.photo is not None,
+        "sample_width": width,
+        "sample_height": height,
+    }
+    if upscaler is not None:
+        manifest["upscaler"] = upscaler
+    return ZoomStack(layers, manifest)
+
+
+__all__ = ["consolidate_pixels", "generate", "load_photo"]

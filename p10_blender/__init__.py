@@ -1,0 +1,77 @@
+"""The Blender side of Powers of Ten: registration of every class, handler and timer.
+
+Enabling must work without torch/diffusers: nothing here imports them.
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.app.handlers import persistent
+
+from . import dependencies, generation, jobs, operators, panel, preferences, properties
+
+try:  # helper D's scene building (animation settings, load_stack, make_video)
+    from . import scene_ops
+    _EXTRA = list(getattr(scene_ops, "CLASSES", []))
+except ImportError:
+    scene_ops = None
+    _EXTRA = []
+
+_registered: list = []
+
+
+def _is_child_panel(cls) -> bool:
+    return issubclass(cls, bpy.types.Panel) and bool(getattr(cls, "bl_parent_id", ""))
+
+
+def _animation_type():
+    for cls in _EXTRA:
+        if cls.__name__ == "P10_AnimationSettings":
+            return cls
+    return None
+
+
+def all_classes() -> list:
+    """Registration order: D's property groups and operators, ours, then child panels."""
+    extra_first = [c for c in _EXTRA if not _is_child_panel(c)]
+    extra_last = [c for c in _EXTRA if _is_child_panel(c)]
+    return [*extra_first, *properties.make_classes(_animation_type()), *preferences.CLASSES,
+            *operators.CLASSES, *panel.CLASSES, *extra_last]
+
+
+@persistent
+def p10_load_pre(*_args) -> None:
+    """A file is replacing this one: cancel the running job before its scene goes away."""
+    generation.on_file_load()
+
+
+def register() -> None:
+    for cls in all_classes():
+        bpy.utils.register_class(cls)
+        _registered.append(cls)
+    bpy.types.Scene.p10 = bpy.props.PointerProperty(type=properties.P10_SceneSettings)
+    if p10_load_pre not in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.append(p10_load_pre)
+    dependencies.refresh(preferences.get_prefs())
+
+
+def unregister() -> None:
+    runner = generation.runner
+    if runner.busy:  # stop the worker; its result has nowhere to go
+        job = runner.current
+        job.cancel()
+        if job.thread is not None:
+            job.thread.join(timeout=10)
+    runner.current = None
+    jobs.stop_polling(runner)
+    while p10_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(p10_load_pre)
+    if hasattr(bpy.types.Scene, "p10"):
+        del bpy.types.Scene.p10
+    while _registered:
+        cls = _registered.pop()
+        try:
+            bpy.utils.unregister_class(cls)
+        except RuntimeError:
+            pass
+    dependencies.remove_paths()

@@ -1,0 +1,136 @@
+"""Scene settings: one PropertyGroup at ``scene.p10`` (prompts + every generation setting).
+
+Only persistent user choices live here; the running job's state is runtime-only (``jobs``).
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty,
+                       IntProperty, PointerProperty, StringProperty)
+
+from ..core import prompts as core_prompts
+
+ZOOM_ITEMS = [("2", "2×", "Each level shows the centre half of the previous one"),
+              ("4", "4×", "Each level shows the centre quarter of the previous one"),
+              ("8", "8×", "Each level shows the centre eighth of the previous one")]
+SCHEDULER_ITEMS = [("ddpm", "DDPM", "Ancestral sampler used in the paper"),
+                   ("ddim", "DDIM", "Deterministic, fewer steps"),
+                   ("dpmsolver++", "DPM-Solver++", "Multistep solver, fewest steps"),
+                   ("euler", "Euler", "Euler discrete")]
+DEVICE_ITEMS = [("auto", "Auto", "Best available: CUDA, ROCm, Apple Metal, then CPU"),
+                ("cuda", "CUDA / ROCm", "NVIDIA or AMD GPU"),
+                ("mps", "Apple Metal", "Apple silicon GPU"),
+                ("cpu", "CPU", "Slow, but always works")]
+DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+
+_preset_items_cache: list = []  # Blender needs the enum item strings kept alive
+
+
+def preset_items(self, context) -> list:
+    global _preset_items_cache
+    try:
+        names = core_prompts.list_examples()
+    except Exception:  # a broken install must not break drawing
+        names = []
+    _preset_items_cache = [(n, n.replace("_", " ").title(), f"Prompts of the paper's '{n}' example")
+                           for n in names] or [("NONE", "No presets", "")]
+    return _preset_items_cache
+
+
+class P10_PromptItem(bpy.types.PropertyGroup):
+    """One zoom level's prompt (level 0 = outermost)."""
+
+    text: StringProperty(name="Prompt", description="What this zoom level shows",
+                         default="")
+
+
+def _base_annotations() -> dict:
+    return {
+        "prompts": CollectionProperty(type=P10_PromptItem, name="Prompts"),
+        "prompt_index": IntProperty(name="Active prompt", default=0, min=0),
+        "preset": EnumProperty(name="Preset", items=preset_items,
+                               description="Prompt sequences from the paper"),
+        "zoom": EnumProperty(name="Zoom factor", items=ZOOM_ITEMS, default="2",
+                             description="Zoom between consecutive levels (p in the paper)"),
+        "width": IntProperty(name="Width", default=512, min=64, max=4096, step=64,
+                             subtype="PIXEL", description="Image width (a multiple of 2·zoom)"),
+        "height": IntProperty(name="Height", default=512, min=64, max=4096, step=64,
+                              subtype="PIXEL", description="Image height (a multiple of 2·zoom)"),
+        "steps": IntProperty(name="Steps", default=0, min=0, max=1000,
+                             description="Denoising steps (0: the scheduler's default)"),
+        "guidance": FloatProperty(name="Guidance", default=7.5, min=0.0, max=50.0,
+                                  description="Classifier-free guidance scale"),
+        "scheduler": EnumProperty(name="Scheduler", items=SCHEDULER_ITEMS, default="ddpm"),
+        "seed": IntProperty(name="Seed", default=0, min=0, description="Random seed"),
+        "negative_prompt": StringProperty(name="Negative prompt", default="",
+                                          description="What no level should show"),
+        "model": StringProperty(name="Model", default=DEFAULT_MODEL,
+                                description="Hugging Face model id or a local model folder"),
+        "device": EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto"),
+        "use_photo": BoolProperty(name="Start from photo", default=False,
+                                  description="Constrain the outermost level to a photo"),
+        "photo": PointerProperty(type=bpy.types.Image, name="Photo",
+                                 description="Image the outermost level must match"),
+        "output_dir": StringProperty(name="Output folder", default="", subtype="DIR_PATH",
+                                     description="Where stacks go (empty: the add-on's "
+                                                 "user folder)"),
+        "last_stack_dir": StringProperty(name="Last stack", default="", subtype="DIR_PATH",
+                                         description="Folder of the last generated stack"),
+    }
+
+
+class P10_SceneSettings(bpy.types.PropertyGroup):
+    """Everything the Zoom panel edits. Annotations are filled in by ``make_classes``."""
+
+
+def make_classes(animation_type=None) -> list:
+    """Property classes in registration order; hooks helper D's animation settings if present."""
+    ann = _base_annotations()
+    if animation_type is not None:
+        ann["animation"] = PointerProperty(type=animation_type, name="Animation")
+    P10_SceneSettings.__annotations__ = ann
+    return [P10_PromptItem, P10_SceneSettings]
+
+
+def prompts_of(settings) -> list[str]:
+    """The prompt texts, outermost first, exactly as typed."""
+    return [item.text for item in settings.prompts]
+
+
+def set_prompts(settings, texts: list[str]) -> None:
+    settings.prompts.clear()
+    for text in texts:
+        settings.prompts.add().text = text
+    settings.prompt_index = 0
+
+
+# Settings keys of prompt files / presets that map one-to-one onto scene properties.
+SIMPLE_KEYS = ("width", "height", "steps", "guidance", "seed", "negative_prompt", "model",
+               "scheduler", "device")
+
+
+def apply_settings(settings, values: dict) -> list[str]:
+    """Copy known keys of a prompt file's settings onto ``settings``; return the ignored keys."""
+    ignored = []
+    for key, value in values.items():
+        try:
+            if key == "zoom":
+                settings.zoom = str(int(value))
+            elif key == "steps" and value is None:
+                settings.steps = 0
+            elif key in SIMPLE_KEYS and value is not None:
+                setattr(settings, key, type(getattr(settings, key))(value))
+            else:
+                ignored.append(key)
+        except (TypeError, ValueError):
+            ignored.append(key)
+    return ignored
+
+
+def settings_dict(settings) -> dict:
+    """The scene's settings as prompt-file / GenerateSettings keys (no prompts, no photo)."""
+    out = {"zoom": int(settings.zoom)}
+    out.update({key: getattr(settings, key) for key in SIMPLE_KEYS})
+    out["steps"] = out["steps"] or None  # 0 means the scheduler's default
+    return out

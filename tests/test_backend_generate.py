@@ -1,0 +1,243 @@
+"""generate() end to end on tiny random-weight pipelines (CPU, HF_HUB_OFFLINE)."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import core.generate as gen_mod
+from core.backends.loading import ModelCache
+from core.errors import Cancelled, InvalidInputError, ModelNotFoundError, OutOfMemoryError
+from core.generate import consolidate_pixels, generate, load_photo
+from core.settings import GenerateSettings
+from core.stack_io import ZoomStack
+from core.zoom_stack import crop_centre, downsample
+from tests.tiny_models import make_tiny_if, make_tiny_sd, make_tiny_sdxl
+
+PROMPTS = ["an aerial view of a forest", "a tree", "a leaf"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_generate")
+    s1, s2 = make_tiny_if(root / "if")
+    return {"sd": make_tiny_sd(root / "sd"), "sdxl": make_tiny_sdxl(root / "sdxl"),
+            "sd_v": make_tiny_sd(root / "sdv", "v_prediction"), "if": s1, "if2": s2}
+
+
+@pytest.fixture(scope="module")
+def cache():
+    c = ModelCache()
+    yield c
+    c.release()
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    from PIL import Image
+
+    y, x = np.mgrid[0:96, 0:128]
+    arr = np.stack([x * 2, y * 2, (x + y)], -1).astype(np.uint8)
+    path = tmp_path_factory.mktemp("photo") / "photo.png"
+    Image.fromarray(arr).save(path)
+    return str(path)
+
+
+def settings(model, **kw):
+    return GenerateSettings(**{"prompts": PROMPTS, "model": model, "steps": 2, **kw})
+
+
+def inconsistency(layers: np.ndarray, zoom: int) -> float:
+    """max |centre of image i - D_p(image i+1)| over the stack (0 = exactly zoom-consistent)."""
+    x = torch.from_numpy(layers).permute(0, 3, 1, 2)
+    return float((crop_centre(x[:-1], zoom) - downsample(x[1:], zoom)).abs().max())
+
+
+@pytest.mark.parametrize("family, scheduler", [
+    ("sd", "ddpm"), ("sd", "ddim"), ("sd_v", "dpmsolver++"), ("sdxl", "ddpm"), ("sdxl", "euler"),
+])
+def test_latent_families_end_to_end(tiny, cache, family, scheduler, tmp_path):
+    events = []
+    s = settings(tiny[family], scheduler=scheduler, negative_prompt="blurry", seed=3)
+    stack = generate(s, models=cache, progress=lambda *a: events.append(a))
+    assert isinstance(stack, ZoomStack) and stack.layers.shape == (3, 64, 64, 3)
+    assert stack.layers.dtype == np.float32 and 0 <= stack.layers.min() <= stack.layers.max() <= 1
+    assert inconsistency(stack.layers, 2) < 1e-5
+    m = stack.manifest
+    assert (m["prompts"], m["zoom"], m["width"], m["height"], m["scheduler"], m["steps"],
+            m["guidance"], m["seed"], m["model"], m["photo"], m["negative_prompt"]) == (
+        PROMPTS, 2, 64, 64, scheduler, 2, 7.5, 3, tiny[family], False, "blurry")
+    assert "p10_version" in m
+    phases = [e[0] for e in events]
+    for phase in ("loading model", "sampling", "decoding"):
+        assert phase in phases
+    sampling = [e for e in events if e[0] == "sampling" and e[3] is not None]
+    assert [e[1:3] for e in sampling] == [(1, 2), (2, 2)]
+    assert sampling[0][3].shape == (3, 8, 8, 3)
+    # the stack saves and loads (quantisation keeps it zoom-consistent)
+    out = stack.save(tmp_path / "stack")
+    assert ZoomStack.load(out).layers.shape == (3, 64, 64, 3)
+
+
+def test_same_seed_same_stack_other_seed_differs(tiny, cache):
+    a = generate(settings(tiny["sd"], scheduler="ddim"), models=cache).layers
+    b = generate(settings(tiny["sd"], scheduler="ddim"), models=cache).layers
+    c = generate(settings(tiny["sd"], scheduler="ddim", seed=1), models=cache).layers
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+
+
+def test_deepfloyd_if_with_stage_two(tiny, cache):
+    events = []
+    s = settings(tiny["if"], upscaler=tiny["if2"], scheduler="ddpm")
+    stack = generate(s, models=cache, progress=lambda *a: events.append(a[:3]))
+    # stage I samples 16 px, stage II upscales each level 4x, then pixel consolidation
+    assert stack.layers.shape == (3, 64, 64, 3)
+    assert inconsistency(stack.layers, 2) < 1e-5
+    assert stack.manifest["upscaler"] == tiny["if2"] and stack.manifest["family"] == "if"
+    assert ("super-resolution", 2, 2) in events
+    low = generate(settings(tiny["if"], upscaler="none", scheduler="ddim"), models=cache)
+    assert low.layers.shape == (3, 16, 16, 3) and inconsistency(low.layers, 2) < 1e-5
+
+
+def test_missing_upscaler_fails_before_sampling(tiny, cache, monkeypatch):
+    seen = spy_sampler(monkeypatch)
+    with pytest.raises(ModelNotFoundError) as exc:
+        generate(settings(tiny["if"]), models=cache)  # default DeepFloyd/IF-II-L-v1.0, not cached
+    assert "IF-II-L" in str(exc.value) and "\n" not in str(exc.value) and not seen
+    with pytest.raises(InvalidInputError, match="stage II"):
+        generate(settings(tiny["if"], upscaler=tiny["sd"]), models=cache)
+    assert not seen
+
+
+def test_pixel_consolidation_makes_textures_consistent(tiny, cache):
+    s = settings(tiny["sd"], scheduler="ddim")
+    raw = generate(s, models=cache, consolidate=False).layers
+    done = generate(s, models=cache).layers
+    # latents are consistent, but the VAE decodes each level on its own: pixels disagree ...
+    assert inconsistency(raw, 2) > 1e-2
+    # ... until one more blend + render in pixel space
+    assert inconsistency(done, 2) < 1e-5
+    # consolidation is a projection: applying it again changes nothing
+    again = consolidate_pixels(torch.from_numpy(done).permute(0, 3, 1, 2), 2)
+    np.testing.assert_allclose(again.permute(0, 2, 3, 1).numpy(), done, atol=1e-5)
+
+
+def test_micro_batched_equals_unbatched(tiny, cache):
+    full = generate(settings(tiny["sd"], scheduler="ddpm"), models=cache).layers
+    micro = generate(settings(tiny["sd"], scheduler="ddpm", micro_batch=1), models=cache).layers
+    np.testing.assert_allclose(micro, full, atol=1e-5)
+    full_if = generate(settings(tiny["if"], upscaler="none"), models=cache).layers
+    micro_if = generate(settings(tiny["if"], upscaler="none", micro_batch=2), models=cache).layers
+    np.testing.assert_allclose(micro_if, full_if, atol=1e-5)
+    # stage II draws per-level noise, so micro-batching it changes only float rounding (which
+    # its 4x larger UNet and dynamic thresholding amplify slightly beyond 1e-5)
+    full_sr = generate(settings(tiny["if"], upscaler=tiny["if2"]), models=cache).layers
+    micro_sr = generate(settings(tiny["if"], upscaler=tiny["if2"], micro_batch=2), models=cache).layers
+    np.testing.assert_allclose(micro_sr, full_sr, atol=1e-4)
+
+
+def spy_sampler(monkeypatch):
+    seen = {}
+    real = gen_mod.sample_zoom_stack
+
+    def spy(*a, **k):
+        seen.update(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(gen_mod, "sample_zoom_stack", spy)
+    return seen
+
+
+def test_photo_zoom_latent(tiny, cache, photo, monkeypatch):
+    seen = spy_sampler(monkeypatch)
+    with_photo = generate(settings(tiny["sd"], photo=photo, scheduler="ddim"), models=cache)
+    backend = cache.get(tiny["sd"], device="auto")
+    expected = backend.encode_photo(load_photo(photo, 64, 64))
+    assert seen["photo"].shape == (4, 8, 8)  # the VAE latents of the photo
+    torch.testing.assert_close(seen["photo"], expected)
+    assert with_photo.manifest["photo"] is True
+    without = generate(settings(tiny["sd"], scheduler="ddim"), models=cache)
+    assert np.abs(with_photo.layers - without.layers).max() > 1e-3
+
+
+def test_photo_zoom_pixel_space(tiny, cache, photo, monkeypatch):
+    seen = spy_sampler(monkeypatch)
+    generate(settings(tiny["if"], photo=photo, upscaler="none"), models=cache)
+    p = seen["photo"]
+    assert p.shape == (3, 16, 16) and -1 <= p.min() < p.max() <= 1  # IF: the photo itself
+
+
+def test_load_photo_centre_crops():
+    from PIL import Image
+    import tempfile, os
+
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, 10:30] = 255  # the centre square is white, the sides black
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "wide.png")
+        Image.fromarray(arr).save(path)
+        x = load_photo(path, 8, 8)
+        assert x.shape == (1, 3, 8, 8) and x.mean() > 0.9  # (Lanczos rings a little at the edge)
+        with open(path, "wb") as f:
+            f.write(b"not an image")
+        with pytest.raises(InvalidInputError, match="cannot read the photo"):
+            load_photo(path, 8, 8)
+
+
+def test_bad_settings_raise_invalid_input(tiny, cache):
+    with pytest.raises(InvalidInputError, match="zoom level 2"):
+        generate(settings(tiny["sd"], prompts=["a", " "]), models=cache)
+    with pytest.raises(InvalidInputError, match="ddpm, ddim"):
+        generate(settings(tiny["sd"], scheduler="plms"), models=cache)
+    # an explicit family must agree with the model's own pipeline config
+    with pytest.raises(InvalidInputError, match="not DeepFloyd IF"):
+        generate(settings(tiny["sd"], family="if", width=20, height=20), models=cache)
+    with pytest.raises(InvalidInputError, match="multiple of 32"):
+        generate(settings(tiny["sd"], width=48, height=48), models=cache)
+
+
+def test_cancel_event_and_callable(tiny, cache):
+    ev = threading.Event()
+
+    def progress(phase, step, total, preview):
+        if phase == "sampling" and step == 1:
+            ev.set()
+
+    with pytest.raises(Cancelled):
+        generate(settings(tiny["sd"], steps=4), models=cache, progress=progress, cancel=ev)
+    with pytest.raises(Cancelled):
+        generate(settings(tiny["sd"]), models=cache, cancel=lambda: True)
+
+
+@pytest.mark.parametrize("error", [
+    lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    lambda: RuntimeError("MPS backend out of memory (MPS allocated: 8 GB)"),
+])
+def test_out_of_memory_is_one_line(tiny, cache, monkeypatch, error):
+    backend = cache.get(tiny["sd"], device="auto")
+
+    def boom(*a, **k):
+        raise error()
+
+    monkeypatch.setattr(backend, "_unet", boom)
+    with pytest.raises(OutOfMemoryError) as exc:
+        generate(settings(tiny["sd"]), models=cache)
+    msg = str(exc.value)
+    assert "micro-batch" in msg and "sampling" in msg and "\n" not in msg
+
+
+def test_other_errors_are_not_masked_as_oom(tiny, cache, monkeypatch):
+    backend = cache.get(tiny["sd"], device="auto")
+    monkeypatch.setattr(backend, "_unet", lambda *a, **k: (_ for _ in ()).throw(KeyError("x")))
+    with pytest.raises(KeyError):
+        generate(settings(tiny["sd"]), models=cache)
+
+
+def test_without_cache_model_is_released(tiny, monkeypatch):
+    released = []
+    real = ModelCache.release
+    monkeypatch.setattr(ModelCache, "release", lambda self: released.append(1) or real(self))
+    generate(settings(tiny["sd"], steps=1))
+    assert released
