@@ -29,3 +29,18 @@ class StackFormatError(P10Error):
 
 class ModelOutputError(P10Error, ValueError):
     """A denoiser returned a tensor of the wrong shape or with NaN/inf values."""
+
+
+def is_cancelled(cancel) -> bool:
+    """True when ``cancel`` (a ``threading.Event``-like object or a zero-arg callable) says so."""
+    if cancel is None:
+        return False
+    if hasattr(cancel, "is_set"):
+        return bool(cancel.is_set())
+    return bool(cancel())
+
+
+def raise_if_cancelled(cancel, what: str = "generation") -> None:
+    """Raise ``Cancelled`` when the user asked to stop."""
+    if is_cancelled(cancel):
+        raise Cancelled(f"{what} cancelled")

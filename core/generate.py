@@ -15,7 +15,7 @@ import torch
 from . import __version__
 from .backends.loading import ModelCache, check_upscaler, free_device_memory, load_upscaler
 from .backends.schedulers import make_scheduler
-from .errors import Cancelled, InvalidInputError, OutOfMemoryError, P10Error
+from .errors import InvalidInputError, OutOfMemoryError, P10Error, raise_if_cancelled
 from .sampler import sample_zoom_stack
 from .settings import GenerateSettings
 from .stack_io import ZoomStack
@@ -35,19 +35,6 @@ def consolidate_pixels(images: torch.Tensor, zoom: int) -> torch.Tensor:
     """
     layers = blend(images.float(), zoom).clamp(0, 1)
     return render_image(layers, zoom)
-
-
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event) or hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
-
-
-def _check_cancel(cancel) -> None:
-    if _is_cancelled(cancel):
-        raise Cancelled("generation cancelled")
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -118,7 +105,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
             progress(phase, step, total, preview)
 
     report("loading model", 0, 1)
-    _check_cancel(cancel)
+    raise_if_cancelled(cancel)
     backend = cache.get(s.model, family=s.family, device=s.device)
     state["device"] = "GPU" if backend.device.type != "cpu" else "CPU"
     s.validate(family=backend.family)
@@ -142,7 +129,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     scheduler = make_scheduler(s.scheduler, backend.scheduler_config)
     n_levels = len(s.prompts)
 
-    _check_cancel(cancel)
+    raise_if_cancelled(cancel)
     report("encoding prompts", 0, 1)
     cond = backend.encode_prompts(list(s.prompts), s.negative_prompt, height=height, width=width)
     photo = None
@@ -164,7 +151,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         cancel=cancel, device=backend.device, dtype=torch.float32,
     )
 
-    _check_cancel(cancel)
+    raise_if_cancelled(cancel)
     report("decoding", 0, 1)
     pixels = backend.decode(result.images, s.micro_batch)  # (N, 3, H, W) in [0, 1], CPU
     report("decoding", 1, 1)
@@ -172,21 +159,21 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     if upscaler is not None:
         from .backends.deepfloyd_if import UPSCALER_STEPS
 
-        _check_cancel(cancel)
+        raise_if_cancelled(cancel)
         report("loading model", 0, 1)
         load_upscaler(backend, upscaler)
         report("loading model", 1, 1)
         sr_steps = min(steps, UPSCALER_STEPS)
 
         def on_sr(done: int, total: int) -> None:
-            _check_cancel(cancel)
+            raise_if_cancelled(cancel)
             report("super-resolution", done, total)
 
         report("super-resolution", 0, sr_steps)
         pixels = backend.super_resolve(pixels, cond, steps=sr_steps, seed=s.seed,
                                        micro_batch=s.micro_batch, callback=on_sr)
 
-    _check_cancel(cancel)
+    raise_if_cancelled(cancel)
     if consolidate:
         report("consolidating", 0, 1)
         pixels = consolidate_pixels(pixels, p)

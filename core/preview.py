@@ -48,7 +48,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import Cancelled, InvalidInputError
+from .errors import Cancelled, InvalidInputError, is_cancelled
 
 _EPS = 1e-6        # tolerance on levels: 2.9999999 is level 3
 _SNAP = 2.0 ** 20  # positions are rounded to 2^-20 px so identity mappings give exact 0/1 weights
@@ -253,12 +253,6 @@ def video_size(height: int, width: int, size: int | Sequence[int] | None) -> tup
     return max(2, h - h % 2), max(2, w - w % 2)
 
 
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
-
-
 def write_preview_video(stack, out_path: str | os.PathLike, frames_per_level: int = 24, fps: float = 24,
                         size: int | Sequence[int] | None = None, *, direction: str = "in", hold: int = 0,
                         zoom: int | None = None, quality_crf: int = 18,
@@ -293,7 +287,7 @@ def write_preview_video(stack, out_path: str | os.PathLike, frames_per_level: in
         writer.send(None)
         try:
             for n, lv in enumerate(levels):
-                if _is_cancelled(cancel):
+                if is_cancelled(cancel):
                     raise Cancelled("preview video cancelled; nothing was written")
                 frame = render_zoom_frame(images, p, lv, (h, w))
                 writer.send(np.ascontiguousarray(np.round(frame * 255), dtype=np.uint8))

@@ -20,7 +20,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from .errors import Cancelled, ModelOutputError
+from .errors import ModelOutputError, raise_if_cancelled
 from .geometry import check_size, check_zoom, max_observation_depth
 from .zoom_stack import BLEND_METHODS, blend, crop_centre, downsample, render_image, render_noise
 
@@ -110,14 +110,6 @@ def _vp_coefficients(scheduler, step_index: int, t) -> tuple[torch.Tensor, torch
     return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
 
-def _is_cancelled(cancel) -> bool:
-    if cancel is None:
-        return False
-    if isinstance(cancel, threading.Event) or hasattr(cancel, "is_set"):
-        return bool(cancel.is_set())
-    return bool(cancel())
-
-
 def _checked(x0: torch.Tensor, like: torch.Tensor, t: int) -> torch.Tensor:
     if not isinstance(x0, torch.Tensor) or x0.shape != like.shape:
         got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
@@ -197,8 +189,7 @@ def sample_zoom_stack(
     layers = torch.zeros((n, c, h, w), device=device, dtype=dtype)
     total = len(sched.timesteps)
     for step, t in enumerate(sched.timesteps):
-        if _is_cancelled(cancel):
-            raise Cancelled("generation cancelled")
+        raise_if_cancelled(cancel)
         # "leading" spacing with steps_offset=1 at as many steps as training steps yields
         # t = T, one past the schedule: clamp so the model and ᾱ lookups stay in range
         t_int = min(int(round(float(t))), last_train_t)
@@ -209,8 +200,7 @@ def sample_zoom_stack(
             # layers; each level's step only reads the stack, so z is updated in one batch.
             x = torch.empty_like(z)
             for i in range(n - 1, -1, -1):
-                if _is_cancelled(cancel):
-                    raise Cancelled("generation cancelled")
+                raise_if_cancelled(cancel)
                 x0_i = _checked(denoiser(z_in[i:i + 1], t_int, levels[i:i + 1]), z_in[i:i + 1], t_int)
                 if photo is not None:
                     x0_i = photo_guidance(x0_i, levels[i:i + 1], photo, p)

@@ -3,7 +3,6 @@ input, the tiny random-weight Stable Diffusion for the real thing."""
 
 from __future__ import annotations
 
-import importlib.util
 import textwrap
 
 import pytest
@@ -162,12 +161,6 @@ def test_release_model(ur, tmp_path):
     assert out["released"] == 1 and out["models"] is None
 
 
-def _have_real_engine() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in
-               ("core.generate", "core.backends", "tiny_models", "diffusers"))
-
-
-@pytest.mark.skipif(not _have_real_engine(), reason="core.generate / tiny_models not written yet")
 def test_generate_with_tiny_model(ur, tmp_path):
     from tiny_models import make_tiny_sd
 
@@ -185,15 +178,18 @@ def test_generate_with_tiny_model(ur, tmp_path):
             p10.prompts.add().text = t
         r = bpy.ops.p10.generate()
         d = p10.last_stack_dir
+        coll = [c for c in bpy.data.collections if c.name.startswith("P10 Zoom")]
         emit(r=sorted(r), d=d, manifest=json.load(open(os.path.join(d, "manifest.json"))),
-             images=sorted(i.name for i in bpy.data.images))
+             images=sorted(i.name for i in bpy.data.images),
+             planes=[o.type for o in coll[0].all_objects] if coll else [],
+             camera=bpy.context.scene.camera.data.type if bpy.context.scene.camera else None)
     ''', ur, timeout=600)
     assert out["r"] == ["FINISHED"]
     assert out["manifest"]["num_levels"] == 2 and out["manifest"]["prompts"] == ["a galaxy",
                                                                                   "a star"]
     assert (tmp_path / "stacks").exists() and len(list((tmp_path / "stacks").iterdir())) == 1
-    # one image per level: helper D's load_stack names them after the stack folder, the
-    # fallback loader "P10 Layer NN"
+    # completion builds the zoom scene (p10.load_stack): one plane per level, ortho camera
     stack_name = out["d"].rstrip("/").rsplit("/", 1)[-1]
-    assert len([n for n in out["images"] if stack_name in n or n.startswith("P10 Layer")]) == 2
+    assert len([n for n in out["images"] if stack_name in n]) == 2
+    assert out["planes"].count("MESH") == 2 and out["camera"] == "ORTHO"
     assert not [n for n in out["images"] if n.startswith("P10 Preview")]

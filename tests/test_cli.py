@@ -257,7 +257,6 @@ def test_ctrl_c_while_writing_leaves_nothing(capsys, tmp_path, monkeypatch, fake
 
 # ------------------------------------------------------------------------------ end to end
 def test_end_to_end_on_tiny_sd(capsys, tmp_path):
-    pytest.importorskip("diffusers")
     from tests.tiny_models import make_tiny_sd  # helper A's tiny random-weight pipeline
 
     model = make_tiny_sd(tmp_path / "tiny_sd")
@@ -279,7 +278,6 @@ def test_end_to_end_on_tiny_sd(capsys, tmp_path):
 
 
 def test_sigint_on_a_real_run_exits_130_and_writes_nothing(tmp_path):
-    pytest.importorskip("diffusers")
     import signal
     import time
 
