@@ -5,7 +5,7 @@ the nearest single consistent scene, the success rate (RMSE < 0.02: every level 
 scene), and the detail ratio (finest-band energy of the result ÷ that of the nearest scene;
 < 1 means blurrier). Prints JSON.
 
-    python benchmarks/ablation.py [--seeds 16] [--steps 50]
+    python benchmarks/ablation.py [--seeds 48] [--steps 50]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def run_config(cfg: dict, seeds: int, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=16)
+    parser.add_argument("--seeds", type=int, default=48)
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -39,26 +39,30 @@ PIPELINE_CLASSES = {
 }
 
 
+def pipeline_class(index_path: str) -> str:
+    """``_class_name`` of a diffusers ``model_index.json`` ("" if absent or unreadable)."""
+    if not index_path or not os.path.isfile(index_path):
+        return ""
+    try:
+        with open(index_path, encoding="utf-8") as f:
+            return str(json.load(f).get("_class_name", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def family_hint(model: str) -> str:
     """Best guess of a model's family without torch: a local folder's model_index.json, else the name.
 
     Raises InvalidInputError for a local folder holding an unsupported pipeline.
     """
-    folder = os.path.expanduser(model)
-    index = os.path.join(folder, "model_index.json")
-    if os.path.isfile(index):
-        try:
-            with open(index, encoding="utf-8") as f:
-                cls = json.load(f).get("_class_name", "")
-        except (OSError, ValueError):
-            cls = ""
+    cls = pipeline_class(os.path.join(os.path.expanduser(model), "model_index.json"))
+    if cls:
         if cls in PIPELINE_CLASSES:
             return PIPELINE_CLASSES[cls]
-        if cls:
-            raise InvalidInputError(
-                f"model {model!r} is a {cls}; supported are Stable Diffusion 1.x/2.x, SDXL and "
-                "DeepFloyd IF stage I pipelines"
-            )
+        raise InvalidInputError(
+            f"model {model!r} is a {cls}; supported are Stable Diffusion 1.x/2.x, SDXL and "
+            "DeepFloyd IF stage I pipelines"
+        )
     name = os.path.basename(model.rstrip("/\\")).lower()
     if name.startswith("if-i-") or "deepfloyd" in model.lower():
         return "if"

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidInputError, ModelNotFoundError
-from ..settings import PIPELINE_CLASSES
+from ..settings import PIPELINE_CLASSES, pipeline_class
 from .base import Backend
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
@@ -261,14 +261,7 @@ def check_upscaler(source: str) -> None:
     if kind == "file":
         raise InvalidInputError(f"upscaler {source!r} must be a DeepFloyd IF stage II folder or hub id")
     index = os.path.join(where, "model_index.json") if kind == "folder" else _hub_file(where, "model_index.json")
-    cls = ""
-    if os.path.isfile(index):
-        try:
-            with open(index, encoding="utf-8") as f:
-                cls = json.load(f).get("_class_name", "")
-        except (OSError, ValueError):
-            cls = ""
-    if cls != "IFSuperResolutionPipeline":
+    if pipeline_class(index) != "IFSuperResolutionPipeline":
         raise InvalidInputError(f"upscaler {source!r} is not a DeepFloyd IF stage II model")
 
 
