@@ -99,8 +99,14 @@ if {enable!r}:
     enable_addon()
 '''
 
+# bpy 4.2 as a module can crash while tearing the interpreter down (seen: SIGSEGV at exit right
+# after an extension install). The script's work is done and reported by then, so leave without
+# the teardown; an exception earlier still exits non-zero through the normal path.
 _EPILOGUE = '''
 print({mark!r} + json.dumps(RESULT, default=str), flush=True)
+import os as _os, sys as _sys
+_sys.stderr.flush()
+_os._exit(0)
 '''
 
 
