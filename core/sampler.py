@@ -96,17 +96,18 @@ def _private_scheduler(scheduler):
     return type(scheduler).from_config(scheduler.config, **overrides)
 
 
-def _vp_coefficients(scheduler, step_index: int, t) -> tuple[torch.Tensor, torch.Tensor]:
+def _vp_coefficients(scheduler, step_index: int, t,
+                     acc: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """(α_t, σ_t) of z_t = α_t x0 + σ_t ε at this step, in the variance-preserving form.
 
     Sigma-based schedulers (Euler, DPM-Solver) store σ_k = σ_t/α_t; the others index ᾱ by t.
     """
     sigmas = getattr(scheduler, "sigmas", None)
     if sigmas is not None and len(sigmas) > step_index:
-        s = sigmas[step_index].double()
+        s = sigmas[step_index].to(acc)
         alpha = 1 / (1 + s**2).sqrt()
         return alpha, s * alpha
-    alpha_bar = scheduler.alphas_cumprod[int(t)].double()
+    alpha_bar = scheduler.alphas_cumprod[int(t)].to(acc)
     return alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
 
@@ -178,6 +179,8 @@ def sample_zoom_stack(
     sched.set_timesteps(num_inference_steps, device=device)
     is_ddpm = type(sched).__name__ == "DDPMScheduler"
     last_train_t = int(sched.config.num_train_timesteps) - 1
+    # the update's coefficients in float64 (ᾱ near 1 loses digits in float32); MPS has no float64
+    acc = torch.float32 if device.type == "mps" else torch.float64
 
     def draw_noise(consistent: bool) -> torch.Tensor:
         e = torch.randn((n, c, h, w), generator=generator,
@@ -219,14 +222,14 @@ def sample_zoom_stack(
         if is_ddpm:
             noise = draw_noise(coupled and shared_noise)  # Alg. 2 lines 3, 6
             prev_t = int(sched.previous_timestep(t_int))
-            ab_t = sched.alphas_cumprod[t_int].to(device=device, dtype=torch.float64)
+            ab_t = sched.alphas_cumprod[t_int].to(device=device, dtype=acc)
             ab_prev = (sched.alphas_cumprod[prev_t] if prev_t >= 0 else sched.one).to(
-                device=device, dtype=torch.float64)
-            z = ddpm_update(z.double(), x.double(), noise.double(), ab_t, ab_prev).to(dtype)
+                device=device, dtype=acc)
+            z = ddpm_update(z.to(acc), x.to(acc), noise.to(acc), ab_t, ab_prev).to(dtype)
         else:
             # Deterministic schedulers: hand them ε̂ implied by the consolidated x (x0_to_epsilon)
-            alpha, sigma = _vp_coefficients(sched, step, t_int)
-            eps = x0_to_epsilon(z_in.double(), x.double(), alpha.to(device), sigma.to(device))
+            alpha, sigma = _vp_coefficients(sched, step, t_int, acc)
+            eps = x0_to_epsilon(z_in.to(acc), x.to(acc), alpha.to(device), sigma.to(device))
             z = sched.step(eps.to(dtype), t, z).prev_sample
         if callback is not None:
             callback(step + 1, total, layers)
