@@ -31,6 +31,15 @@ REQUIRED = {
     "huggingface_hub": "huggingface-hub",
     "PIL": "pillow",
 }
+# Versions this release is tested with (kept equal to requirements.txt by a test), so a future
+# release of a library cannot break the add-on; torch stays free to match the GPU's index.
+TESTED_VERSIONS = {
+    "diffusers": "0.42.1",
+    "transformers": "5.24.0",
+    "accelerate": "1.15.0",
+    "safetensors": "0.8.0",
+    "huggingface-hub": "2.4.0",
+}
 TORCH_INDEX = {
     "CUDA": "https://download.pytorch.org/whl/cu126",
     "ROCM": "https://download.pytorch.org/whl/rocm6.3",
@@ -216,7 +225,8 @@ def pip_command(target: Path, torch_build: str, python: str | None = None,
         cmd += ["--extra-index-url", index]
     if constraints is not None:
         cmd += ["--constraint", str(constraints)]
-    return cmd + list(REQUIRED.values())
+    return cmd + [f"{name}=={TESTED_VERSIONS[name]}" if name in TESTED_VERSIONS else name
+                  for name in REQUIRED.values()]
 
 
 def write_constraints(path: Path) -> Path:

@@ -124,10 +124,18 @@ def test_pip_command(tmp_path):
     assert cmd[:4] == ["py", "-m", "pip", "install"]
     assert cmd[cmd.index("--target") + 1] == str(tmp_path)
     assert cmd[cmd.index("--extra-index-url") + 1].endswith("/cpu")
-    assert {"torch", "diffusers", "transformers", "pillow"} <= set(cmd)
+    assert {"torch", "diffusers==0.42.1", "transformers==5.24.0", "pillow"} <= set(cmd)
     assert "--extra-index-url" not in dependencies.pip_command(tmp_path, "DEFAULT")
     with pytest.raises(ValueError):
         dependencies.pip_command(tmp_path, "TPU")
+
+
+def test_pip_pins_match_requirements_txt():
+    root = Path(__file__).resolve().parents[1]
+    pinned = dict(line.split("#")[0].strip().split("==") for line in
+                  (root / "requirements.txt").read_text().splitlines() if "==" in line)
+    for name, version in dependencies.TESTED_VERSIONS.items():
+        assert pinned[name] == version, name
 
 
 def test_env_site_packages(tmp_path):
