@@ -9,7 +9,10 @@ from diffusers import (
 )
 
 from core import Cancelled, sample_zoom_stack
-from core.analytic import MixtureDenoiser, make_scenes, nearest_scene_error, per_level_scene
+from core.analytic import (
+    GaussianFieldDenoiser, MixtureDenoiser, detail_energy, make_scenes, nearest_scene_error,
+    per_level_scene, seam_ratio,
+)
 from core.errors import ModelOutputError
 from core.sampler import ddpm_update, photo_guidance
 from core.zoom_stack import crop_centre, downsample, render_image
@@ -209,3 +212,47 @@ def test_as_many_steps_as_training_steps_with_leading_spacing():
     with pytest.raises(ValueError, match="at most the scheduler's 1000"):
         sample_zoom_stack(denoiser, sched, num_levels=2, zoom=2, shape=(1, 8, 8),
                           num_inference_steps=1001)
+
+
+# --------------------------------------------- a continuous prior: blur and seams are measurable
+GAUSS_SHAPE = (3, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def gaussian():
+    return GaussianFieldDenoiser(GAUSS_SHAPE, DDPM.alphas_cumprod)
+
+
+def test_gaussian_field_denoiser_is_the_posterior_mean(gaussian):
+    g = torch.Generator().manual_seed(0)
+    x = gaussian.sample_prior(512, g)
+    assert abs(float(x.std()) - 0.5) < 0.02
+    t = 400
+    ab = DDPM.alphas_cumprod[t]
+    z = ab.sqrt() * x + (1 - ab).sqrt() * torch.randn(x.shape, generator=g)
+    x_hat = gaussian(z, t, torch.zeros(len(z), dtype=torch.long))
+    # orthogonality principle: the MMSE error is uncorrelated with the observation
+    assert abs(float(((x - x_hat) * z).mean())) < 2e-3
+    naive = z / ab.sqrt()
+    assert abs(float(((x - naive) * z).mean())) > 0.1
+    assert float((x - x_hat).pow(2).mean()) < float((x - naive).pow(2).mean())
+
+
+def _runs(denoiser, seeds=6, **kw):
+    return [run(denoiser, seed=s, num_levels=4, shape=GAUSS_SHAPE, **kw).images for s in range(seeds)]
+
+
+def test_unshared_noise_and_naive_blending_blur_a_continuous_prior(gaussian):
+    detail = {name: sum(map(detail_energy, _runs(gaussian, **kw)))
+              for name, kw in [("joint", {}), ("random_noise", {"shared_noise": False}),
+                               ("naive", {"blending": "naive"}),
+                               ("independent", {"mode": "independent"})]}
+    assert detail["joint"] > 0.9 * detail["independent"]  # joint keeps the detail
+    assert detail["random_noise"] < 0.92 * detail["joint"]  # Sec. 5.3: unshared noise blurs
+    assert detail["naive"] < 0.4 * detail["joint"]  # Sec. 5.3: naive blending blurs more
+
+
+def test_iterative_leaves_seams_at_layer_boundaries_joint_does_not(gaussian):
+    joint = sum(seam_ratio(x, 2) for x in _runs(gaussian)) / 6
+    iterative = sum(seam_ratio(x, 2) for x in _runs(gaussian, mode="iterative")) / 6
+    assert joint < 1.25 and iterative > 1.35
