@@ -3,15 +3,20 @@ so the Blender side can check sizes before dependencies are installed."""
 
 from __future__ import annotations
 
+import numbers
+
+from .errors import InvalidInputError
+
 
 def check_zoom(zoom: int) -> int:
-    """Return the zoom factor p as an int; it must be a power of two >= 2."""
-    if isinstance(zoom, bool) or not isinstance(zoom, (int, float)) or zoom != int(zoom):
-        raise ValueError(f"zoom factor must be a power of two (2, 4, 8), got {zoom!r}")
-    p = int(zoom)
-    if p < 2 or p & (p - 1):
-        raise ValueError(f"zoom factor must be a power of two (2, 4, 8), got {zoom!r}")
-    return p
+    """Return the zoom factor p as an int; it must be a power of two >= 2.
+
+    Raises InvalidInputError (a ValueError) naming the bad value.
+    """
+    if isinstance(zoom, bool) or not isinstance(zoom, numbers.Real) or zoom != int(zoom) \
+            or int(zoom) < 2 or int(zoom) & (int(zoom) - 1):
+        raise InvalidInputError(f"zoom factor must be a power of two (2, 4, 8), got {zoom!r}")
+    return int(zoom)
 
 
 def check_size(height: int, width: int, zoom: int) -> None:

@@ -49,6 +49,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import Cancelled, InvalidInputError, is_cancelled
+from .geometry import check_zoom
 
 _EPS = 1e-6        # tolerance on levels: 2.9999999 is level 3
 _SNAP = 2.0 ** 20  # positions are rounded to 2^-20 px so identity mappings give exact 0/1 weights
@@ -62,13 +63,6 @@ def _check_images(images: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint8:
         return a.astype(np.float32) / np.float32(255)
     return a.astype(np.float32, copy=False)
-
-
-def _check_zoom(zoom: int) -> int:
-    if isinstance(zoom, bool) or not isinstance(zoom, (int, float, np.integer)) or zoom != int(zoom) \
-            or int(zoom) < 2 or int(zoom) & (int(zoom) - 1):
-        raise InvalidInputError(f"zoom factor must be a power of two (2, 4, 8), got {zoom!r}")
-    return int(zoom)
 
 
 def _check_out_size(out_size, height: int, width: int) -> tuple[int, int]:
@@ -154,7 +148,7 @@ def render_zoom_frame(images: np.ndarray, zoom: int, level: float,
     module docstring for the exact pixel geometry.
     """
     imgs = _check_images(images)
-    p = _check_zoom(zoom)
+    p = check_zoom(zoom)
     n, height, width = imgs.shape[:3]
     try:
         level = float(level)
@@ -230,12 +224,12 @@ def _stack_arrays(stack, zoom: int | None) -> tuple[np.ndarray, int]:
     if isinstance(stack, np.ndarray):
         if zoom is None:
             raise InvalidInputError("give the zoom factor with an array of images")
-        return _check_images(stack), _check_zoom(zoom)
+        return _check_images(stack), check_zoom(zoom)
     layers = getattr(stack, "layers", None)
     manifest = getattr(stack, "manifest", None)
     if layers is None or not isinstance(manifest, dict):
         raise InvalidInputError(f"expected a zoom stack, a stack folder or an image array, got {type(stack).__name__}")
-    return _check_images(layers), _check_zoom(zoom if zoom is not None else manifest.get("zoom"))
+    return _check_images(layers), check_zoom(zoom if zoom is not None else manifest.get("zoom"))
 
 
 def video_size(height: int, width: int, size: int | Sequence[int] | None) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InvalidInputError
+from .geometry import check_zoom
 
 #: A Stable Diffusion 2.1-base-class model: 512 px, epsilon prediction, 865M-parameter UNet.
 #: Fits an 8 GB GPU in fp16 with micro-batching; see docs/backends.md.
@@ -76,10 +77,6 @@ def size_multiple(family: str, zoom: int) -> int:
     return (VAE_SCALE if family in LATENT_FAMILIES else 1) * 2 * zoom
 
 
-def _is_power_of_two(p) -> bool:
-    return isinstance(p, int) and not isinstance(p, bool) and p >= 2 and not p & (p - 1)
-
-
 @dataclass
 class GenerateSettings:
     """One zoom-stack generation. ``prompts`` run outermost (level 0) to innermost.
@@ -118,10 +115,7 @@ class GenerateSettings:
         for i, p in enumerate(self.prompts):
             if not isinstance(p, str) or not p.strip():
                 raise InvalidInputError(f"the prompt of zoom level {i + 1} is empty")
-        if not _is_power_of_two(self.zoom):
-            raise InvalidInputError(
-                f"zoom factor must be a power of two such as 2, 4 or 8, got {self.zoom!r}"
-            )
+        check_zoom(self.zoom)
         if self.scheduler not in SCHEDULERS:
             raise InvalidInputError(
                 f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}"
