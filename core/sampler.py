@@ -10,6 +10,17 @@ One step, for all N levels at once (Fig. 4):
 Alg. 2 writes the loop rotated (update first, starting from L_T = 0); this is the same sequence
 of operations without the initial no-op update. The denoiser returns x0 estimates; any
 guidance or parameterisation (epsilon, v) is the model backend's business.
+
+Structure (k-diffusion / diffusers style: short functions, one concern each):
+    check_inputs          every argument check, one place
+    SamplingRun           what stays fixed for one run (denoiser, private scheduler, sizes, RNG)
+    estimate              x̂ for some levels: denoiser + checks + photo guidance   (x̂ hook)
+    consolidate           L = Blending(x̂), x = Π_image(L)                          (layer hook)
+    MODE_STEPS[mode]      step_joint / step_iterative / step_independent -> (layers, x)
+    update_rule(sched)    UPDATE_RULES table by scheduler class -> update_ddpm / update_solver
+    run_steps             the loop: z_in -> mode step -> update rule -> callback
+Constraints that act on x̂ or on the layers belong in ``estimate`` / ``consolidate``; ones
+that act on z_{t'} go after the update in ``run_steps``.
 """
 
 from __future__ import annotations
@@ -23,9 +34,6 @@ import torch
 from .errors import ModelOutputError, raise_if_cancelled
 from .geometry import check_size, check_zoom, max_observation_depth
 from .zoom_stack import BLEND_METHODS, blend, crop_centre, downsample, render_image, render_noise
-
-MODES = ("joint", "iterative", "independent")
-
 
 class Denoiser(Protocol):
     def __call__(self, z_t: torch.Tensor, t: int, levels: torch.Tensor) -> torch.Tensor: ...
@@ -122,7 +130,204 @@ def _checked(x0: torch.Tensor, like: torch.Tensor, t: int) -> torch.Tensor:
     return x0.to(like.dtype)
 
 
+# ------------------------------------------------------------------------- one run's state
+@dataclass
+class SamplingRun:
+    """Everything fixed for one call of ``sample_zoom_stack`` (what k-diffusion passes as
+    arguments to every sampling function), plus the private scheduler it steps."""
+
+    denoiser: Denoiser
+    sched: object                 # private, configured copy of the user's scheduler
+    num_levels: int
+    zoom: int
+    shape: tuple[int, int, int]   # (C, H, W)
+    generator: torch.Generator | None
+    device: torch.device
+    dtype: torch.dtype
+    acc: torch.dtype              # update coefficients (float64; float32 on MPS)
+    mode: str = "joint"
+    blending: str = "laplacian"
+    shared_noise: bool = True
+    photo: torch.Tensor | None = None
+    cancel: threading.Event | Callable[[], bool] | None = None
+
+    @property
+    def coupled(self) -> bool:
+        return self.mode != "independent"
+
+    @property
+    def levels(self) -> torch.Tensor:
+        return torch.arange(self.num_levels, device=self.device)
+
+    def draw_noise(self, consistent: bool) -> torch.Tensor:
+        """E ~ N(0, I) per level, rendered with Π_noise when ``consistent`` (Alg. 2 lines 3, 6)."""
+        c, h, w = self.shape
+        g = self.generator
+        e = torch.randn((self.num_levels, c, h, w), generator=g,
+                        device=g.device if g is not None else self.device,
+                        dtype=self.dtype).to(self.device)
+        return render_noise(e, self.zoom) if consistent else e
+
+    def fresh_noise(self) -> torch.Tensor:
+        """The noise of one update: zoom-consistent unless an ablation switched sharing off.
+        Every update rule takes its fresh noise from here, never from the scheduler."""
+        return self.draw_noise(self.coupled and self.shared_noise)
+
+
+# ------------------------------------------------- per-step: estimate, consolidate (Fig. 4)
+def estimate(run: SamplingRun, z_in: torch.Tensor, t: int, rows: slice) -> torch.Tensor:
+    """x̂ for the levels ``rows``: the denoiser's clean estimate, checked, then (Sec. 4.4)
+    pulled towards the photo. Hook for constraints on x̂ (they act before blending)."""
+    levels = run.levels[rows]
+    x0 = _checked(run.denoiser(z_in[rows], t, levels), z_in[rows], t)
+    if run.photo is not None:
+        x0 = photo_guidance(x0, levels, run.photo, run.zoom)
+    return x0
+
+
+def consolidate(run: SamplingRun, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(layers, images): L = Blending(x̂) (Alg. 2 line 12), x_i = Π_image(L; i) (line 5).
+    Hook for constraints on the layers (they act before rendering)."""
+    layers = blend(x0, run.zoom, run.blending)
+    return layers, render_image(layers, run.zoom)
+
+
+# ------------------------------------------------------------------------ one step per mode
+# mode_step(run, z_in, t, layers) -> (layers, x): the stack after this step's estimate and the
+# image x_i each level's update moves towards.
+def step_joint(run: SamplingRun, z_in: torch.Tensor, t: int,
+               layers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Alg. 2: all N levels in one denoiser batch, blended into one stack, re-rendered."""
+    return consolidate(run, estimate(run, z_in, t, slice(None)))
+
+
+def step_iterative(run: SamplingRun, z_in: torch.Tensor, t: int,
+                   layers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ablation (Sec. 5.3): one level at a time, finest first so coarser levels render the
+    fresh finer layers (L_i ← x̂_i, no blending); each level's step only reads the stack, so
+    z is updated in one batch afterwards."""
+    x = torch.empty_like(z_in)
+    for i in range(run.num_levels - 1, -1, -1):
+        raise_if_cancelled(run.cancel)
+        x0_i = estimate(run, z_in, t, slice(i, i + 1))
+        layers = torch.cat([layers[:i], x0_i, layers[i + 1:]])
+        x[i] = render_image(layers[i:], run.zoom)[0]
+    return layers, x
+
+
+def step_independent(run: SamplingRun, z_in: torch.Tensor, t: int,
+                     layers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Baseline: no coupling, each level is its own sample."""
+    x0 = estimate(run, z_in, t, slice(None))
+    return x0, x0
+
+
+MODE_STEPS: dict[str, Callable] = {
+    "joint": step_joint, "iterative": step_iterative, "independent": step_independent,
+}
+MODES = tuple(MODE_STEPS)
+
+
+# --------------------------------------------------------------------- one rule per update
+# update(run, z, z_in, x, step, t) -> z at the next timestep, from z_t (``z`` as the scheduler
+# keeps it, ``z_in`` in VP form) and the consolidated clean image ``x``.
+def update_ddpm(run: SamplingRun, z: torch.Tensor, z_in: torch.Tensor, x: torch.Tensor,
+                step: int, t) -> torch.Tensor:
+    """DDPM ancestral step with zoom-consistent noise (Alg. 2 lines 3, 6, 7)."""
+    sched, acc = run.sched, run.acc
+    noise = run.fresh_noise()
+    t_int = _timestep(sched, t)
+    prev_t = int(sched.previous_timestep(t_int))
+    ab_t = sched.alphas_cumprod[t_int].to(device=run.device, dtype=acc)
+    ab_prev = (sched.alphas_cumprod[prev_t] if prev_t >= 0 else sched.one).to(
+        device=run.device, dtype=acc)
+    return ddpm_update(z.to(acc), x.to(acc), noise.to(acc), ab_t, ab_prev).to(run.dtype)
+
+
+def update_solver(run: SamplingRun, z: torch.Tensor, z_in: torch.Tensor, x: torch.Tensor,
+                  step: int, t) -> torch.Tensor:
+    """Deterministic schedulers (DDIM, DPM-Solver++, Euler): hand them the ε̂ implied by the
+    consolidated x (x0_to_epsilon) and let them take their own step."""
+    acc = run.acc
+    alpha, sigma = _vp_coefficients(run.sched, step, _timestep(run.sched, t), acc)
+    eps = x0_to_epsilon(z_in.to(acc), x.to(acc), alpha.to(run.device), sigma.to(run.device))
+    return run.sched.step(eps.to(run.dtype), t, z).prev_sample
+
+
+def _default_update_rules() -> list[tuple[type, Callable]]:
+    from diffusers import DDPMScheduler
+
+    return [(DDPMScheduler, update_ddpm)]
+
+
+#: (scheduler class, update rule), first isinstance match wins; anything else is a solver.
+#: Filled on first use (importing diffusers is slow and ``core`` imports lazily).
+UPDATE_RULES: list[tuple[type, Callable]] = []
+
+
+def update_rule(scheduler) -> Callable:
+    """The update rule for ``scheduler`` from ``UPDATE_RULES`` (``update_solver`` otherwise)."""
+    if not UPDATE_RULES:
+        UPDATE_RULES.extend(_default_update_rules())
+    for cls, rule in UPDATE_RULES:
+        if isinstance(scheduler, cls):
+            return rule
+    return update_solver
+
+
+def _timestep(sched, t) -> int:
+    """The model's integer timestep for scheduler timestep ``t``. "leading" spacing with
+    steps_offset=1 at as many steps as training steps yields t = T, one past the schedule:
+    clamp so the model and ᾱ lookups stay in range."""
+    return min(int(round(float(t))), int(sched.config.num_train_timesteps) - 1)
+
+
 # ------------------------------------------------------------------------------ sampler
+def check_inputs(scheduler, *, num_levels, zoom, shape, num_inference_steps, mode, blending,
+                 photo) -> int:
+    """Validate ``sample_zoom_stack``'s arguments (ValueError naming the first bad one);
+    return the zoom factor p."""
+    p = check_zoom(zoom)
+    if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
+        raise ValueError(f"num_levels must be an integer >= 1, got {num_levels!r}")
+    if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"shape must be (C, H, W) positive integers, got {shape!r}")
+    check_size(shape[1], shape[2], p)
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
+            or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
+    if num_inference_steps > scheduler.config.num_train_timesteps:
+        raise ValueError(f"num_inference_steps must be at most the scheduler's "
+                         f"{scheduler.config.num_train_timesteps} training steps, "
+                         f"got {num_inference_steps}")
+    if mode not in MODE_STEPS:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if blending not in BLEND_METHODS:
+        raise ValueError(f"blending must be one of {BLEND_METHODS}, got {blending!r}")
+    if photo is not None and tuple(photo.shape) != tuple(shape):
+        raise ValueError(f"photo must have shape {tuple(shape)}, got {tuple(photo.shape)}")
+    return p
+
+
+def run_steps(run: SamplingRun, z: torch.Tensor,
+              callback: Callable[[int, int, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """The sampling loop: per timestep, the mode's step (x̂ → blend → render), then the
+    update rule. Returns the last step's layers."""
+    sched = run.sched
+    mode_step, update = MODE_STEPS[run.mode], update_rule(sched)
+    c, h, w = run.shape
+    layers = torch.zeros((run.num_levels, c, h, w), device=run.device, dtype=run.dtype)
+    total = len(sched.timesteps)
+    for step, t in enumerate(sched.timesteps):
+        raise_if_cancelled(run.cancel)
+        z_in = sched.scale_model_input(z, t)  # VP form for the model (identity for DDPM/DDIM)
+        layers, x = mode_step(run, z_in, _timestep(sched, t), layers)
+        z = update(run, z, z_in, x, step, t)
+        if callback is not None:
+            callback(step + 1, total, layers)
+    return layers
+
+
 def sample_zoom_stack(
     denoiser: Denoiser,
     scheduler,
@@ -149,90 +354,21 @@ def sample_zoom_stack(
     ``shared_noise`` switch the other two ablations. ``consistent_init`` draws z_T with
     Π_noise too (see docs/sampler.md for the measurement behind the default).
     """
-    p = check_zoom(zoom)
-    if isinstance(num_levels, bool) or not isinstance(num_levels, int) or num_levels < 1:
-        raise ValueError(f"num_levels must be an integer >= 1, got {num_levels!r}")
-    if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"shape must be (C, H, W) positive integers, got {shape!r}")
-    c, h, w = shape
-    check_size(h, w, p)
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
-            or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
-    if num_inference_steps > scheduler.config.num_train_timesteps:
-        raise ValueError(f"num_inference_steps must be at most the scheduler's "
-                         f"{scheduler.config.num_train_timesteps} training steps, "
-                         f"got {num_inference_steps}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if blending not in BLEND_METHODS:
-        raise ValueError(f"blending must be one of {BLEND_METHODS}, got {blending!r}")
-    if photo is not None and tuple(photo.shape) != tuple(shape):
-        raise ValueError(f"photo must have shape {tuple(shape)}, got {tuple(photo.shape)}")
-
+    p = check_inputs(scheduler, num_levels=num_levels, zoom=zoom, shape=shape,
+                     num_inference_steps=num_inference_steps, mode=mode, blending=blending,
+                     photo=photo)
     device = torch.device(device) if device is not None else (
         generator.device if generator is not None else torch.device("cpu"))
-    n = num_levels
-    coupled = mode != "independent"
-    levels = torch.arange(n, device=device)
     sched = _private_scheduler(scheduler)
     sched.set_timesteps(num_inference_steps, device=device)
-    is_ddpm = type(sched).__name__ == "DDPMScheduler"
-    last_train_t = int(sched.config.num_train_timesteps) - 1
-    # the update's coefficients in float64 (ᾱ near 1 loses digits in float32); MPS has no float64
-    acc = torch.float32 if device.type == "mps" else torch.float64
-
-    def draw_noise(consistent: bool) -> torch.Tensor:
-        e = torch.randn((n, c, h, w), generator=generator,
-                        device=generator.device if generator is not None else device,
-                        dtype=dtype).to(device)
-        return render_noise(e, p) if consistent else e
-
-    z = draw_noise(coupled and consistent_init) * sched.init_noise_sigma
-    layers = torch.zeros((n, c, h, w), device=device, dtype=dtype)
-    total = len(sched.timesteps)
-    for step, t in enumerate(sched.timesteps):
-        raise_if_cancelled(cancel)
-        # "leading" spacing with steps_offset=1 at as many steps as training steps yields
-        # t = T, one past the schedule: clamp so the model and ᾱ lookups stay in range
-        t_int = min(int(round(float(t))), last_train_t)
-        z_in = sched.scale_model_input(z, t)  # VP form for the model (identity for DDPM/DDIM)
-
-        if mode == "iterative":
-            # One level at a time, finest first so coarser levels render the fresh finer
-            # layers; each level's step only reads the stack, so z is updated in one batch.
-            x = torch.empty_like(z)
-            for i in range(n - 1, -1, -1):
-                raise_if_cancelled(cancel)
-                x0_i = _checked(denoiser(z_in[i:i + 1], t_int, levels[i:i + 1]), z_in[i:i + 1], t_int)
-                if photo is not None:
-                    x0_i = photo_guidance(x0_i, levels[i:i + 1], photo, p)
-                layers = torch.cat([layers[:i], x0_i, layers[i + 1:]])
-                x[i] = render_image(layers[i:], p)[0]
-        else:
-            x0 = _checked(denoiser(z_in, t_int, levels), z_in, t_int)
-            if photo is not None:
-                x0 = photo_guidance(x0, levels, photo, p)
-            if coupled:
-                layers = blend(x0, p, blending)       # Alg. 2 line 12
-                x = render_image(layers, p)           # Alg. 2 line 5
-            else:
-                layers = x = x0
-
-        if is_ddpm:
-            noise = draw_noise(coupled and shared_noise)  # Alg. 2 lines 3, 6
-            prev_t = int(sched.previous_timestep(t_int))
-            ab_t = sched.alphas_cumprod[t_int].to(device=device, dtype=acc)
-            ab_prev = (sched.alphas_cumprod[prev_t] if prev_t >= 0 else sched.one).to(
-                device=device, dtype=acc)
-            z = ddpm_update(z.to(acc), x.to(acc), noise.to(acc), ab_t, ab_prev).to(dtype)
-        else:
-            # Deterministic schedulers: hand them ε̂ implied by the consolidated x (x0_to_epsilon)
-            alpha, sigma = _vp_coefficients(sched, step, t_int, acc)
-            eps = x0_to_epsilon(z_in.to(acc), x.to(acc), alpha.to(device), sigma.to(device))
-            z = sched.step(eps.to(dtype), t, z).prev_sample
-        if callback is not None:
-            callback(step + 1, total, layers)
-
-    images = render_image(layers, p) if coupled else layers
+    run = SamplingRun(
+        denoiser=denoiser, sched=sched, num_levels=num_levels, zoom=p, shape=tuple(shape),
+        generator=generator, device=device, dtype=dtype,
+        # the update's coefficients in float64 (ᾱ near 1 loses digits in float32); MPS has none
+        acc=torch.float32 if device.type == "mps" else torch.float64,
+        mode=mode, blending=blending, shared_noise=shared_noise, photo=photo, cancel=cancel,
+    )
+    z = run.draw_noise(run.coupled and consistent_init) * sched.init_noise_sigma
+    layers = run_steps(run, z, callback)
+    images = render_image(layers, p) if run.coupled else layers
     return SampleResult(layers=layers, images=images)
