@@ -7,6 +7,9 @@ import numbers
 
 from .errors import InvalidInputError
 
+#: Zoom factors p offered by the interfaces (check_zoom accepts any power of two >= 2).
+ZOOM_FACTORS: tuple[int, ...] = (2, 4, 8)
+
 
 def check_zoom(zoom: int) -> int:
     """Return the zoom factor p as an int; it must be a power of two >= 2.

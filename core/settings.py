@@ -22,6 +22,22 @@ DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 #: with Imagen); 100 is a practical default, the deterministic solvers need fewer.
 SCHEDULERS: dict[str, int] = {"ddpm": 100, "ddim": 50, "dpmsolver++": 25, "euler": 30}
 
+#: One line per scheduler, for menus (keys as SCHEDULERS).
+SCHEDULER_INFO: dict[str, tuple[str, str]] = {
+    "ddpm": ("DDPM", "Ancestral sampler used in the paper"),
+    "ddim": ("DDIM", "Deterministic, fewer steps"),
+    "dpmsolver++": ("DPM-Solver++", "Multistep solver, fewest steps"),
+    "euler": ("Euler", "Euler discrete"),
+}
+
+#: Devices by name -> (label, description); validate() also accepts "cuda:<index>".
+DEVICES: dict[str, tuple[str, str]] = {
+    "auto": ("Auto", "Best available: CUDA, ROCm, Apple Metal, then CPU"),
+    "cuda": ("CUDA / ROCm", "NVIDIA or AMD GPU"),
+    "mps": ("Apple Metal", "Apple silicon GPU"),
+    "cpu": ("CPU", "Slow, but always works"),
+}
+
 #: Model families: Stable Diffusion 1.x/2.x, SDXL (latent), DeepFloyd IF (pixel space).
 FAMILIES = ("sd", "sdxl", "if")
 LATENT_FAMILIES = ("sd", "sdxl")
@@ -165,7 +181,7 @@ class GenerateSettings:
     def _validate_device(self) -> None:
         d = self.device
         ok = isinstance(d, str) and (
-            d in ("auto", "cpu", "cuda", "mps")
+            d in DEVICES
             or (d.startswith("cuda:") and d[5:].isdigit())
         )
         if not ok:
@@ -207,6 +223,6 @@ class GenerateSettings:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "FAMILIES", "GenerateSettings", "LATENT_FAMILIES", "NATIVE_SIZE",
-    "PIPELINE_CLASSES", "SCHEDULERS", "VAE_SCALE", "family_hint", "size_multiple",
+    "DEFAULT_MODEL", "DEVICES", "FAMILIES", "GenerateSettings", "LATENT_FAMILIES", "NATIVE_SIZE",
+    "PIPELINE_CLASSES", "SCHEDULER_INFO", "SCHEDULERS", "VAE_SCALE", "family_hint", "size_multiple",
 ]

@@ -8,14 +8,10 @@ from __future__ import annotations
 import bpy
 from bpy.app.handlers import persistent
 
-from . import dependencies, generation, jobs, operators, panel, preferences, properties
+from . import (dependencies, generation, jobs, operators, panel, preferences, properties,
+               scene_ops)
 
-try:  # helper D's scene building (animation settings, load_stack, make_video)
-    from . import scene_ops
-    _EXTRA = list(getattr(scene_ops, "CLASSES", []))
-except ImportError:
-    scene_ops = None
-    _EXTRA = []
+_EXTRA = list(scene_ops.CLASSES)
 
 _registered: list = []
 
@@ -32,7 +28,8 @@ def _animation_type():
 
 
 def all_classes() -> list:
-    """Registration order: D's property groups and operators, ours, then child panels."""
+    """Registration order: the scene operators' property groups, ours, then the panels
+    (parents before children)."""
     extra_first = [c for c in _EXTRA if not _is_child_panel(c)]
     extra_last = [c for c in _EXTRA if _is_child_panel(c)]
     return [*extra_first, *properties.make_classes(_animation_type()), *preferences.CLASSES,

@@ -146,3 +146,13 @@ def find_fcurve(id_data, data_path: str, index: int = 0):
         if fc.data_path == data_path and fc.array_index == index:
             return fc
     return None
+
+
+# ------------------------------------------------------------------------------ operators
+def poll_message(cls, message: str) -> bool:
+    """Tell the user why an operator is greyed out (``poll_message_set``: Blender 3.0+; a
+    tooltip and the RuntimeError of a scripted call show it). Returns False for ``poll``."""
+    setter = getattr(cls, "poll_message_set", None)
+    if setter is not None:
+        setter(message)
+    return False

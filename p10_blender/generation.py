@@ -15,7 +15,7 @@ from typing import Any
 import bpy
 
 from . import dependencies, jobs
-from .properties import prompts_of, settings_dict
+from .properties import prompts_of, settings_dict, settings_scene
 from ..core.errors import InvalidInputError, P10Error
 
 PREVIEW_PREFIX = "P10 Preview "
@@ -144,7 +144,7 @@ def start(context, sync: bool | None = None) -> jobs.Job:
     why = check_can_start()
     if why:
         raise P10Error(why)
-    scene = context.scene
+    scene = settings_scene(context.scene)  # a rig or video scene generates for its source
     p10 = scene.p10
     out_dir = new_stack_dir(p10)
     photo_path = None

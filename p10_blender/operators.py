@@ -8,8 +8,8 @@ import bpy
 from bpy.props import EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import dependencies, generation, jobs
-from .properties import apply_settings, prompts_of, set_prompts, settings_dict
+from . import compat, dependencies, generation, jobs
+from .properties import apply_settings, p10_of, prompts_of, set_prompts, settings_dict
 from ..core import prompts as core_prompts
 from ..core.errors import P10Error
 
@@ -23,12 +23,27 @@ def _fail(op, message: str) -> set:
     return {"CANCELLED"}
 
 
+class _NeedsPrompts:
+    """poll(): greyed out, with the reason, while the prompt list is empty."""
+
+    @classmethod
+    def poll(cls, context):
+        return bool(p10_of(context).prompts) or compat.poll_message(cls, "The prompt list is empty")
+
+
 class P10_OT_generate(bpy.types.Operator):
     """Generate the zoom stack from the prompts (runs in the background)"""
 
     bl_idname = "p10.generate"
     bl_label = "Generate"
     bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        why = generation.check_can_start()
+        if why is None and not p10_of(context).prompts:
+            why = "Add at least one prompt (one per zoom level, outermost first)"
+        return why is None or compat.poll_message(cls, why)
 
     def execute(self, context):
         global last_error
@@ -62,6 +77,10 @@ class P10_OT_cancel(bpy.types.Operator):
     bl_idname = "p10.cancel"
     bl_label = "Cancel"
 
+    @classmethod
+    def poll(cls, context):
+        return generation.runner.busy or compat.poll_message(cls, "Nothing is running")
+
     def execute(self, context):
         if not generation.runner.cancel():
             self.report({"INFO"}, "Nothing is running")
@@ -76,9 +95,12 @@ class P10_OT_release_model(bpy.types.Operator):
     bl_idname = "p10.release_model"
     bl_label = "Release Model"
 
+    @classmethod
+    def poll(cls, context):
+        return not generation.runner.busy or compat.poll_message(
+            cls, "A job is running: cancel it before releasing the model")
+
     def execute(self, context):
-        if generation.runner.busy:
-            return _fail(self, "A job is running: cancel it before releasing the model")
         if generation.release_model():
             self.report({"INFO"}, "Model released")
         else:
@@ -95,10 +117,10 @@ class P10_OT_prompt_add(bpy.types.Operator):
     bl_label = "Add Prompt"
     bl_options = {"REGISTER", "UNDO"}
 
-    text: StringProperty(name="Text", default="")
+    text: StringProperty(name="Text", default="", description="Prompt of the new zoom level")
 
     def execute(self, context):
-        p10 = context.scene.p10
+        p10 = p10_of(context)
         p10.prompts.add().text = self.text
         new = len(p10.prompts) - 1
         at = min(p10.prompt_index + 1, new) if new else 0
@@ -107,7 +129,7 @@ class P10_OT_prompt_add(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class P10_OT_prompt_remove(bpy.types.Operator):
+class P10_OT_prompt_remove(_NeedsPrompts, bpy.types.Operator):
     """Remove the active zoom level"""
 
     bl_idname = "p10.prompt_remove"
@@ -115,7 +137,7 @@ class P10_OT_prompt_remove(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        p10 = context.scene.p10
+        p10 = p10_of(context)
         if not p10.prompts:
             self.report({"WARNING"}, "The prompt list is empty")
             return {"CANCELLED"}
@@ -125,17 +147,19 @@ class P10_OT_prompt_remove(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class P10_OT_prompt_move(bpy.types.Operator):
+class P10_OT_prompt_move(_NeedsPrompts, bpy.types.Operator):
     """Move the active zoom level up (outwards) or down (inwards)"""
 
     bl_idname = "p10.prompt_move"
     bl_label = "Move Prompt"
     bl_options = {"REGISTER", "UNDO"}
 
-    direction: EnumProperty(items=[("UP", "Up", ""), ("DOWN", "Down", "")])
+    direction: EnumProperty(name="Direction", description="Where the active zoom level moves",
+                            items=[("UP", "Up", "Outwards (towards level 0)"),
+                                   ("DOWN", "Down", "Inwards (towards the finest level)")])
 
     def execute(self, context):
-        p10 = context.scene.p10
+        p10 = p10_of(context)
         i = p10.prompt_index
         j = i - 1 if self.direction == "UP" else i + 1
         if not (0 <= i < len(p10.prompts) and 0 <= j < len(p10.prompts)):
@@ -145,7 +169,7 @@ class P10_OT_prompt_move(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class P10_OT_prompt_duplicate(bpy.types.Operator):
+class P10_OT_prompt_duplicate(_NeedsPrompts, bpy.types.Operator):
     """Duplicate the active zoom level"""
 
     bl_idname = "p10.prompt_duplicate"
@@ -153,7 +177,7 @@ class P10_OT_prompt_duplicate(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        p10 = context.scene.p10
+        p10 = p10_of(context)
         if not p10.prompts:
             return {"CANCELLED"}
         i = min(p10.prompt_index, len(p10.prompts) - 1)
@@ -167,14 +191,15 @@ class P10_OT_prompts_import(bpy.types.Operator, ImportHelper):
     bl_label = "Import Prompts"
     bl_options = {"REGISTER", "UNDO"}
 
-    filter_glob: StringProperty(default="*.txt;*.json", options={"HIDDEN"})
+    filter_glob: StringProperty(default="*.txt;*.json", options={"HIDDEN"},
+                                description="File types shown in the browser")
 
     def execute(self, context):
         try:
             texts, values = core_prompts.read_prompt_file(self.filepath)
         except P10Error as exc:
             return _fail(self, str(exc))
-        p10 = context.scene.p10
+        p10 = p10_of(context)
         set_prompts(p10, texts)
         ignored = apply_settings(p10, values)
         msg = f"Imported {len(texts)} prompts"
@@ -184,7 +209,7 @@ class P10_OT_prompts_import(bpy.types.Operator, ImportHelper):
         return {"FINISHED"}
 
 
-class P10_OT_prompts_export(bpy.types.Operator, ExportHelper):
+class P10_OT_prompts_export(_NeedsPrompts, bpy.types.Operator, ExportHelper):
     """Save the prompts and settings to a prompt file (.json keeps the settings)"""
 
     bl_idname = "p10.prompts_export"
@@ -192,10 +217,11 @@ class P10_OT_prompts_export(bpy.types.Operator, ExportHelper):
 
     filename_ext = ".json"
     check_extension = False  # .txt is fine too
-    filter_glob: StringProperty(default="*.txt;*.json", options={"HIDDEN"})
+    filter_glob: StringProperty(default="*.txt;*.json", options={"HIDDEN"},
+                                description="File types shown in the browser")
 
     def execute(self, context):
-        p10 = context.scene.p10
+        p10 = p10_of(context)
         try:
             core_prompts.write_prompt_file(self.filepath, prompts_of(p10), settings_dict(p10))
         except P10Error as exc:
@@ -207,23 +233,41 @@ class P10_OT_prompts_export(bpy.types.Operator, ExportHelper):
 
 
 class P10_OT_preset_load(bpy.types.Operator):
-    """Load one of the paper's prompt sequences (replaces the prompt list)"""
+    """Load one of the paper's prompt sequences (asks before replacing typed prompts)"""
 
     bl_idname = "p10.preset_load"
     bl_label = "Load Preset"
     bl_options = {"REGISTER", "UNDO"}
 
-    name: StringProperty(name="Preset", default="")
+    name: StringProperty(name="Preset", default="",
+                         description="Example name (empty: the preset chosen in the panel)")
+    mode: EnumProperty(
+        name="Prompts", default="REPLACE",
+        description="What happens to the prompts already in the list",
+        items=[("REPLACE", "Replace", "Replace the prompt list and the preset's settings"),
+               ("APPEND", "Append", "Add the preset's prompts after the list; keep settings")])
+
+    def invoke(self, context, event):
+        if any(item.text.strip() for item in p10_of(context).prompts):
+            return context.window_manager.invoke_props_dialog(self)  # ask first
+        return self.execute(context)
+
+    def draw(self, context):
+        self.layout.label(text=f"The list has {len(p10_of(context).prompts)} prompts:")
+        self.layout.prop(self, "mode", expand=True)
 
     def execute(self, context):
-        p10 = context.scene.p10
+        p10 = p10_of(context)
         name = self.name or p10.preset
         try:
             texts, values = core_prompts.load_example(name)
         except P10Error as exc:
             return _fail(self, str(exc))
-        set_prompts(p10, texts)
-        apply_settings(p10, values)
+        if self.mode == "APPEND":
+            set_prompts(p10, prompts_of(p10) + list(texts))
+        else:
+            set_prompts(p10, texts)
+            apply_settings(p10, values)
         self.report({"INFO"}, f"Loaded preset '{name}' ({len(texts)} levels)")
         return {"FINISHED"}
 
@@ -236,7 +280,7 @@ class P10_OT_seed_randomise(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        context.scene.p10.seed = random.randrange(0, 2**31 - 1)
+        p10_of(context).seed = random.randrange(0, 2**31 - 1)
         return {"FINISHED"}
 
 
@@ -248,12 +292,17 @@ class P10_OT_install_dependencies(bpy.types.Operator):
     bl_idname = "p10.install_dependencies"
     bl_label = "Install Dependencies"
 
-    def execute(self, context):
+    @classmethod
+    def poll(cls, context):
         if not dependencies.online_access():
-            return _fail(self, "Online access is off: enable it in Preferences > System > "
-                               "Network, or point the add-on at an existing Python environment")
+            return compat.poll_message(
+                cls, "Online access is off: enable it in Preferences > System > Network, or "
+                     "point the add-on at an existing Python environment")
         if generation.runner.busy:
-            return _fail(self, "A job is running: wait or cancel it first")
+            return compat.poll_message(cls, "A job is running: wait or cancel it first")
+        return True
+
+    def execute(self, context):
         from .preferences import get_prefs
 
         prefs = get_prefs(context)

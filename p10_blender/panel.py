@@ -1,10 +1,17 @@
-"""The Zoom tab of the 3D View sidebar. Drawing only: every action is an operator."""
+"""The Zoom tab of the 3D View sidebar. Drawing only: every action is an operator.
+
+One main panel (dependencies, Generate/Cancel, progress, status) and one sub-panel per concern:
+Prompts, Model, Sampling, Output, Animation, Video. Each sub-panel is a ``draw_<concern>``
+function; a new setting goes into the function of its concern. Everything reads the settings
+of ``properties.p10_of(context)``, so the panel works in the rig and video scenes too.
+"""
 
 from __future__ import annotations
 
 import bpy
 
-from . import dependencies, generation, jobs, operators
+from . import dependencies, generation, jobs, operators, scene_ops
+from .properties import p10_of
 
 
 class P10_UL_prompts(bpy.types.UIList):
@@ -19,9 +26,13 @@ class P10_UL_prompts(bpy.types.UIList):
         row.prop(item, "text", text="", emboss=False)
 
 
-def draw_panel(layout, context) -> None:
-    """The whole panel for the current state: missing dependencies, idle, running, error."""
-    p10 = context.scene.p10
+def _idle() -> bool:
+    return not generation.runner.busy
+
+
+# ----------------------------------------------------------------------------- main panel
+def draw_main(layout, context) -> None:
+    """Dependencies, the Generate/Cancel button, progress and the last result."""
     runner = generation.runner
     job = runner.current
     busy = runner.busy
@@ -29,62 +40,19 @@ def draw_panel(layout, context) -> None:
     dep = dependencies.status()
     if not dep.ok:
         box = layout.box()
-        box.label(text="Dependencies missing", icon="ERROR")
+        box.label(text="Dependencies Missing", icon="ERROR")
         box.label(text=dep.message)
         if not (job is not None and job.name == "install" and job.running):
             box.operator("p10.install_dependencies", icon="IMPORT")
         box.label(text="or set a Python environment in the add-on preferences")
 
-    # prompts
-    col = layout.column()
-    col.enabled = not busy
-    row = col.row(align=True)
-    row.prop(p10, "preset", text="")
-    row.operator("p10.preset_load", text="", icon="PRESET")
-    row = col.row()
-    row.template_list("P10_UL_prompts", "", p10, "prompts", p10, "prompt_index", rows=4)
-    side = row.column(align=True)
-    side.operator("p10.prompt_add", text="", icon="ADD")
-    side.operator("p10.prompt_remove", text="", icon="REMOVE")
-    side.operator("p10.prompt_duplicate", text="", icon="DUPLICATE")
-    side.separator()
-    side.operator("p10.prompt_move", text="", icon="TRIA_UP").direction = "UP"
-    side.operator("p10.prompt_move", text="", icon="TRIA_DOWN").direction = "DOWN"
-    row = col.row(align=True)
-    row.operator("p10.prompts_import", text="Import", icon="FILE_FOLDER")
-    row.operator("p10.prompts_export", text="Export", icon="EXPORT")
-    col.prop(p10, "negative_prompt")
-
-    # settings
-    col.separator()
-    col.prop(p10, "zoom", expand=True)
-    sub = col.column(align=True)
-    sub.prop(p10, "width")
-    sub.prop(p10, "height")
-    col.prop(p10, "steps")
-    col.prop(p10, "guidance")
-    col.prop(p10, "scheduler")
-    row = col.row(align=True)
-    row.prop(p10, "seed")
-    row.operator("p10.seed_randomise", text="", icon="FILE_REFRESH")
-    col.prop(p10, "model")
-    col.prop(p10, "device")
-    col.prop(p10, "use_photo")
-    if p10.use_photo:
-        col.template_ID(p10, "photo", open="image.open")
-    col.prop(p10, "output_dir")
-
-    # run / status
-    layout.separator()
     if busy:
         draw_progress(layout, job)
         layout.operator("p10.cancel", icon="CANCEL")
     else:
         row = layout.row()
         row.scale_y = 1.5
-        row.enabled = dep.ok
         row.operator("p10.generate", icon="RENDER_STILL")
-        layout.operator("p10.release_model", icon="TRASH")
     error = operators.last_error
     if not error and not busy and job is not None and job.state in (jobs.FAILED, jobs.CANCELLED):
         error = generation.status_lines(job)[0]
@@ -92,8 +60,8 @@ def draw_panel(layout, context) -> None:
         layout.label(text=error, icon="ERROR")
     elif job is not None and job.state == jobs.DONE:
         layout.label(text=generation.status_lines(job)[0], icon="CHECKMARK")
-    if p10.last_stack_dir:
-        layout.prop(p10, "last_stack_dir", text="Last")
+    elif not busy and not p10_of(context).prompts:
+        layout.label(text="Add prompts or load a preset below", icon="INFO")
 
 
 def draw_progress(layout, job: jobs.Job) -> None:
@@ -112,18 +80,165 @@ def draw_progress(layout, job: jobs.Job) -> None:
             box.label(text=f"Live previews: {len(have)} images '{generation.PREVIEW_PREFIX}NN'")
 
 
-class P10_PT_zoom(bpy.types.Panel):
-    bl_idname = "P10_PT_zoom"
-    bl_label = "Powers of Ten"
+# ------------------------------------------------------------------------------- sections
+def draw_prompts(layout, context) -> None:
+    p10 = p10_of(context)
+    col = layout.column()
+    col.enabled = _idle()
+    row = col.row(align=True)
+    row.prop(p10, "preset", text="")
+    row.operator("p10.preset_load", text="", icon="PRESET")
+    row = col.row()
+    row.template_list("P10_UL_prompts", "", p10, "prompts", p10, "prompt_index", rows=4)
+    side = row.column(align=True)
+    side.operator("p10.prompt_add", text="", icon="ADD")
+    side.operator("p10.prompt_remove", text="", icon="REMOVE")
+    side.operator("p10.prompt_duplicate", text="", icon="DUPLICATE")
+    side.separator()
+    side.operator("p10.prompt_move", text="", icon="TRIA_UP").direction = "UP"
+    side.operator("p10.prompt_move", text="", icon="TRIA_DOWN").direction = "DOWN"
+    row = col.row(align=True)
+    row.operator("p10.prompts_import", text="Import", icon="FILE_FOLDER")
+    row.operator("p10.prompts_export", text="Export", icon="EXPORT")
+    col.prop(p10, "negative_prompt")
+
+
+def draw_model(layout, context) -> None:
+    p10 = p10_of(context)
+    col = layout.column()
+    col.enabled = _idle()
+    col.prop(p10, "model")
+    col.prop(p10, "device")
+    layout.operator("p10.release_model", icon="TRASH")
+
+
+def draw_sampling(layout, context) -> None:
+    p10 = p10_of(context)
+    col = layout.column()
+    col.enabled = _idle()
+    col.prop(p10, "zoom", expand=True)
+    sub = col.column(align=True)
+    sub.prop(p10, "width")
+    sub.prop(p10, "height")
+    col.prop(p10, "steps")
+    col.prop(p10, "guidance")
+    col.prop(p10, "scheduler")
+    row = col.row(align=True)
+    row.prop(p10, "seed")
+    row.operator("p10.seed_randomise", text="", icon="FILE_REFRESH")
+    col.prop(p10, "use_photo")
+    if p10.use_photo:
+        col.template_ID(p10, "photo", open="image.open")
+
+
+def draw_output(layout, context) -> None:
+    p10 = p10_of(context)
+    layout.prop(p10, "output_dir")
+    if p10.last_stack_dir:
+        layout.prop(p10, "last_stack_dir", text="Last")
+    layout.operator("p10.load_stack", icon="FILE_FOLDER")
+
+
+def draw_animation(layout, context) -> None:
+    settings = getattr(p10_of(context), "animation", None)
+    if settings is None:
+        return
+    scene_ops.draw_animation_settings(layout, settings)
+
+
+def draw_video(layout, context) -> None:
+    settings = getattr(p10_of(context), "animation", None)
+    if settings is None:
+        return
+    scene_ops.draw_video_settings(layout, context, settings)
+
+
+SECTIONS = (draw_prompts, draw_model, draw_sampling, draw_output, draw_animation, draw_video)
+
+
+def draw_panel(layout, context) -> None:
+    """The whole panel, main part and every sub-panel in order (one call for tests)."""
+    draw_main(layout, context)
+    for draw in SECTIONS:
+        draw(layout, context)
+
+
+def _draw_safely(draw, layout, context) -> None:
+    try:
+        draw(layout, context)
+    except Exception as exc:  # a drawing bug must not spam tracebacks on every redraw
+        layout.label(text=f"Panel error: {exc}", icon="ERROR")
+
+
+# --------------------------------------------------------------------------------- panels
+class _ZoomPanel:
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "Zoom"
 
+
+class P10_PT_zoom(_ZoomPanel, bpy.types.Panel):
+    bl_idname = "P10_PT_zoom"
+    bl_label = "Powers of Ten"
+
     def draw(self, context):
-        try:
-            draw_panel(self.layout, context)
-        except Exception as exc:  # a drawing bug must not spam tracebacks on every redraw
-            self.layout.label(text=f"Panel error: {exc}", icon="ERROR")
+        _draw_safely(draw_main, self.layout, context)
 
 
-CLASSES = [P10_UL_prompts, P10_PT_zoom]
+class _SubPanel(_ZoomPanel):
+    bl_parent_id = "P10_PT_zoom"
+
+
+class P10_PT_prompts(_SubPanel, bpy.types.Panel):
+    bl_idname = "P10_PT_prompts"
+    bl_label = "Prompts"
+
+    def draw(self, context):
+        _draw_safely(draw_prompts, self.layout, context)
+
+
+class P10_PT_model(_SubPanel, bpy.types.Panel):
+    bl_idname = "P10_PT_model"
+    bl_label = "Model"
+
+    def draw(self, context):
+        _draw_safely(draw_model, self.layout, context)
+
+
+class P10_PT_sampling(_SubPanel, bpy.types.Panel):
+    bl_idname = "P10_PT_sampling"
+    bl_label = "Sampling"
+
+    def draw(self, context):
+        _draw_safely(draw_sampling, self.layout, context)
+
+
+class P10_PT_output(_SubPanel, bpy.types.Panel):
+    bl_idname = "P10_PT_output"
+    bl_label = "Output"
+
+    def draw(self, context):
+        _draw_safely(draw_output, self.layout, context)
+
+
+class P10_PT_animation(_SubPanel, bpy.types.Panel):
+    bl_idname = "P10_PT_animation"
+    bl_label = "Animation"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        _draw_safely(draw_animation, self.layout, context)
+
+
+class P10_PT_video(_SubPanel, bpy.types.Panel):
+    bl_idname = "P10_PT_video"
+    bl_label = "Video"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        _draw_safely(draw_video, self.layout, context)
+
+
+# Parents before children: Blender registers a child panel only under a registered parent.
+CLASSES = [P10_UL_prompts, P10_PT_zoom, P10_PT_prompts, P10_PT_model, P10_PT_sampling,
+           P10_PT_output, P10_PT_animation, P10_PT_video]

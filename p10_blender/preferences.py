@@ -26,11 +26,12 @@ class P10_AddonPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
     python_env: StringProperty(
-        name="Python environment", subtype="DIR_PATH", default="", update=_env_changed,
+        name="Python Environment", subtype="DIR_PATH", default="", update=_env_changed,
         description="Folder of an existing Python environment (venv/conda) with torch and "
                     "diffusers, made with Blender's Python version. Leave empty to use the "
                     "packages installed by the button below")
-    torch_build: EnumProperty(name="PyTorch build", items=TORCH_BUILD_ITEMS, default="AUTO")
+    torch_build: EnumProperty(name="PyTorch Build", items=TORCH_BUILD_ITEMS, default="AUTO",
+                              description="Which PyTorch Install Dependencies downloads")
 
     def draw(self, context) -> None:
         draw_dependencies(self.layout, self)

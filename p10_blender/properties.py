@@ -10,19 +10,20 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
                        IntProperty, PointerProperty, StringProperty)
 
 from ..core import prompts as core_prompts
+from ..core.geometry import ZOOM_FACTORS
+from ..core.settings import DEFAULT_MODEL, DEVICES, SCHEDULER_INFO, SCHEDULERS
 
-ZOOM_ITEMS = [("2", "2×", "Each level shows the centre half of the previous one"),
-              ("4", "4×", "Each level shows the centre quarter of the previous one"),
-              ("8", "8×", "Each level shows the centre eighth of the previous one")]
-SCHEDULER_ITEMS = [("ddpm", "DDPM", "Ancestral sampler used in the paper"),
-                   ("ddim", "DDIM", "Deterministic, fewer steps"),
-                   ("dpmsolver++", "DPM-Solver++", "Multistep solver, fewest steps"),
-                   ("euler", "Euler", "Euler discrete")]
-DEVICE_ITEMS = [("auto", "Auto", "Best available: CUDA, ROCm, Apple Metal, then CPU"),
-                ("cuda", "CUDA / ROCm", "NVIDIA or AMD GPU"),
-                ("mps", "Apple Metal", "Apple silicon GPU"),
-                ("cpu", "CPU", "Slow, but always works")]
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
+# Custom properties linking the scenes the add-on makes to the scene holding the settings:
+# a video scene names its zoom scene, a rig scene names the scene it was loaded from.
+SOURCE_KEYS = ("p10_video_of", "p10_home")
+
+# Enum items are built from core's own tables, so a name core adds appears here by itself.
+ZOOM_ITEMS = [(str(p), f"{p}×", f"Each level shows the centre 1/{p} of the previous one")
+              for p in ZOOM_FACTORS]
+SCHEDULER_ITEMS = [(name, SCHEDULER_INFO.get(name, (name.upper(), ""))[0],
+                    f"{SCHEDULER_INFO.get(name, ('', name))[1]} ({steps} steps by default)")
+                   for name, steps in SCHEDULERS.items()]
+DEVICE_ITEMS = [(name, label, text) for name, (label, text) in DEVICES.items()]
 
 _preset_items_cache: list = []  # Blender needs the enum item strings kept alive
 
@@ -47,11 +48,13 @@ class P10_PromptItem(bpy.types.PropertyGroup):
 
 def _base_annotations() -> dict:
     return {
-        "prompts": CollectionProperty(type=P10_PromptItem, name="Prompts"),
-        "prompt_index": IntProperty(name="Active prompt", default=0, min=0),
+        "prompts": CollectionProperty(type=P10_PromptItem, name="Prompts",
+                                      description="One prompt per zoom level, outermost first"),
+        "prompt_index": IntProperty(name="Active Prompt", default=0, min=0,
+                                    description="The selected zoom level in the prompt list"),
         "preset": EnumProperty(name="Preset", items=preset_items,
                                description="Prompt sequences from the paper"),
-        "zoom": EnumProperty(name="Zoom factor", items=ZOOM_ITEMS, default="2",
+        "zoom": EnumProperty(name="Zoom Factor", items=ZOOM_ITEMS, default="2",
                              description="Zoom between consecutive levels (p in the paper)"),
         "width": IntProperty(name="Width", default=512, min=64, max=4096, step=64,
                              subtype="PIXEL", description="Image width (a multiple of 2·zoom)"),
@@ -61,21 +64,24 @@ def _base_annotations() -> dict:
                              description="Denoising steps (0: the scheduler's default)"),
         "guidance": FloatProperty(name="Guidance", default=7.5, min=0.0, max=50.0,
                                   description="Classifier-free guidance scale"),
-        "scheduler": EnumProperty(name="Scheduler", items=SCHEDULER_ITEMS, default="ddpm"),
+        "scheduler": EnumProperty(name="Scheduler", items=SCHEDULER_ITEMS, default="ddpm",
+                                  description="Sampler that steps the joint diffusion"),
         "seed": IntProperty(name="Seed", default=0, min=0, description="Random seed"),
-        "negative_prompt": StringProperty(name="Negative prompt", default="",
+        "negative_prompt": StringProperty(name="Negative Prompt", default="",
                                           description="What no level should show"),
-        "model": StringProperty(name="Model", default=DEFAULT_MODEL,
-                                description="Hugging Face model id or a local model folder"),
-        "device": EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto"),
-        "use_photo": BoolProperty(name="Start from photo", default=False,
+        "model": StringProperty(name="Model", default=DEFAULT_MODEL, subtype="DIR_PATH",
+                                description="Hugging Face model id, or a local model folder "
+                                            "(browse)"),
+        "device": EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto",
+                               description="Where the model runs"),
+        "use_photo": BoolProperty(name="Start From Photo", default=False,
                                   description="Constrain the outermost level to a photo"),
         "photo": PointerProperty(type=bpy.types.Image, name="Photo",
                                  description="Image the outermost level must match"),
-        "output_dir": StringProperty(name="Output folder", default="", subtype="DIR_PATH",
+        "output_dir": StringProperty(name="Output Folder", default="", subtype="DIR_PATH",
                                      description="Where stacks go (empty: the add-on's "
                                                  "user folder)"),
-        "last_stack_dir": StringProperty(name="Last stack", default="", subtype="DIR_PATH",
+        "last_stack_dir": StringProperty(name="Last Stack", default="", subtype="DIR_PATH",
                                          description="Folder of the last generated stack"),
     }
 
@@ -88,9 +94,31 @@ def make_classes(animation_type=None) -> list:
     """Property classes in registration order; hooks helper D's animation settings if present."""
     ann = _base_annotations()
     if animation_type is not None:
-        ann["animation"] = PointerProperty(type=animation_type, name="Animation")
+        ann["animation"] = PointerProperty(type=animation_type, name="Animation",
+                                           description="Zoom rig and video settings")
     P10_SceneSettings.__annotations__ = ann
     return [P10_PromptItem, P10_SceneSettings]
+
+
+def settings_scene(scene):
+    """The scene whose ``p10`` settings drive ``scene``: a video or rig scene made by the add-on
+    hands over to the scene it came from, so the panel works whichever scene a window shows."""
+    seen = set()
+    while scene is not None and scene.name not in seen:
+        seen.add(scene.name)
+        for key in SOURCE_KEYS:
+            source = bpy.data.scenes.get(str(scene.get(key, "")))
+            if source is not None and source != scene:
+                scene = source
+                break
+        else:
+            return scene
+    return scene
+
+
+def p10_of(context):
+    """The settings (``scene.p10``) the panel and the operators edit in this context."""
+    return settings_scene(context.scene).p10
 
 
 def prompts_of(settings) -> list[str]:

@@ -1,7 +1,8 @@
 """Operators and settings for the zoom scene: load a stack folder, make the zoom video.
 
 ``CLASSES`` lists the settings PropertyGroup first (the add-on's root PropertyGroup points to
-it as ``scene.p10.animation``), then the operators and the sub-panel of "P10_PT_zoom".
+it as ``scene.p10.animation``), then the operators; ``panel`` draws the settings with
+``draw_animation_settings`` / ``draw_video_settings``.
 """
 
 import os  # no "from __future__ import annotations": bpy reads the property annotations
@@ -10,7 +11,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ..core.errors import P10Error
-from . import animation, scene_build, sequencer
+from . import animation, compat, scene_build, sequencer
 
 ENGINES = (
     ("CYCLES", "Cycles", "CPU or GPU path tracer; frames match the core's renderer exactly"),
@@ -26,6 +27,7 @@ class P10_AnimationSettings(bpy.types.PropertyGroup):
         description="Frames the camera takes to zoom by one level (a factor p)")
     direction: EnumProperty(
         name="Direction", default="IN",
+        description="Whether the video zooms in or out",
         items=(("IN", "Zoom In", "From the outermost level to the finest"),
                ("OUT", "Zoom Out", "From the finest level to the outermost")))
     hold_start: IntProperty(name="Hold Start", default=12, min=0,
@@ -43,7 +45,8 @@ class P10_AnimationSettings(bpy.types.PropertyGroup):
     video_size: IntProperty(name="Video Size", default=512, min=16, soft_max=4096,
                             subtype="PIXEL",
                             description="Pixels on the longer side of the video")
-    fps: IntProperty(name="FPS", default=24, min=1, max=240)
+    fps: IntProperty(name="FPS", default=24, min=1, max=240,
+                     description="Frames per second of the video")
     captions: BoolProperty(name="Captions", default=True,
                            description="Show each level's prompt while it fills the frame")
     caption_size: IntProperty(name="Caption Size", default=0, min=0, soft_max=200,
@@ -108,8 +111,10 @@ class P10_OT_load_stack(bpy.types.Operator):
     bl_label = "Load Zoom Stack"
     bl_options = {"REGISTER", "UNDO"}
 
-    directory: StringProperty(name="Stack Folder", subtype="DIR_PATH")
-    filter_folder: BoolProperty(default=True, options={"HIDDEN"})
+    directory: StringProperty(name="Stack Folder", subtype="DIR_PATH",
+                              description="Folder of a saved zoom stack (manifest.json + PNGs)")
+    filter_folder: BoolProperty(default=True, options={"HIDDEN"},
+                                description="Show only folders in the browser")
 
     def invoke(self, context, event):
         context.window_manager.fileselect_add(self)
@@ -143,6 +148,11 @@ class P10_OT_make_video(bpy.types.Operator):
     filepath: StringProperty(name="Output", subtype="FILE_PATH", default="",
                              description="Video file (empty: the setting in the panel)")
 
+    @classmethod
+    def poll(cls, context):
+        return scene_build.active_build(_zoom_scene(context.scene)) is not None or \
+            compat.poll_message(cls, "No zoom stack in this scene: load or generate one first")
+
     def execute(self, context):
         scene = _zoom_scene(context.scene)  # from the video scene: remake it for its source
         coll = scene_build.active_build(scene)
@@ -173,41 +183,33 @@ class P10_OT_make_video(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class P10_PT_zoom_animation(bpy.types.Panel):
-    bl_label = "Zoom Animation"
-    bl_idname = "P10_PT_zoom_animation"
-    bl_parent_id = "P10_PT_zoom"
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Zoom"
-
-    def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.operator(P10_OT_load_stack.bl_idname, icon="FILE_FOLDER")
-        settings = _settings(context)
-        if settings is None:
-            return
-        col = layout.column(align=True)
-        col.prop(settings, "frames_per_level")
-        col.prop(settings, "direction")
-        col.prop(settings, "hold_start")
-        col.prop(settings, "hold_end")
-        col.prop(settings, "ease_frames")
-        col = layout.column(align=True)
-        col.prop(settings, "engine")
-        col.prop(settings, "samples")
-        col = layout.column(align=True)
-        col.prop(settings, "video_size")
-        col.prop(settings, "fps")
-        col.prop(settings, "fade_frames")
-        col.prop(settings, "captions")
-        sub = col.column()
-        sub.active = settings.captions
-        sub.prop(settings, "caption_size")
-        layout.prop(settings, "filepath")
-        layout.operator(P10_OT_make_video.bl_idname, icon="SEQUENCE")
+def draw_animation_settings(layout, settings) -> None:
+    """The Animation sub-panel: loading a stack and the zoom's timing and rendering."""
+    layout.use_property_split = True
+    col = layout.column(align=True)
+    col.prop(settings, "frames_per_level")
+    col.prop(settings, "direction")
+    col.prop(settings, "hold_start")
+    col.prop(settings, "hold_end")
+    col.prop(settings, "ease_frames")
+    col = layout.column(align=True)
+    col.prop(settings, "engine")
+    col.prop(settings, "samples")
 
 
-# The sub-panel comes last; the add-on registers child panels after their parents.
-CLASSES = (P10_AnimationSettings, P10_OT_load_stack, P10_OT_make_video, P10_PT_zoom_animation)
+def draw_video_settings(layout, context, settings) -> None:
+    """The Video sub-panel: size, captions, fades, output file and the video operators."""
+    layout.use_property_split = True
+    col = layout.column(align=True)
+    col.prop(settings, "video_size")
+    col.prop(settings, "fps")
+    col.prop(settings, "fade_frames")
+    col.prop(settings, "captions")
+    sub = col.column()
+    sub.active = settings.captions
+    sub.prop(settings, "caption_size")
+    layout.prop(settings, "filepath")
+    layout.operator(P10_OT_make_video.bl_idname, icon="SEQUENCE")
+
+
+CLASSES = (P10_AnimationSettings, P10_OT_load_stack, P10_OT_make_video)

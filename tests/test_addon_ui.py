@@ -219,3 +219,69 @@ def test_prompt_list_operators_and_files(ur, tmp_path):
     items, n, zoom = out["preset"]
     assert "galaxy" in items and n == 16 and zoom == "2"
     assert out["seeds"] > 1
+
+
+def test_sub_panels_tooltips_enums_from_core_and_poll_messages(ur):
+    out = run_blender(RECORDER + textwrap.dedent('''
+        import importlib
+        core_settings = importlib.import_module(ADDON + ".core.settings")
+        core_geometry = importlib.import_module(ADDON + ".core.geometry")
+        panels = [c for c in bpy.types.Panel.__subclasses__() if c.__name__.startswith("P10_PT")]
+        drawn = {}
+        for cls in panels:
+            class _Self: layout = Recorder([])
+            cls.draw(_Self(), bpy.context)
+            drawn[cls.__name__] = (getattr(cls, "bl_parent_id", ""), cls.bl_label, _Self.layout.log)
+        # every property of every class the add-on registers has a tooltip
+        missing = []
+        mod = addon().p10_blender
+        for cls in mod.all_classes():
+            if issubclass(cls, bpy.types.Operator):
+                mod_, _, name_ = cls.bl_idname.partition(".")
+                rna = getattr(getattr(bpy.ops, mod_), name_).get_rna_type()
+                base = {"rna_type"}
+            elif issubclass(cls, (bpy.types.PropertyGroup, bpy.types.AddonPreferences)):
+                rna = cls.bl_rna
+                base = {p.identifier for b in (bpy.types.PropertyGroup, bpy.types.AddonPreferences)
+                        for p in b.bl_rna.properties}
+            else:
+                continue
+            for prop in rna.properties:
+                if prop.identifier not in base and not prop.description.strip():
+                    missing.append(cls.__name__ + "." + prop.identifier)
+        p10 = bpy.context.scene.p10
+        rna = p10.bl_rna.properties
+        enums = {k: [i.identifier for i in rna[k].enum_items] for k in ("zoom", "scheduler", "device")}
+        polls = {}
+        for op in ("generate", "prompt_remove", "prompt_duplicate", "cancel", "make_video"):
+            try:
+                getattr(bpy.ops.p10, op)()
+                polls[op] = None
+            except RuntimeError as e:
+                polls[op] = str(e)
+        # presets: append keeps the typed prompts, replace (the scripted default) replaces
+        p10.prompts.add().text = "my own prompt"
+        bpy.ops.p10.preset_load(name="galaxy", mode="APPEND")
+        appended = [i.text for i in p10.prompts]
+        emit(drawn=drawn, missing=missing, enums=enums, polls=polls, appended=appended,
+             core=[[str(z) for z in core_geometry.ZOOM_FACTORS], list(core_settings.SCHEDULERS),
+                   list(core_settings.DEVICES)],
+             subtypes={k: rna[k].subtype for k in ("model", "output_dir")})
+    '''), ur)
+    drawn = out["drawn"]
+    labels_ = {v[1] for k, v in drawn.items() if v[0] == "P10_PT_zoom"}
+    assert {"Prompts", "Model", "Sampling", "Output", "Animation", "Video"} <= labels_
+    assert not any("Panel error" in x for _, _, log in drawn.values() for kind, x in log
+                   if kind == "label")
+    assert ["prop", "model"] in drawn["P10_PT_model"][2]
+    assert "p10.prompt_add" in ops(drawn["P10_PT_prompts"][2])
+    assert out["missing"] == []
+    assert [out["enums"]["zoom"], out["enums"]["scheduler"], out["enums"]["device"]] == out["core"]
+    assert out["subtypes"] == {"model": "DIR_PATH", "output_dir": "DIR_PATH"}
+    polls = out["polls"]
+    assert "Add at least one prompt" in polls["generate"]
+    assert "prompt list is empty" in polls["prompt_remove"]
+    assert "prompt list is empty" in polls["prompt_duplicate"]
+    assert "Nothing is running" in polls["cancel"]
+    assert "load or generate one first" in polls["make_video"]
+    assert out["appended"][0] == "my own prompt" and len(out["appended"]) == 17
