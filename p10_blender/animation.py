@@ -1,25 +1,38 @@
-"""The exponential zoom: an orthographic camera whose ortho_scale is s0 · p^(-level).
+"""The zoom's timing: two keys on the rig root's ``zoom_level`` (drivers do the rest).
 
-``zoom_levels`` is a pure function (numpy only) giving the zoom level shown at every frame;
-``animate_zoom`` writes it as one LINEAR keyframe per frame, so every rendered frame carries
-the exact value (no interpolation between frames is ever rendered).
+The exponential mapping lives in the plane drivers (``scene_build.drive_plane``), so the keys
+are plain numbers: LINEAR keys give a constant apparent speed, the default BEZIER keys with
+flat handles ease in and out. Retiming is moving the keys; speed is shaped in the Graph
+Editor. ``zoom_keys`` and ``level_spans`` are pure (no bpy) and tested without Blender.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 DIRECTIONS = ("IN", "OUT")
+ZOOM_PATH = '["zoom_level"]'
 
 
-def zoom_levels(num_levels: int, frames_per_level: int, *, direction: str = "IN",
-                hold_start: int = 0, hold_end: int = 0, ease_frames: int = 0) -> np.ndarray:
-    """Level (0 = outermost, N-1 = finest) shown at each frame, float64 ``(T,)``.
+@dataclass(frozen=True)
+class ZoomKeys:
+    """Two keys, frames relative to the scene's first frame, plus the eased handle length."""
 
-    The zoom itself lasts Z = (N-1)·F frames, so frame k·F shows level k exactly (with no
-    ease). ``ease_frames`` ramps the speed (in levels per frame) up linearly at the start and
-    down at the end (a trapezoidal speed profile, same total duration). Holds repeat the
-    first/last level. ``direction='OUT'`` plays the same curve backwards.
+    frames: tuple[int, int]
+    values: tuple[float, float]
+    ease: float           # handle length in frames (0: LINEAR keys, constant speed)
+    length: int           # frames of the whole shot, holds included
+
+
+def zoom_keys(num_levels: int, frames_per_level: int, *, direction: str = "IN",
+              hold_start: int = 0, hold_end: int = 0, ease_frames: int = 0) -> ZoomKeys:
+    """Keys of a zoom through ``num_levels`` levels, ``frames_per_level`` frames each.
+
+    The zoom lasts (N-1)·F frames after ``hold_start`` still frames; ``hold_end`` follow.
+    ``ease_frames`` is the length of the flat Bezier handles (capped at a third of the zoom,
+    where a cubic is at its smoothest); 0 gives LINEAR keys. 'OUT' swaps the values.
     """
     if num_levels < 1:
         raise ValueError(f"a zoom needs at least one level, got {num_levels}")
@@ -29,25 +42,13 @@ def zoom_levels(num_levels: int, frames_per_level: int, *, direction: str = "IN"
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if hold_start < 0 or hold_end < 0 or ease_frames < 0:
         raise ValueError("hold and ease frame counts must not be negative")
-    span = float(num_levels - 1)
-    z = (num_levels - 1) * frames_per_level
-    t = np.arange(z + 1, dtype=np.float64)
-    e = float(min(ease_frames, z // 2))
-    if e > 0:
-        v = span / (z - e)  # distance = v·(Z - e) for a trapezoid with ramps of e frames
-        level = np.where(
-            t < e, 0.5 * v * t * t / e,
-            np.where(t <= z - e, v * (t - 0.5 * e), span - 0.5 * v * (z - t) ** 2 / e))
-    else:
-        level = t / frames_per_level
-    level[-1] = span  # exact end, whatever the rounding
-    level = np.concatenate([np.zeros(hold_start), level, np.full(hold_end, span)])
-    return level[::-1].copy() if direction == "OUT" else level
-
-
-def ortho_scales(levels: np.ndarray, zoom: int, size: float) -> np.ndarray:
-    """s(f) = s0 · p^(-level(f)): the frame spans exactly plane ``level`` at integer levels."""
-    return size * np.power(float(zoom), -np.asarray(levels, dtype=np.float64))
+    span = (num_levels - 1) * frames_per_level
+    first, last = hold_start, hold_start + span
+    values = (0.0, float(num_levels - 1))
+    if direction == "OUT":
+        values = values[::-1]
+    ease = min(float(ease_frames), span / 3.0)
+    return ZoomKeys((first, last), values, ease, last + hold_end + 1)
 
 
 def level_spans(levels: np.ndarray, num_levels: int) -> list[tuple[int, int, int]]:
@@ -56,7 +57,7 @@ def level_spans(levels: np.ndarray, num_levels: int) -> list[tuple[int, int, int
     The frame at level x shows (a magnified centre of) image floor(x); the finest level
     counts from the moment it is reached.
     """
-    shown = np.minimum(np.floor(np.asarray(levels) + 1e-9).astype(int), num_levels - 1)
+    shown = np.clip(np.floor(np.asarray(levels) + 1e-4).astype(int), 0, num_levels - 1)
     spans = []
     start = 0
     for i in range(1, len(shown) + 1):
@@ -66,43 +67,42 @@ def level_spans(levels: np.ndarray, num_levels: int) -> list[tuple[int, int, int
     return spans
 
 
-def animate_zoom(scene, camera, *, zoom: int, num_levels: int, size: float,
-                 frames_per_level: int, direction: str = "IN", hold_start: int = 0,
-                 hold_end: int = 0, ease_frames: int = 0, frame_start: int = 1) -> np.ndarray:
-    """Key the camera's ortho_scale at every frame (LINEAR) and fit the scene frame range.
-
-    Replaces any previous zoom keys of this camera. Returns the level of each frame.
-    """
+def key_zoom(root, keys: ZoomKeys, frame_start: int) -> None:
+    """Replace the root's ``zoom_level`` keys with ``keys`` (frames from ``frame_start``)."""
     from . import compat
 
-    levels = zoom_levels(num_levels, frames_per_level, direction=direction,
-                         hold_start=hold_start, hold_end=hold_end, ease_frames=ease_frames)
-    scales = ortho_scales(levels, zoom, size)
-    cam = camera.data
-    fc = compat.find_fcurve(cam, "ortho_scale")
-    if fc is None:
-        cam.ortho_scale = float(scales[0])
-        cam.keyframe_insert("ortho_scale", frame=frame_start)
-        fc = compat.find_fcurve(cam, "ortho_scale")
-    fc.keyframe_points.clear()
-    count = len(levels)
-    fc.keyframe_points.add(count)
-    frames = np.arange(frame_start, frame_start + count, dtype=np.float64)
-    co = np.empty(2 * count, dtype=np.float64)
-    co[0::2], co[1::2] = frames, scales
-    fc.keyframe_points.foreach_set("co", co)
-    # handles are ignored by LINEAR; set them anyway so the graph editor draws sanely
-    fc.keyframe_points.foreach_set("handle_left", co)
-    fc.keyframe_points.foreach_set("handle_right", co)
-    linear = fc.keyframe_points[0].bl_rna.properties["interpolation"].enum_items["LINEAR"].value
-    fc.keyframe_points.foreach_set("interpolation", np.full(count, linear, dtype=np.int32))
+    fc = compat.find_fcurve(root, ZOOM_PATH)
+    if fc is not None:
+        fc.keyframe_points.clear()
+    for frame, value in zip(keys.frames, keys.values):
+        root[ZOOM_PATH[2:-2]] = value
+        root.keyframe_insert(ZOOM_PATH, frame=frame_start + frame)
+    fc = compat.find_fcurve(root, ZOOM_PATH)
+    if keys.frames[0] == keys.frames[1]:  # one level: nothing moves
+        fc.update()
+        return
+    points = sorted(fc.keyframe_points, key=lambda kp: kp.co.x)
+    for kp in points:
+        kp.interpolation = "BEZIER" if keys.ease > 0 else "LINEAR"
+        kp.handle_left_type = kp.handle_right_type = "FREE"
+        x, y = kp.co
+        kp.handle_left = (x - keys.ease, y)   # flat handles: speed 0 at both keys
+        kp.handle_right = (x + keys.ease, y)
+    fc.extrapolation = "CONSTANT"
     fc.update()
-    if cam.animation_data and cam.animation_data.action is not None:
-        action = cam.animation_data.action
-        build = camera.get("p10_build")
-        if build is not None:
-            action["p10_build"] = build  # removed together with the build
-    scene.frame_start = frame_start
-    scene.frame_end = frame_start + count - 1
-    scene.frame_current = frame_start
-    return levels
+    action = root.animation_data.action
+    action.name = f"{root.name} Zoom"  # stable across rebuilds (not the root's name then)
+    build = root.get("p10_build")
+    if build is not None:
+        action["p10_build"] = build  # removed together with the build
+
+
+def frame_levels(root, frames) -> np.ndarray:
+    """``zoom_level`` at each frame as the animation gives it (the property's value where
+    there is no F-curve or it is muted)."""
+    from . import compat
+
+    fc = compat.find_fcurve(root, ZOOM_PATH)
+    if fc is None or fc.mute:
+        return np.full(len(frames), float(root[ZOOM_PATH[2:-2]]))
+    return np.array([fc.evaluate(f) for f in frames], dtype=np.float64)

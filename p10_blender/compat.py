@@ -148,6 +148,14 @@ def find_fcurve(id_data, data_path: str, index: int = 0):
     return None
 
 
+# ----------------------------------------------------------------------------- properties
+#: ``options`` of a path property that accepts "//" (relative to the .blend): 4.5+ warns
+#: without the flag, 4.2 does not know it and refuses to register it.
+PATH_OPTIONS: set = ({"PATH_SUPPORTS_BLEND_RELATIVE"}
+                     if "is_path_supports_blend_relative"
+                     in bpy.types.StringProperty.bl_rna.properties else set())
+
+
 # ------------------------------------------------------------------------------ operators
 def poll_message(cls, message: str) -> bool:
     """Tell the user why an operator is greyed out (``poll_message_set``: Blender 3.0+; a

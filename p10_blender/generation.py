@@ -71,15 +71,17 @@ def default_output_root() -> Path:
 
 
 def new_stack_dir(p10) -> Path:
+    """A new folder named after the first prompt (``a-galaxy``, then ``a-galaxy-2`` …): the
+    rig scene and its objects take this name, so it stays short and readable."""
     root = Path(bpy.path.abspath(p10.output_dir)) if p10.output_dir.strip() else \
         default_output_root()
     slug = re.sub(r"[^a-z0-9]+", "-", (prompts_of(p10) or ["stack"])[0].lower()).strip("-")
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = root / f"{stamp}-{slug[:32] or 'stack'}"
+    slug = slug[:32].rstrip("-") or "stack"
+    path = root / slug
     n = 1
     while path.exists():
         n += 1
-        path = root / f"{stamp}-{slug[:32] or 'stack'}-{n}"
+        path = root / f"{slug}-{n}"
     return path
 
 

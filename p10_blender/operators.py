@@ -8,7 +8,7 @@ import bpy
 from bpy.props import EnumProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper, ImportHelper
 
-from . import compat, dependencies, generation, jobs
+from . import compat, dependencies, generation, jobs, video_render
 from .properties import apply_settings, p10_of, prompts_of, set_prompts, settings_dict
 from ..core import prompts as core_prompts
 from ..core.errors import P10Error
@@ -72,16 +72,21 @@ def report_job_end(op, job: jobs.Job) -> set:
 
 
 class P10_OT_cancel(bpy.types.Operator):
-    """Stop the running job (within one sampling step); nothing is written"""
+    """Stop the running job (within one sampling step) or video render; nothing is written"""
 
     bl_idname = "p10.cancel"
     bl_label = "Cancel"
 
     @classmethod
     def poll(cls, context):
-        return generation.runner.busy or compat.poll_message(cls, "Nothing is running")
+        return generation.runner.busy or video_render.progress.running or \
+            compat.poll_message(cls, "Nothing is running")
 
     def execute(self, context):
+        if video_render.progress.running:
+            video_render.progress.cancel_requested = True
+            self.report({"INFO"}, "Cancelling the video…")
+            return {"FINISHED"}
         if not generation.runner.cancel():
             self.report({"INFO"}, "Nothing is running")
             return {"CANCELLED"}

@@ -143,7 +143,7 @@ def draw_animation(layout, context) -> None:
     settings = getattr(p10_of(context), "animation", None)
     if settings is None:
         return
-    scene_ops.draw_animation_settings(layout, settings)
+    scene_ops.draw_animation_settings(layout, context, settings)
 
 
 def draw_video(layout, context) -> None:

@@ -12,6 +12,7 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 from ..core import prompts as core_prompts
 from ..core.geometry import ZOOM_FACTORS
 from ..core.settings import DEFAULT_MODEL, DEVICES, SCHEDULER_INFO, SCHEDULERS
+from . import compat
 
 # Custom properties linking the scenes the add-on makes to the scene holding the settings:
 # a video scene names its zoom scene, a rig scene names the scene it was loaded from.
@@ -70,6 +71,7 @@ def _base_annotations() -> dict:
         "negative_prompt": StringProperty(name="Negative Prompt", default="",
                                           description="What no level should show"),
         "model": StringProperty(name="Model", default=DEFAULT_MODEL, subtype="DIR_PATH",
+                                options=compat.PATH_OPTIONS,
                                 description="Hugging Face model id, or a local model folder "
                                             "(browse)"),
         "device": EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto",
@@ -79,9 +81,11 @@ def _base_annotations() -> dict:
         "photo": PointerProperty(type=bpy.types.Image, name="Photo",
                                  description="Image the outermost level must match"),
         "output_dir": StringProperty(name="Output Folder", default="", subtype="DIR_PATH",
+                                     options=compat.PATH_OPTIONS,
                                      description="Where stacks go (empty: the add-on's "
                                                  "user folder)"),
         "last_stack_dir": StringProperty(name="Last Stack", default="", subtype="DIR_PATH",
+                                         options=compat.PATH_OPTIONS,
                                          description="Folder of the last generated stack"),
     }
 

@@ -1,8 +1,9 @@
-"""Operators and settings for the zoom scene: load a stack folder, make the zoom video.
+"""Operators and settings of the zoom rig: load a stack folder, make and render the video.
 
 ``CLASSES`` lists the settings PropertyGroup first (the add-on's root PropertyGroup points to
 it as ``scene.p10.animation``), then the operators; ``panel`` draws the settings with
-``draw_animation_settings`` / ``draw_video_settings``.
+``draw_animation_settings`` / ``draw_video_settings``. Settings act on the rig at once
+(update callbacks re-key ``zoom_level`` or re-set textures and render settings).
 """
 
 import os  # no "from __future__ import annotations": bpy reads the property annotations
@@ -10,37 +11,60 @@ import os  # no "from __future__ import annotations": bpy reads the property ann
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from ..core.errors import P10Error
-from . import animation, compat, scene_build, sequencer
+from ..core.errors import Cancelled, P10Error
+from . import animation, compat, scene_build, sequencer, video_render
+from .properties import settings_scene
 
 ENGINES = (
-    ("CYCLES", "Cycles", "CPU or GPU path tracer; frames match the core's renderer exactly"),
+    ("CYCLES", "Cycles", "CPU or GPU path tracer; frames match the core's renderer"),
     ("EEVEE", "Eevee", "Real-time engine: fast on a GPU, slightly softer frames"),
 )
 
 
-class P10_AnimationSettings(bpy.types.PropertyGroup):
-    """Zoom camera and video settings, stored at ``scene.p10.animation``."""
+def _rekey(self, context) -> None:
+    coll = scene_build.zoom_build(self.id_data)
+    if coll is not None:
+        animate_build(coll, _values(self))
 
+
+def _relook(self, context) -> None:
+    coll = scene_build.zoom_build(self.id_data)
+    if coll is not None:
+        apply_look(coll, _values(self))
+
+
+class P10_AnimationSettings(bpy.types.PropertyGroup):
+    """Zoom rig and video settings, stored at ``scene.p10.animation``."""
+
+    use_current_scene: BoolProperty(
+        name="Add to Current Scene", default=False,
+        description="Build the rig in the current scene (beside its objects, its settings "
+                    "untouched) instead of a scene of its own named after the stack")
+    exact: BoolProperty(
+        name="Exact Pixels", default=False, update=_relook,
+        description="Pixel-exact frames: raw texel values averaged as the zoom stack does "
+                    "('Non-Color', 'Raw' view, 'Closest' texels) instead of sRGB colours "
+                    "sampled smoothly (lit objects then look flat)")
     frames_per_level: IntProperty(
-        name="Frames per Level", default=48, min=1, soft_max=480,
-        description="Frames the camera takes to zoom by one level (a factor p)")
+        name="Frames per Level", default=48, min=1, soft_max=480, update=_rekey,
+        description="Frames the zoom takes per level (a factor p); re-keys zoom_level")
     direction: EnumProperty(
-        name="Direction", default="IN",
+        name="Direction", default="IN", update=_rekey,
         description="Whether the video zooms in or out",
         items=(("IN", "Zoom In", "From the outermost level to the finest"),
                ("OUT", "Zoom Out", "From the finest level to the outermost")))
-    hold_start: IntProperty(name="Hold Start", default=12, min=0,
+    hold_start: IntProperty(name="Hold Start", default=12, min=0, update=_rekey,
                             description="Frames to hold the first level before zooming")
-    hold_end: IntProperty(name="Hold End", default=24, min=0,
+    hold_end: IntProperty(name="Hold End", default=24, min=0, update=_rekey,
                           description="Frames to hold the last level after zooming")
     ease_frames: IntProperty(
-        name="Ease", default=0, min=0,
-        description="Frames over which the zoom speeds up at the start and slows at the end")
-    engine: EnumProperty(name="Engine", items=ENGINES, default="CYCLES",
-                         description="Render engine for the zoom scene")
+        name="Ease", default=48, min=0, update=_rekey,
+        description="Length in frames of the keys' flat handles: the zoom speeds up and "
+                    "slows down over about this long (0: constant speed, linear keys)")
+    engine: EnumProperty(name="Engine", items=ENGINES, default="CYCLES", update=_relook,
+                         description="Render engine of the rig's own scene")
     samples: IntProperty(
-        name="Samples", default=16, min=1, soft_max=1024,
+        name="Samples", default=16, min=1, soft_max=1024, update=_relook,
         description="Samples per pixel; they average the finer layers' texels (antialiasing)")
     video_size: IntProperty(name="Video Size", default=512, min=16, soft_max=4096,
                             subtype="PIXEL",
@@ -48,23 +72,16 @@ class P10_AnimationSettings(bpy.types.PropertyGroup):
     fps: IntProperty(name="FPS", default=24, min=1, max=240,
                      description="Frames per second of the video")
     captions: BoolProperty(name="Captions", default=True,
-                           description="Show each level's prompt while it fills the frame")
+                           description="Show each level's prompt at the bottom while it "
+                                       "fills the frame")
     caption_size: IntProperty(name="Caption Size", default=0, min=0, soft_max=200,
-                              description="Font size of captions (0: automatic)")
+                              description="Font size of captions in pixels (0: automatic)")
     fade_frames: IntProperty(name="Fade", default=12, min=0,
                              description="Fade in from and out to black over these frames")
-    filepath: StringProperty(name="Output", default="//zoom.mp4", subtype="FILE_PATH",
-                             description="Video file to write")
-
-
-def _zoom_scene(scene):
-    """The scene holding the zoom: ``scene`` itself, or the source of a video scene."""
-    source = bpy.data.scenes.get(str(scene.get(sequencer.VIDEO_KEY, "")))
-    return source if source is not None else scene
-
-
-def _settings(context) -> "P10_AnimationSettings | None":
-    return _settings_of(_zoom_scene(context.scene))
+    filepath: StringProperty(
+        name="Output", default="", subtype="FILE_PATH", options=compat.PATH_OPTIONS,
+        description="MP4 file to write (empty: <stack>.mp4 beside the stack folder; '//' "
+                    "is the .blend's folder, or the stack's parent folder if unsaved)")
 
 
 def _values(settings) -> dict:
@@ -76,42 +93,89 @@ def _values(settings) -> dict:
     return {n: getattr(settings, n) for n in names}
 
 
-def animate_build(scene, coll, values: dict):
-    """(Re)key the build's camera from the settings; returns the per-frame levels."""
+def _settings_of(scene):
+    return getattr(getattr(settings_scene(scene), "p10", None), "animation", None)
+
+
+def animate_build(coll, values: dict) -> None:
+    """(Re)key the rig's ``zoom_level`` from the settings; fit its own scene's frame range."""
     info = scene_build.build_info(coll)
-    return animation.animate_zoom(
-        scene, scene_build.build_camera(coll), zoom=info["zoom"],
-        num_levels=info["num_levels"], size=info["plane_size"],
-        frames_per_level=values["frames_per_level"], direction=values["direction"],
+    scene = scene_build.build_scene(coll)
+    keys = animation.zoom_keys(
+        info["num_levels"], values["frames_per_level"], direction=values["direction"],
         hold_start=values["hold_start"], hold_end=values["hold_end"],
         ease_frames=values["ease_frames"])
+    animation.key_zoom(scene_build.build_root(coll), keys, scene.frame_start)
+    end = scene.frame_start + keys.length - 1
+    if scene.get(scene_build.HOME_KEY) is not None:  # the rig's own scene: fit the shot
+        scene.frame_end = end
+        scene.frame_current = scene.frame_start
+    elif scene.frame_end < end:  # a user's scene only grows to hold the zoom
+        scene.frame_end = end
+
+
+def apply_look(coll, values: dict) -> None:
+    """Textures (exact or smooth) and, in the rig's own scene, engine, samples and view."""
+    scene_build.set_build_look(coll, values["exact"])
+    scene = scene_build.build_scene(coll)
+    if scene is not None and scene.get(scene_build.HOME_KEY) is not None:
+        scene_build.set_quality(scene, values["engine"], values["samples"])
+        scene_build.set_scene_look(scene, values["exact"])
 
 
 def build_and_animate(scene, directory: str):
-    """Build the stack folder's planes in ``scene`` and key the zoom camera from the scene's
-    settings (what "Load Zoom Stack" does; call it when a generation completes).
+    """Build the stack folder's rig for ``scene`` (in a scene of its own unless the settings
+    say otherwise) and key its zoom from the settings: what "Load Zoom Stack" does, and what
+    runs when a generation completes. Returns the build's collection.
 
     Raises core.errors.P10Error (StackFormatError) with a one-line message for a bad folder.
     """
-    values = _values(_settings_of(scene))
-    coll = scene_build.build_zoom_stack(scene, directory, engine=values["engine"],
-                                        samples=values["samples"])
-    animate_build(scene, coll, values)
+    home = settings_scene(scene)
+    values = _values(_settings_of(home))
+    coll = scene_build.build_zoom_stack(
+        home, directory, own_scene=not values["use_current_scene"], exact=values["exact"],
+        engine=values["engine"], samples=values["samples"])
+    animate_build(coll, values)
     return coll
 
 
-def _settings_of(scene):
-    return getattr(getattr(scene, "p10", None), "animation", None)
+def show_scene(context, scene) -> None:
+    """Show ``scene`` in the window (when there is one, as with bpy in background)."""
+    window = getattr(context, "window", None)
+    if window is not None and scene is not None:
+        window.scene = scene
+
+
+def _has_build(cls, context) -> bool:
+    return scene_build.zoom_build(context.scene) is not None or compat.poll_message(
+        cls, "No zoom stack here: load or generate one first")
+
+
+def make_video_scene(coll, values: dict, filepath: str = ""):
+    """(Re)build the video scene of a rig and its output path: ``(video scene, Path)``."""
+    info = scene_build.build_info(coll)
+    scene = scene_build.build_scene(coll)
+    path = video_render.resolve_output(filepath or values["filepath"], info["stack"],
+                                       bpy.data.filepath)
+    frames = range(scene.frame_start, scene.frame_end + 1)
+    levels = animation.frame_levels(scene_build.build_root(coll), frames)
+    size = sequencer.video_size(info["width"], info["height"], values["video_size"])
+    video = sequencer.build_video_scene(
+        scene, levels=levels, prompts=info["prompts"], filepath=str(path), size=size,
+        fps=values["fps"], captions=values["captions"], caption_size=values["caption_size"],
+        fade_frames=values["fade_frames"], camera=scene_build.build_camera(coll))
+    return video, path
 
 
 class P10_OT_load_stack(bpy.types.Operator):
-    """Build one plane per layer of a saved zoom stack, with an animated zoom camera"""
+    """Build the zoom rig of a saved zoom stack: one plane per level and a camera, zoomed by
+    the root's zoom_level (in a scene of its own unless Add to Current Scene is on)"""
 
     bl_idname = "p10.load_stack"
     bl_label = "Load Zoom Stack"
     bl_options = {"REGISTER", "UNDO"}
 
-    directory: StringProperty(name="Stack Folder", subtype="DIR_PATH",
+    directory: StringProperty(name="Stack Folder", subtype="DIR_PATH", options=compat.PATH_OPTIONS,
                               description="Folder of a saved zoom stack (manifest.json + PNGs)")
     filter_folder: BoolProperty(default=True, options={"HIDDEN"},
                                 description="Show only folders in the browser")
@@ -133,59 +197,159 @@ class P10_OT_load_stack(bpy.types.Operator):
             self.report({"ERROR"}, f"Could not load the zoom stack: {exc}")
             return {"CANCELLED"}
         info = scene_build.build_info(coll)
-        self.report({"INFO"}, f"Loaded {info['num_levels']} levels from "
-                              f"{os.path.basename(os.path.normpath(self.directory))}")
+        scene = scene_build.build_scene(coll)
+        show_scene(context, scene)
+        self.report({"INFO"}, f"Loaded {info['num_levels']} levels into scene '{scene.name}'")
         return {"FINISHED"}
 
 
 class P10_OT_make_video(bpy.types.Operator):
-    """Set up the sequencer to render the zoom (with captions and fades) to an MP4 file"""
+    """Set up a video scene (zoom, captions, fades) whose Render Animation writes the MP4"""
 
     bl_idname = "p10.make_video"
     bl_label = "Make Zoom Video"
     bl_options = {"REGISTER", "UNDO"}
 
-    filepath: StringProperty(name="Output", subtype="FILE_PATH", default="",
+    filepath: StringProperty(name="Output", subtype="FILE_PATH",
+                             options=compat.PATH_OPTIONS, default="",
                              description="Video file (empty: the setting in the panel)")
 
     @classmethod
     def poll(cls, context):
-        return scene_build.active_build(_zoom_scene(context.scene)) is not None or \
-            compat.poll_message(cls, "No zoom stack in this scene: load or generate one first")
+        return _has_build(cls, context)
 
     def execute(self, context):
-        scene = _zoom_scene(context.scene)  # from the video scene: remake it for its source
-        coll = scene_build.active_build(scene)
-        if coll is None:
-            self.report({"ERROR"}, "This scene has no zoom stack: load one first")
-            return {"CANCELLED"}
-        values = _values(_settings_of(scene))  # the zoom scene's settings
-        filepath = self.filepath or values["filepath"] or "//zoom.mp4"
+        coll = scene_build.zoom_build(context.scene)
+        values = _values(_settings_of(context.scene))
         try:
-            scene.camera = scene_build.build_camera(coll)
-            levels = animate_build(scene, coll, values)
-            info = scene_build.build_info(coll)
-            size = sequencer.video_size(info["width"], info["height"], values["video_size"])
-            video = sequencer.build_video_scene(
-                scene, levels=levels, prompts=info["prompts"], filepath=filepath,
-                size=size, fps=values["fps"], captions=values["captions"],
-                caption_size=values["caption_size"], fade_frames=values["fade_frames"])
+            video, path = make_video_scene(coll, values, self.filepath)
         except P10Error as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         except (OSError, RuntimeError, ValueError) as exc:
             self.report({"ERROR"}, f"Could not set up the video: {exc}")
             return {"CANCELLED"}
-        if context.window is not None:
-            context.window.scene = video  # so Render Animation renders the video
-        self.report({"INFO"}, f"Video scene '{video.name}' ready: render the animation to "
-                              f"write {filepath}")
+        show_scene(context, video)  # Render Animation now renders the video
+        self.report({"INFO"}, f"Video scene '{video.name}' ready: Render Animation (or Render "
+                              f"Zoom Video) writes {path}")
         return {"FINISHED"}
 
 
-def draw_animation_settings(layout, settings) -> None:
-    """The Animation sub-panel: loading a stack and the zoom's timing and rendering."""
+class P10_OT_render_video(bpy.types.Operator):
+    """Render the zoom video (captions, fades) to an MP4 file, with progress; Esc or Cancel
+    stops it and writes nothing"""
+
+    bl_idname = "p10.render_video"
+    bl_label = "Render Zoom Video"
+    bl_options = {"REGISTER"}
+
+    filepath: StringProperty(name="Output", subtype="FILE_PATH",
+                             options=compat.PATH_OPTIONS, default="",
+                             description="Video file (empty: the setting in the panel)")
+
+    _timer = None
+    _steps = None
+
+    @classmethod
+    def poll(cls, context):
+        if video_render.progress.running:
+            return compat.poll_message(cls, "A video is rendering")
+        return _has_build(cls, context)
+
+    def _start(self, context):
+        coll = scene_build.zoom_build(context.scene)
+        values = _values(_settings_of(context.scene))
+        video, path = make_video_scene(coll, values, self.filepath)
+        state = video_render.progress
+        state.running, state.frame, state.cancel_requested = True, 0, False
+        state.total = video.frame_end - video.frame_start + 1
+        state.path, state.message = str(path), ""
+        return video, path
+
+    def _finish(self, message: str, level: str = "INFO") -> None:
+        state = video_render.progress
+        state.running, state.message = False, message
+        self.report({level}, message)
+        generation_redraw()
+
+    def execute(self, context):  # scripts and background mode: blocking, same steps
+        try:
+            video, path = self._start(context)
+        except P10Error as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        state = video_render.progress
+        try:
+            video_render.render_video(
+                video, path, on_frame=lambda done, total: setattr(state, "frame", done),
+                cancel=lambda: state.cancel_requested)
+        except Cancelled as exc:
+            self._finish(str(exc), "WARNING")
+            return {"CANCELLED"}
+        except (OSError, RuntimeError) as exc:
+            self._finish(f"Could not render the video: {exc}", "ERROR")
+            return {"CANCELLED"}
+        self._finish(f"Wrote {path} ({state.total} frames)")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        try:
+            video, path = self._start(context)
+        except P10Error as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        self._steps = video_render.iter_render_video(video, path)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.05, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        state = video_render.progress
+        if event.type == "ESC" or state.cancel_requested:
+            self._stop(context)
+            self._finish("Video render cancelled; nothing was written", "WARNING")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        try:
+            state.frame, state.total = next(self._steps)
+        except StopIteration:
+            self._stop(context)
+            self._finish(f"Wrote {state.path} ({state.total} frames)")
+            return {"FINISHED"}
+        except (OSError, RuntimeError) as exc:
+            self._stop(context)
+            self._finish(f"Could not render the video: {exc}", "ERROR")
+            return {"CANCELLED"}
+        generation_redraw()
+        return {"RUNNING_MODAL"}
+
+    def _stop(self, context) -> None:
+        if self._steps is not None:
+            self._steps.close()  # removes the frames rendered so far
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+        self._steps = self._timer = None
+
+
+def generation_redraw() -> None:
+    from .generation import tag_redraw
+    tag_redraw()
+
+
+def draw_animation_settings(layout, context, settings) -> None:
+    """The Animation sub-panel: where the rig goes, its look, the zoom's keys, rendering."""
     layout.use_property_split = True
+    col = layout.column(align=True)
+    col.prop(settings, "use_current_scene")
+    col.prop(settings, "exact")
+    coll = scene_build.zoom_build(context.scene)
+    root = scene_build.build_root(coll) if coll is not None else None
+    if root is not None:  # the one animatable property that drives the zoom
+        layout.prop(root, f'["{scene_build.ZOOM_PROP}"]', text="Zoom Level")
     col = layout.column(align=True)
     col.prop(settings, "frames_per_level")
     col.prop(settings, "direction")
@@ -198,7 +362,7 @@ def draw_animation_settings(layout, settings) -> None:
 
 
 def draw_video_settings(layout, context, settings) -> None:
-    """The Video sub-panel: size, captions, fades, output file and the video operators."""
+    """The Video sub-panel: size, captions, fades, output file, progress and the operators."""
     layout.use_property_split = True
     col = layout.column(align=True)
     col.prop(settings, "video_size")
@@ -209,7 +373,20 @@ def draw_video_settings(layout, context, settings) -> None:
     sub.active = settings.captions
     sub.prop(settings, "caption_size")
     layout.prop(settings, "filepath")
-    layout.operator(P10_OT_make_video.bl_idname, icon="SEQUENCE")
+    state = video_render.progress
+    if state.running:
+        box = layout.box()
+        box.label(text=f"Rendering frame {state.frame}/{state.total}", icon="TIME")
+        if hasattr(box, "progress") and state.total:
+            box.progress(factor=state.frame / state.total, type="BAR",
+                         text=f"{int(100 * state.frame / state.total)} %")
+        box.operator("p10.cancel", icon="CANCEL")
+        return
+    row = layout.row(align=True)
+    row.operator(P10_OT_make_video.bl_idname, icon="SEQUENCE")
+    row.operator(P10_OT_render_video.bl_idname, icon="RENDER_ANIMATION")
+    if state.message:
+        layout.label(text=state.message, icon="INFO")
 
 
-CLASSES = (P10_AnimationSettings, P10_OT_load_stack, P10_OT_make_video)
+CLASSES = (P10_AnimationSettings, P10_OT_load_stack, P10_OT_make_video, P10_OT_render_video)

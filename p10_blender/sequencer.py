@@ -6,6 +6,7 @@ Rendering it with ``bpy.ops.render.render(animation=True)`` writes an H.264 MP4.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Sequence
 
 import bpy
@@ -27,6 +28,27 @@ def video_size(width: int, height: int, longest: int) -> tuple[int, int]:
     return even(width * scale), even(height * scale)
 
 
+CAPTION_STRIP = 0.16  # captions never cover more than this part of the frame height, at the bottom
+
+
+def caption_layout(text: str, width: int, height: int, font_size: int = 0) -> tuple[str, int, int]:
+    """``(text, font size, lines)`` of a caption that fits a strip at the bottom of the frame.
+
+    The font is ``height/20`` (at least 8 px) unless set; as many lines as fit in
+    ``CAPTION_STRIP`` of the height (at least one) are kept, the text is shortened with an
+    ellipsis past them (Blender's font is about 0.75 font sizes per glyph; lines wrap at 90 %).
+    """
+    font = int(font_size) or max(8, int(round(height / 20)))
+    font = min(font, max(8, int(CAPTION_STRIP * height / 1.3)))
+    lines = max(1, int(CAPTION_STRIP * height // (1.3 * font)))
+    per_line = max(4, int(0.9 * width / (0.75 * font)))
+    wrapped = textwrap.wrap(" ".join(str(text).split()), per_line - 1) or [""]
+    text = " ".join(wrapped[:lines])
+    if len(wrapped) > lines:
+        text = text[:lines * per_line - 2].rstrip() + "…"
+    return text, font, lines
+
+
 def find_video_scene(source: "bpy.types.Scene") -> "bpy.types.Scene | None":
     for sc in bpy.data.scenes:
         if sc.get(VIDEO_KEY) == source.name and sc != source:
@@ -42,11 +64,14 @@ def _key_alpha(strip, frames_values: Sequence[tuple[int, float]]) -> None:
 
 def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[str],
                       filepath: str, size: tuple[int, int], fps: int, captions: bool = True,
-                      caption_size: int = 0, fade_frames: int = 0) -> "bpy.types.Scene":
+                      caption_size: int = 0, fade_frames: int = 0,
+                      camera: "bpy.types.Object | None" = None) -> "bpy.types.Scene":
     """(Re)build the video scene of ``source``; the previous one is removed once done.
 
-    ``levels`` is the zoom level of each of source's frames (``animation.zoom_levels``); a
-    caption with prompt k is shown while image k fills the frame.
+    ``levels`` is the zoom level of each of source's frames (``animation.frame_levels``); a
+    caption with prompt k is shown while image k fills the frame. ``filepath`` should be
+    absolute (see ``video_render.resolve_output``). ``source`` keeps its settings: the scene
+    strip renders it at the video's size.
     """
     width, height = size
     start, end = source.frame_start, source.frame_end
@@ -61,37 +86,41 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
         render.dither_intensity = 0.0
         render.use_sequencer = True
         render.use_compositing = False
-        # The camera scene's pixels are display values already (Raw view): keep them so.
-        video.view_settings.view_transform = source.view_settings.view_transform
+        # The zoom scene's frames arrive as display values: pass them through unchanged
+        # ('Standard' over sRGB, or 'Raw' for exact frames).
+        video.view_settings.view_transform = \
+            "Raw" if source.view_settings.view_transform == "Raw" else "Standard"
         video.view_settings.look = "None"
         video.view_settings.exposure, video.view_settings.gamma = 0.0, 1.0
         video.display_settings.display_device = source.display_settings.display_device
         video.sequencer_colorspace_settings.name = source.sequencer_colorspace_settings.name
         compat.set_video_output(video, filepath, fps)
-        source.render.fps, source.render.fps_base = int(fps), 1.0
-        source.render.resolution_x, source.render.resolution_y = width, height
-        source.render.resolution_percentage = 100
 
         editor = video.sequence_editor_create()
         strips = compat.strips(editor)
         zoom = strips.new_scene("P10 Zoom", source, 1, start)
         if "scene_input" in zoom.bl_rna.properties:
             zoom.scene_input = "CAMERA"
-        zoom.scene_camera = source.camera
+        zoom.scene_camera = camera or source.camera
 
         if captions:
-            font = caption_size or max(12, height // 18)
             for level, first, count in level_spans(levels, len(prompts)):
-                text = str(prompts[level]).strip() if level < len(prompts) else ""
-                if not text:
+                raw = str(prompts[level]).strip() if level < len(prompts) else ""
+                if not raw:
                     continue
+                text, font, _ = caption_layout(raw, width, height, caption_size)
                 strip = compat.new_effect_strip(strips, f"P10 Caption {level:02d}", "TEXT",
                                                 2, start + first, count)
                 strip.text = text
                 strip.font_size = font
                 strip.use_shadow = True
                 strip.wrap_width = 0.9
-                compat.set_text_layout(strip, (0.5, 0.06), "BOTTOM")
+                if hasattr(strip, "use_box"):  # a dark band keeps the text readable
+                    strip.use_box = True
+                    strip.box_color = (0.0, 0.0, 0.0, 0.55)
+                    if hasattr(strip, "box_margin"):
+                        strip.box_margin = 0.01
+                compat.set_text_layout(strip, (0.5, 0.02), "BOTTOM")
                 strip.blend_type = "ALPHA_OVER"
         fade = min(int(fade_frames), (end - start + 1) // 2)
         if fade > 0:
@@ -110,4 +139,5 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
             if win.scene == old:
                 win.scene = video
         bpy.data.scenes.remove(old)
+        video.name = f"{source.name} Video"  # the name the old one had (no ".001")
     return video

@@ -1,6 +1,7 @@
-"""The exponential zoom curve (p10_blender.animation's pure functions), without Blender."""
+"""The zoom's keys and caption spans (p10_blender.animation's pure functions), without Blender."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ def _load_animation():
     spec = importlib.util.spec_from_file_location(
         "p10_scene_animation", ROOT / "p10_blender" / "animation.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -23,47 +25,40 @@ def _load_animation():
 anim = _load_animation()
 
 
-def test_linear_zoom_hits_every_level_on_its_frame_and_matches_core():
-    levels = anim.zoom_levels(5, 8)
-    assert len(levels) == 4 * 8 + 1
+def linear_levels(keys) -> np.ndarray:
+    """zoom_level per frame of LINEAR keys (what Blender evaluates), holds included."""
+    frames = np.arange(keys.length, dtype=np.float64)
+    return np.interp(frames, keys.frames, keys.values)
+
+
+def test_two_keys_span_the_levels_and_linear_keys_match_core():
+    keys = anim.zoom_keys(5, 8)
+    assert keys.frames == (0, 32) and keys.values == (0.0, 4.0) and keys.length == 33
+    assert keys.ease == 0.0
+    levels = linear_levels(keys)
     assert np.array_equal(levels[::8], np.arange(5.0))
     assert np.allclose(levels, zoom_levels_for_frames(5, 8))
-    # exponential: the ortho scale shrinks by the same factor every frame
-    scales = anim.ortho_scales(levels, 2, 1.0)
-    assert np.allclose(scales[1:] / scales[:-1], 2.0 ** (-1 / 8))
-    assert scales[0] == 1.0 and scales[-1] == 2.0 ** -4
 
 
-def test_holds_and_direction_out():
-    levels = anim.zoom_levels(3, 4, hold_start=2, hold_end=3)
-    assert len(levels) == 2 + 9 + 3
-    assert np.all(levels[:3] == 0) and np.all(levels[-4:] == 2)
-    out = anim.zoom_levels(3, 4, hold_start=2, hold_end=3, direction="OUT")
-    assert np.array_equal(out, levels[::-1])
-    assert np.allclose(anim.zoom_levels(4, 3, direction="OUT"),
+def test_holds_direction_and_ease():
+    keys = anim.zoom_keys(3, 4, hold_start=2, hold_end=3, ease_frames=2)
+    assert keys.frames == (2, 10) and keys.length == 2 + 8 + 3 + 1 and keys.ease == 2.0
+    out = anim.zoom_keys(3, 4, hold_start=2, hold_end=3, direction="OUT")
+    assert out.values == (2.0, 0.0) and out.frames == keys.frames
+    assert np.allclose(linear_levels(anim.zoom_keys(4, 3, direction="OUT")),
                        zoom_levels_for_frames(4, 3, direction="out"))
-
-
-def test_ease_keeps_duration_and_endpoints_and_is_smooth():
-    plain = anim.zoom_levels(4, 10)
-    eased = anim.zoom_levels(4, 10, ease_frames=6)
-    assert len(eased) == len(plain)
-    assert eased[0] == 0 and eased[-1] == 3
-    speed = np.diff(eased)
-    assert np.all(speed > 0)                      # monotone: never stops or reverses
-    assert speed[0] < speed[len(speed) // 2] / 4  # starts slowly
-    assert speed[-1] < speed[len(speed) // 2] / 4  # ends slowly
-    assert np.max(np.abs(np.diff(speed))) < 0.05   # no jumps in speed
-    # constant speed in the middle, faster than the plain zoom to make up for the ramps
-    mid = speed[8:22]
-    assert np.allclose(mid, mid[0]) and mid[0] > 0.1
+    # the ease (handle length) is capped at a third of the zoom: a smooth cubic
+    assert anim.zoom_keys(3, 6, ease_frames=100).ease == 4.0
 
 
 def test_level_spans_follow_the_image_that_fills_the_frame():
-    levels = anim.zoom_levels(3, 4, hold_end=2)
+    levels = linear_levels(anim.zoom_keys(3, 4, hold_end=2))
     assert anim.level_spans(levels, 3) == [(0, 0, 4), (1, 4, 4), (2, 8, 3)]
-    out = anim.zoom_levels(3, 2, direction="OUT")
+    out = linear_levels(anim.zoom_keys(3, 2, direction="OUT"))
     assert anim.level_spans(out, 3) == [(2, 0, 1), (1, 1, 2), (0, 3, 2)]
+    # float32 F-curve values a hair below an integer still count as that level
+    assert anim.level_spans(np.array([0.0, 0.99999994, 2.0]), 3) == [(0, 0, 1), (1, 1, 1),
+                                                                      (2, 2, 1)]
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -73,4 +68,4 @@ def test_level_spans_follow_the_image_that_fills_the_frame():
 ])
 def test_bad_arguments_raise_value_error(kwargs):
     with pytest.raises(ValueError):
-        anim.zoom_levels(**kwargs)
+        anim.zoom_keys(**kwargs)
