@@ -59,7 +59,7 @@ def draw_dependencies(layout, prefs) -> None:
     row = col.row()
     row.enabled = not generation.runner.busy
     row.operator("p10.install_dependencies", icon="IMPORT",
-                 text="Reinstall dependencies" if dep.ok else "Install dependencies")
+                 text="Reinstall Dependencies" if dep.ok else "Install Dependencies")
     if not dependencies.online_access():
         col.label(text="Online access is off (Preferences > System > Network).", icon="INFO")
     if job is not None and job.name == "install":

@@ -6,7 +6,7 @@ it as ``scene.p10.animation``), then the operators; ``panel`` draws the settings
 (update callbacks re-key ``zoom_level`` or re-set textures and render settings).
 """
 
-import os  # no "from __future__ import annotations": bpy reads the property annotations
+# no "from __future__ import annotations": bpy reads the property annotations
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty

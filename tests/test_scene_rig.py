@@ -4,8 +4,6 @@ perspective cameras, deep stacks, colours under 'Standard', lit objects, the vid
 Headless Blender subprocesses (tests/blender_harness); small Cycles renders (64 px, 16 samples).
 """
 
-import json
-
 import imageio
 import imageio.v3 as iio
 import numpy as np
@@ -29,6 +27,14 @@ def rig_root(scene):
 def mute(root):
     for fc in compat.fcurves_for(root):
         fc.mute = True
+def load_rig(stack):
+    """Load a stack; return its scene (16 samples) and root with the zoom keys muted."""
+    assert bpy.ops.p10.load_stack(directory=stack) == {"FINISHED"}
+    rig = bpy.context.scene
+    rig.cycles.samples = 16
+    root = rig_root(rig)
+    mute(root)
+    return rig, root
 def render(scene, path):
     scene.render.filepath = path
     bpy.ops.render.render(write_still=True, scene=scene.name)
@@ -104,11 +110,7 @@ emit(before=before, after=after, own=own, after_current=snapshot(user),
 
 
 RENDER_LEVELS = HELPERS + '''
-assert bpy.ops.p10.load_stack(directory={stack!r}) == {{"FINISHED"}}
-rig = bpy.context.scene
-rig.cycles.samples = 16
-root = rig_root(rig)
-mute(root)
+rig, root = load_rig({stack!r})
 for cam_type in ("ORTHO", "PERSP"):
     rig.camera.data.type = cam_type
     for k in {levels!r}:
@@ -190,11 +192,7 @@ emit(eased=eased, linear=linear, shorter=shorter, n_fcurves=len(fcs), retimed=lv
 
 
 COLOURS = HELPERS + '''
-assert bpy.ops.p10.load_stack(directory={stack!r}) == {{"FINISHED"}}
-rig = bpy.context.scene
-rig.cycles.samples = 16
-root = rig_root(rig)
-mute(root)
+rig, root = load_rig({stack!r})
 root["zoom_level"] = 0.0
 render(rig, os.path.join({out!r}, "planes.png"))
 # a lit object in front of the planes, with a sun: rendered with and without the planes
