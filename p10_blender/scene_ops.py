@@ -160,6 +160,9 @@ def make_video_scene(coll, values: dict, filepath: str = ""):
     frames = range(scene.frame_start, scene.frame_end + 1)
     levels = animation.frame_levels(scene_build.build_root(coll), frames)
     size = sequencer.video_size(info["width"], info["height"], values["video_size"])
+    if scene.get(scene_build.HOME_KEY) is not None:  # the rig's own scene renders at that size
+        scene.render.resolution_x, scene.render.resolution_y = size
+        scene.render.resolution_percentage = 100
     video = sequencer.build_video_scene(
         scene, levels=levels, prompts=info["prompts"], filepath=str(path), size=size,
         fps=values["fps"], captions=values["captions"], caption_size=values["caption_size"],

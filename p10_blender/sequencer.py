@@ -102,6 +102,12 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
         if "scene_input" in zoom.bl_rna.properties:
             zoom.scene_input = "CAMERA"
         zoom.scene_camera = camera or source.camera
+        # A scene strip renders at its scene's own resolution: scale it to fill the video
+        # (a user's scene keeps its resolution; the rig's own scene is set to the video size).
+        pct = source.render.resolution_percentage / 100.0
+        sw, sh = source.render.resolution_x * pct, source.render.resolution_y * pct
+        if (sw, sh) != (width, height) and sw > 0 and sh > 0 and hasattr(zoom, "transform"):
+            zoom.transform.scale_x = zoom.transform.scale_y = min(width / sw, height / sh)
 
         if captions:
             for level, first, count in level_spans(levels, len(prompts)):

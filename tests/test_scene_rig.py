@@ -346,3 +346,27 @@ def test_names_stable_over_reloads_and_panel_settings_from_any_scene(ur, stacks)
     panels = out["seen"][3:]
     assert sorted(p[0] for p in panels) == ["Scene", "p4", "p4 Video"]
     assert all(p[1] == "typed at home" for p in panels), panels
+
+
+BIG = HELPERS + '''
+anim = bpy.context.scene.p10.animation
+anim.frames_per_level, anim.hold_start, anim.hold_end, anim.ease_frames = 2, 1, 0, 0
+anim.samples, anim.video_size, anim.fade_frames, anim.captions = 4, 128, 0, False
+anim.filepath = {out!r}
+assert bpy.ops.p10.load_stack(directory={stack!r}) == {{"FINISHED"}}
+assert bpy.ops.p10.render_video() == {{"FINISHED"}}
+rig = bpy.data.scenes["p2"]
+emit(rig_size=[rig.render.resolution_x, rig.render.resolution_y])
+'''
+
+
+def test_video_larger_than_the_stack_fills_the_frame(ur, stacks, tmp_path):
+    path, _, images = stacks["p2"]
+    out = run_blender(BIG.format(stack=str(path), out=str(tmp_path / "big.mp4")), ur)
+    assert out["rig_size"] == [128, 128]  # the rig's own scene renders at the video size
+    video = _read_video(tmp_path / "big.mp4")
+    assert video.shape == (1 + 3 * 2 + 1, 128, 128, 3)
+    luma = np.array([0.2126, 0.7152, 0.0722], np.float32)
+    for level in (0, 1, 3):
+        expected = np.repeat(np.repeat(images[level], 2, 0), 2, 1)  # 64 -> 128 px
+        assert psnr(video[1 + 2 * level] @ luma, expected @ luma) >= 25
