@@ -44,3 +44,31 @@ def raise_if_cancelled(cancel, what: str = "generation") -> None:
     """Raise ``Cancelled`` when the user asked to stop."""
     if is_cancelled(cancel):
         raise Cancelled(f"{what} cancelled")
+
+
+# Out-of-memory as raised by torch on each device (CUDA, MPS, the CPU allocator) and by Python.
+# Matched on the text because torch's classes cannot be imported here (torch-free module) and
+# the CPU allocator raises a plain RuntimeError, e.g. "[enforce fail at alloc_cpu.cpp:127] ...
+# DefaultCPUAllocator: can't allocate memory: you tried to allocate 8589934592 bytes".
+_OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory",
+             "not enough memory", "defaultcpuallocator", "alloc_cpu.cpp", "failed to allocate")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from) means the device ran out of memory.
+
+    One detector for the command line, ``core.generate`` and the add-on: ``MemoryError``,
+    ``torch.OutOfMemoryError`` / ``torch.cuda.OutOfMemoryError`` (by class name), and the
+    RuntimeErrors of the CUDA, MPS and CPU allocators (by message).
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, (MemoryError, OutOfMemoryError)) or type(exc).__name__ == "OutOfMemoryError":
+            return True
+        if isinstance(exc, RuntimeError):
+            text = str(exc).lower()
+            if any(t in text for t in _OOM_TEXT):
+                return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -15,7 +15,8 @@ import torch
 from . import __version__
 from .backends.loading import ModelCache, check_upscaler, free_device_memory, load_upscaler
 from .backends.schedulers import make_scheduler
-from .errors import InvalidInputError, OutOfMemoryError, P10Error, raise_if_cancelled
+from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_memory,
+                     raise_if_cancelled)
 from .sampler import sample_zoom_stack
 from .settings import GenerateSettings
 from .stack_io import ZoomStack
@@ -35,15 +36,6 @@ def consolidate_pixels(images: torch.Tensor, zoom: int) -> torch.Tensor:
     """
     layers = blend(images.float(), zoom).clamp(0, 1)
     return render_image(layers, zoom)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    oom = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom is not None and isinstance(exc, oom):
-        return True
-    if isinstance(exc, MemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def load_photo(path: str, width: int, height: int) -> torch.Tensor:
@@ -85,7 +77,7 @@ def generate(settings: GenerateSettings, *, progress: Progress | None = None,
     except P10Error:
         raise
     except Exception as exc:
-        if not _is_oom(exc):
+        if not is_out_of_memory(exc):
             raise
         free_device_memory()
         raise OutOfMemoryError(

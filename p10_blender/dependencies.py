@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.errors import Cancelled
+
 # import name -> pip requirement. Order matters only for the message.
 REQUIRED = {
     "torch": "torch",
@@ -317,8 +319,5 @@ def pip_command_hook(python: str, args: list[str]) -> list[str]:
     return [python, *args]
 
 
-class InstallCancelled(Exception):
-    pass
-
-
-InstallCancelled.__name__ = "Cancelled"  # jobs treat it as a cancel, like core.errors.Cancelled
+class InstallCancelled(Cancelled):
+    """The user cancelled the installation (jobs treat every ``Cancelled`` as a cancel)."""

@@ -16,7 +16,7 @@ import bpy
 
 from . import dependencies, jobs
 from .properties import prompts_of, settings_dict, settings_scene
-from ..core.errors import InvalidInputError, P10Error
+from ..core.errors import Cancelled, InvalidInputError, P10Error, is_out_of_memory
 
 PREVIEW_PREFIX = "P10 Preview "
 LAYER_PREFIX = "P10 Layer "
@@ -27,12 +27,14 @@ _epoch = 0           # bumped on every file load: results of older jobs must not
 
 def friendly_error(exc: BaseException) -> str:
     """One plain sentence for any exception a job may raise."""
-    if isinstance(exc, P10Error) or type(exc).__name__ in ("Cancelled", "InstallCancelled"):
+    if isinstance(exc, Cancelled):
         return str(exc) or "Cancelled."
+    if isinstance(exc, P10Error):
+        return str(exc) or type(exc).__name__
     if isinstance(exc, ModuleNotFoundError):
         return (f"Python package '{exc.name}' is missing: install dependencies in the add-on "
                 f"preferences")
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+    if is_out_of_memory(exc):
         return "Out of memory: lower the image size, use fewer prompts, or switch device"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return f"Generation failed: {text}"
@@ -121,7 +123,7 @@ def _work(settings, out_dir: Path):
         stack = generate(settings, progress=progress, cancel=reporter.cancel_event,
                          models=_models)
         if reporter.cancelled():
-            raise InvalidInputError("Cancelled.")  # replaced by "cancelled" in jobs
+            raise Cancelled("Cancelled.")
         reporter.progress("saving", 0, 1)
         stack.save(out_dir)  # atomic: a temp sibling renamed into place
         return str(out_dir)

@@ -6,7 +6,8 @@ timer calls (timer contract: return the seconds until the next call, or None to 
 ``bpy.app.timers`` never fire in background mode, so there ``drive(job)`` calls ``poll()`` in a
 loop until the job ends: the same code path, run synchronously.
 
-This module imports bpy only inside the timer helpers, so plain pytest can test it.
+This module imports bpy only inside the timer helpers, so plain pytest can test it. A job is
+cancelled when its work raises ``core.errors.Cancelled`` (or a subclass) or its cancel event is set.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from ..core.errors import Cancelled
 
 POLL_INTERVAL = 0.1  # seconds between timer polls while a job runs
 
@@ -91,7 +94,7 @@ def _run(job: Job, error_message: Callable[[BaseException], str | None]) -> None
     try:
         result = job.work(reporter)
     except BaseException as exc:  # report everything; the main thread decides what to show
-        kind = "cancelled" if _is_cancel(exc) or job.cancel_event.is_set() else "failed"
+        kind = "cancelled" if isinstance(exc, Cancelled) or job.cancel_event.is_set() else "failed"
         job.queue.put((kind, (error_message(exc) or str(exc) or type(exc).__name__,
                               traceback.format_exc())))
         return
@@ -99,10 +102,6 @@ def _run(job: Job, error_message: Callable[[BaseException], str | None]) -> None
         job.queue.put(("cancelled", ("Cancelled.", None)))
     else:
         job.queue.put(("done", result))
-
-
-def _is_cancel(exc: BaseException) -> bool:
-    return type(exc).__name__ == "Cancelled"  # core.errors.Cancelled, without importing core
 
 
 class JobRunner:

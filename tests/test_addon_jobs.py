@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -13,21 +14,29 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The modules are imported as part of a stand-in extension package (its p10_blender/__init__
+# imports bpy and is skipped), so their relative imports of core resolve as inside Blender.
+PKG = "p10_test_ext"
+
+
+def _package(name: str, path: Path) -> None:
+    if name not in sys.modules:
+        mod = types.ModuleType(name)
+        mod.__path__ = [str(path)]
+        sys.modules[name] = mod
+
+
+_package(PKG, ROOT)
+_package(f"{PKG}.p10_blender", ROOT / "p10_blender")
+
+
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"p10_test_{name}",
-                                                  ROOT / "p10_blender" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module(f"{PKG}.p10_blender.{name}")
 
 
 jobs = _load("jobs")
 dependencies = _load("dependencies")
-
-
-class Cancelled(Exception):
-    pass
+Cancelled = importlib.import_module(f"{PKG}.core.errors").Cancelled
 
 
 def make_job(work, **kw):
@@ -88,6 +97,28 @@ def test_cancel_stops_within_a_step_and_failure_message_is_one_line():
     runner.drive(job)
     assert job.state == jobs.FAILED and job.error == "Nope: division by zero"
     assert "ZeroDivisionError" in job.detail  # traceback kept for the log, not the UI
+
+
+def test_cancel_is_recognised_by_type_not_by_name():
+    class Stopped(Cancelled):  # any subclass of core.errors.Cancelled, whatever its name
+        pass
+
+    class Cancelled_(Exception):
+        pass
+    Cancelled_.__name__ = "Cancelled"  # a look-alike name alone is a failure, not a cancel
+
+    states = {}
+    for key, exc in (("subclass", Stopped("stop")), ("install", dependencies.InstallCancelled("x")),
+                     ("lookalike", Cancelled_("boom"))):
+        def work(rep, exc=exc):
+            raise exc
+        runner = jobs.JobRunner()
+        job, _ = make_job(work)
+        runner.start(job)
+        runner.drive(job, timeout=10)
+        states[key] = job.state
+    assert states == {"subclass": jobs.CANCELLED, "install": jobs.CANCELLED, "lookalike": jobs.FAILED}
+    assert issubclass(dependencies.InstallCancelled, Cancelled)
 
 
 def test_finish_handler_error_fails_the_job():
