@@ -42,16 +42,18 @@ def load_photo(path: str, width: int, height: int) -> torch.Tensor:
     """The photo as (1, 3, H, W) in [-1, 1]: centre-cropped to the aspect, then resized."""
     from PIL import Image, UnidentifiedImageError
 
+    from .images import to_rgb8
+
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb8(im)  # 16-bit greyscale scaled to 8 bits, not clipped to white
             w, h = im.size
             scale = min(w / width, h / height)  # the largest centre crop with the target aspect
             cw, ch = round(width * scale), round(height * scale)
             left, top = (w - cw) // 2, (h - ch) // 2
             im = im.resize((width, height), Image.LANCZOS, box=(left, top, left + cw, top + ch))
             arr = np.asarray(im, dtype=np.float32) / 127.5 - 1.0
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidInputError(f"cannot read the photo {path!r}: {type(exc).__name__}") from None
     return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
 
@@ -119,6 +121,9 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         check_upscaler(upscaler)  # before minutes of sampling, not after
     steps = s.resolved_steps()
     scheduler = make_scheduler(s.scheduler, backend.scheduler_config)
+    train_steps = int(scheduler.config.get("num_train_timesteps", steps))
+    if steps > train_steps:  # settings allow MAX_STEPS; this model's schedule may be shorter
+        raise InvalidInputError(f"steps {steps} exceed this model's {train_steps}-step schedule")
     n_levels = len(s.prompts)
 
     raise_if_cancelled(cancel)
