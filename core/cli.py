@@ -1,25 +1,24 @@
 """Headless command line: ``python -m core generate|video|examples``.
 
-Exit codes: 0 done, 1 user error (one line on stderr, no traceback), 130 cancelled (Ctrl-C).
-Output is all-or-nothing: the stack folder (and its preview video) is assembled in a hidden
-temporary sibling and renamed into place only when complete.
+Exit codes: 0 done, 1 user error (one line on stderr, no traceback), 130 cancelled (Ctrl-C),
+143 terminated (SIGTERM). Output is all-or-nothing: the stack folder (and its preview video) is
+assembled in a hidden sibling, made before the model loads, and renamed into place only when
+complete (core.publish). Every fault and what the user sees: docs/faults.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import Cancelled, P10Error
+from .errors import Cancelled, P10Error, WriteError
+from .signals import Terminated, sigterm_raises, signals_deferred
 
-EXIT_OK, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 130
+EXIT_OK, EXIT_ERROR, EXIT_CANCELLED, EXIT_TERMINATED = 0, 1, 130, 143
 PREVIEW_NAME = "preview.mp4"
 
 
@@ -225,10 +224,12 @@ def _run_cancellable(fn: Callable[[threading.Event], Any], on_interrupt: Callabl
         t.start()
         while not done.wait(0.1):
             pass
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if not done.is_set():
             cancel.set()
             _abandoned.append(t)
+        if isinstance(exc, Terminated):  # SIGTERM: stop now, like a second Ctrl-C
+            raise
         raise Cancelled("cancelled") from None
     finally:
         if in_main:
@@ -246,46 +247,53 @@ def _say(msg: str) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .preview import write_preview_video
+    from .preview import check_video_options, write_preview_video
+    from .publish import StagedFolder
+    from .settings import family_hint, output_size
 
     settings = settings_from_args(args, warn=lambda m: _say(f"warning: {m}"))
-    out = Path(args.out).expanduser()
-    if out.exists() and not args.force:
-        raise UsageError(f"{out} already exists; choose another --out folder or add --force")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out} exists and is not a folder")
     if args.video:  # check the video options before the long run, not after it
-        from .preview import zoom_levels_for_frames
-        zoom_levels_for_frames(1, args.frames_per_level, args.direction)
-        if not args.fps > 0:
-            raise UsageError(f"--fps must be positive, got {args.fps:g}")
-    generate = _load_generate()
-    progress = _Progress(enabled=not args.quiet)
-    try:
-        stack = _run_cancellable(
-            lambda cancel: generate(settings, progress=progress, cancel=cancel),
-            on_interrupt=lambda: (progress.stop(), _say("cancelling... (Ctrl-C again to quit at once)")))
-        progress.close()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # Everything goes into a hidden sibling first; one rename publishes it.
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction)
+    h, w = output_size(settings.family or family_hint(settings.model), settings.width,
+                       settings.height, settings.upscaler)
+    # The output folder is checked and its hidden sibling made before the model loads.
+    with StagedFolder(args.out, replace=args.force, needed_bytes=len(settings.prompts) * h * w * 3) \
+            as staged:
+        generate = _load_generate()
+        progress = _Progress(enabled=not args.quiet)
+        problems = []
         try:
-            built = staging / out.name
-            stack.save(built)
+            stack = _run_cancellable(
+                lambda cancel: generate(settings, progress=progress, cancel=cancel),
+                on_interrupt=lambda: (progress.stop(), _say("cancelling... (Ctrl-C again to quit at once)")))
+            progress.close()
+            try:
+                stack.write_files(staged.path)
+            except OSError as exc:
+                raise WriteError(f"could not write the stack: {exc.strerror or exc}") from None
             if args.video:
-                write_preview_video(stack, built / PREVIEW_NAME, args.frames_per_level, args.fps,
-                                    args.video_size, direction=args.direction, progress=progress.frames)
-                progress.close()
-            if out.exists():  # --force
-                shutil.rmtree(out)
-            os.replace(built, out)
+                try:
+                    write_preview_video(stack, staged.path / PREVIEW_NAME, args.frames_per_level,
+                                        args.fps, args.video_size, direction=args.direction,
+                                        progress=progress.frames)
+                except Cancelled:
+                    raise
+                except Exception as exc:  # keep the stack: minutes of sampling outweigh a video
+                    problems.append(f"the video failed ({_one_line(exc)}); the stack was kept "
+                                    f"without it: retry with `python -m core video`")
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    finally:
-        progress.close()
+            progress.close()
+        with signals_deferred():  # Ctrl-C / SIGTERM wait for the renames to finish
+            out = staged.publish()
+    if out != staged.target:
+        problems.insert(0, f"{staged.target} appeared during the run; this run's stack was "
+                           f"saved to {out} instead")
     print(out)
-    if args.video:
+    if args.video and not problems:
         print(out / PREVIEW_NAME)
+    if problems:
+        _say(f"error: {'; '.join(problems)}")
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -321,12 +329,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (never raises for user errors or Ctrl-C)."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
-        if args.command is None:
-            raise UsageError("choose a command: generate, video or examples")
-        return COMMANDS[args.command](args)
+        with sigterm_raises():  # SIGTERM cleans up like Ctrl-C (default: die, leaving temp files)
+            args = build_parser().parse_args(argv)
+            if args.command is None:
+                raise UsageError("choose a command: generate, video or examples")
+            return COMMANDS[args.command](args)
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else EXIT_OK
+    except Terminated:
+        _say("terminated; nothing was written")
+        return EXIT_TERMINATED
     except (Cancelled, KeyboardInterrupt):
         _say("cancelled; nothing was written")
         return EXIT_CANCELLED

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import InvalidInputError
+from .publish import make_hidden_file
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 
@@ -133,9 +133,9 @@ def write_prompt_file(path: str | os.PathLike, prompts: Sequence[str],
     parent = path.parent if str(path.parent) else Path(".")
     try:
         # Write a sibling temp file and rename it over the target: never a half-written file.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        tmp = make_hidden_file(parent, f".{path.name}.", ".tmp")  # the umask's mode, not 0600
         try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
                 f.write(text)
             os.replace(tmp, path)
         except BaseException:

@@ -11,13 +11,13 @@ import datetime as _dt
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import StackFormatError
 from .geometry import check_size, check_zoom
+from .publish import make_hidden_dir, publish_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -55,7 +55,10 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         raise StackFormatError(f"{path} lacks the keys: {', '.join(missing)}")
     if manifest["format"] != FORMAT:
         raise StackFormatError(f"{path} has format {manifest['format']!r}, expected {FORMAT!r}")
-    if manifest["format_version"] > FORMAT_VERSION:
+    version = manifest["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StackFormatError(f"{path}: format_version must be a whole number >= 1, got {version!r}")
+    if version > FORMAT_VERSION:
         raise StackFormatError(
             f"{path} is format version {manifest['format_version']}; this add-on reads up to "
             f"{FORMAT_VERSION}: update the add-on")
@@ -69,13 +72,17 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
 
 def validate_geometry(manifest: dict[str, Any], where: Path) -> None:
     """Prompts, zoom, size and layer list must agree with each other."""
+    for key in ("width", "height"):
+        value = manifest[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StackFormatError(f"{where}: {key} must be a whole number of pixels, got {value!r}")
     try:
         zoom = check_zoom(manifest["zoom"])
-        check_size(int(manifest["height"]), int(manifest["width"]), zoom)
+        check_size(manifest["height"], manifest["width"], zoom)
     except (ValueError, TypeError) as exc:
         raise StackFormatError(f"{where}: {exc}") from None
     n = manifest["num_levels"]
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise StackFormatError(f"{where}: num_levels must be a positive integer, got {n!r}")
     for key in ("layers", "prompts"):
         value = manifest[key]
@@ -127,28 +134,35 @@ class ZoomStack:
         Layers are quantised to 8 bits finest-first, so that the centre block of PNG i is
         exactly round(255 · D_p(PNG i+1 / 255)): the files are zoom-consistent to the bit.
         """
-        from PIL import Image
-
         directory = Path(directory)
-        if directory.exists() and not overwrite:
+        if os.path.lexists(directory) and not overwrite:
             raise StackFormatError(f"{directory} already exists; choose another output folder")
-        manifest = self.full_manifest()
-        validate_geometry(manifest, directory / MANIFEST)
-        pixels = quantise_consistently(self.layers, int(manifest["zoom"]))
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        tmp = make_hidden_dir(directory.parent, f".{directory.name}.")
         try:
-            for name, layer in zip(manifest["layers"], pixels):
-                Image.fromarray(layer, mode="RGB").save(tmp / name)
-            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(tmp, directory)
+            self.write_files(tmp)
+            publish_dir(tmp, directory, replace=overwrite)  # old aside, new in, old deleted
+        except FileExistsError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StackFormatError(f"{directory} already exists; choose another output folder") from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self.manifest = manifest
         return directory
+
+    def write_files(self, folder: str | os.PathLike) -> None:
+        """Write the layer PNGs and the manifest into the existing, empty ``folder`` (not atomic:
+        ``save`` and the command line call it on a hidden folder they rename into place)."""
+        from PIL import Image
+
+        folder = Path(folder)
+        manifest = self.full_manifest()
+        validate_geometry(manifest, folder / MANIFEST)
+        pixels = quantise_consistently(self.layers, int(manifest["zoom"]))
+        for name, layer in zip(manifest["layers"], pixels):
+            Image.fromarray(layer, mode="RGB").save(folder / name)
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        self.manifest = manifest
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "ZoomStack":
@@ -156,14 +170,16 @@ class ZoomStack:
         import numpy as np
         from PIL import Image
 
+        from .images import to_float_rgb
+
         directory = Path(directory)
         manifest = read_manifest(directory)
         layers = []
         for name in manifest["layers"]:
             try:
                 with Image.open(directory / name) as im:
-                    arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-            except OSError as exc:
+                    arr = to_float_rgb(im)  # 16-bit greyscale scaled, not clipped to white
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 raise StackFormatError(f"cannot read {directory / name}: {exc}") from None
             if arr.shape[:2] != (manifest["height"], manifest["width"]):
                 raise StackFormatError(

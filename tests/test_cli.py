@@ -234,12 +234,12 @@ def test_ctrl_c_while_writing_leaves_nothing(capsys, tmp_path, monkeypatch, fake
     import core.preview
 
     if where == "save":
-        real_save = ZoomStack.save
+        real_write = ZoomStack.write_files
 
-        def save(self, directory, **kw):
-            real_save(self, directory, **kw)
-            raise KeyboardInterrupt  # after the folder exists in staging
-        monkeypatch.setattr(ZoomStack, "save", save)
+        def write_files(self, folder):
+            real_write(self, folder)
+            raise KeyboardInterrupt  # after the files exist in the hidden staging folder
+        monkeypatch.setattr(ZoomStack, "write_files", write_files)
     else:
         real_write = core.preview.write_preview_video
 

@@ -1,0 +1,55 @@
+"""SIGTERM handled like Ctrl-C, and signals held back during the final renames. Stdlib only.
+
+Python's default SIGTERM ends the process without running ``finally`` blocks, which would leave
+the hidden staging folders of an interrupted run behind; raising ``Terminated`` (a
+KeyboardInterrupt) instead runs every cleanup path Ctrl-C runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from typing import Iterator
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM."""
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated("terminated")
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``Terminated`` in the main thread (a no-op elsewhere)."""
+    if not _in_main_thread() or not hasattr(signal, "SIGTERM"):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[list[int]]:
+    """Hold SIGINT / SIGTERM back for a short critical section (e.g. moving the old output aside
+    and renaming the new one in); the yielded list records the signals that arrived."""
+    if not _in_main_thread():
+        yield []
+        return
+    pending: list[int] = []
+    signums = [s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s]
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in signums}
+    try:
+        yield pending
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
