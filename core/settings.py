@@ -8,6 +8,7 @@ its family when the name does not tell) are repeated by ``core.generate`` once i
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 
@@ -45,6 +46,22 @@ LATENT_FAMILIES = ("sd", "sdxl")
 NATIVE_SIZE = {"sd": 512, "sdxl": 1024, "if": 64}
 #: Pixels per latent pixel.
 VAE_SCALE = 8
+
+#: Bounds checked before any model loads (docs/faults.md). Every supported model is trained with
+#: a 1000-step schedule, and a scheduler cannot take more inference steps than that;
+#: ``core.generate`` repeats the check against the loaded model's own schedule.
+MAX_STEPS = 1000
+#: Classifier-free guidance above this only saturates the images (usual values: 1-15).
+MAX_GUIDANCE = 100.0
+#: Seeds are 64-bit signed on every device's generator.
+MAX_SEED = 2**63 - 1
+#: Largest sampled side as a multiple of the model's native size (memory grows with its square;
+#: content quality falls long before). DeepFloyd IF's stage II then upscales 4x.
+MAX_SIZE_FACTOR = 4
+#: Float32 copies of the stack's full-resolution RGB images alive at once (decoded pixels,
+#: pixel-space blending and rendering, the 8-bit quantisation, the preview), used by the
+#: memory bound of ``check_memory``.
+PIXEL_COPIES = 8
 
 # Supported pipeline classes (model_index.json "_class_name") per family.
 PIPELINE_CLASSES = {
@@ -86,6 +103,68 @@ def family_hint(model: str) -> str:
     if "xl" in name:
         return "sdxl"
     return "sd"
+
+
+def _whole(value) -> int | None:
+    """``value`` as an int if it is a whole number (int, or a float such as JSON's 64.0), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give a process (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def output_size(family: str, width: int | None, height: int | None, upscaler: str | None) -> tuple[int, int]:
+    """(height, width) of the finished layers: the sampled size, x4 after IF's stage II."""
+    native = NATIVE_SIZE[family]
+    h, w = height or native, width or native
+    if family == "if" and (upscaler or "").lower() != "none":
+        h, w = 4 * h, 4 * w
+    return h, w
+
+
+def check_memory(settings: "GenerateSettings", family: str) -> None:
+    """Raise InvalidInputError when the sizes cannot fit, before any model loads.
+
+    A simple, conservative bound (one place to plug a finer estimator into): each sampled side
+    at most ``MAX_SIZE_FACTOR`` times the model's native size, and the stack's full-resolution
+    images (N levels x H x W x 3 float32, ``PIXEL_COPIES`` copies) within the memory this
+    machine has available. The model's own activations are not counted (micro-batching bounds
+    them; running out of device memory there is reported as out-of-memory).
+    """
+    native = NATIVE_SIZE[family]
+    limit = MAX_SIZE_FACTOR * native
+    for name in ("width", "height"):
+        n = getattr(settings, name)
+        if n is not None and n > limit:
+            raise InvalidInputError(
+                f"{name} {n} is too large for this model: at most {limit} pixels "
+                f"({MAX_SIZE_FACTOR}x its native {native})")
+    h, w = output_size(family, settings.width, settings.height, settings.upscaler)
+    need = len(settings.prompts) * h * w * 3 * 4 * PIXEL_COPIES
+    have = available_memory()
+    if have is not None and need > have:
+        raise InvalidInputError(
+            f"{len(settings.prompts)} levels of {w}x{h} pixels need about {need / 2**30:.1f} GiB "
+            f"of memory, more than the {have / 2**30:.1f} GiB available: use fewer levels or a "
+            "smaller size")
 
 
 def size_multiple(family: str, zoom: int) -> int:
@@ -131,35 +210,49 @@ class GenerateSettings:
         for i, p in enumerate(self.prompts):
             if not isinstance(p, str) or not p.strip():
                 raise InvalidInputError(f"the prompt of zoom level {i + 1} is empty")
-        check_zoom(self.zoom)
+        self.zoom = check_zoom(self.zoom)  # 2.0 (JSON) -> 2
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InvalidInputError("no model given: a hub id, a model folder or a .safetensors file")
+        if not isinstance(self.negative_prompt, str):
+            raise InvalidInputError("the negative prompt must be text")
+        for name in ("scheduler", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidInputError(f"{name} must be text, got {getattr(self, name)!r}")
+        for name in ("family", "upscaler"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise InvalidInputError(f"{name} must be text, got {getattr(self, name)!r}")
+        if self.photo is not None and not isinstance(self.photo, (str, os.PathLike)):
+            raise InvalidInputError(f"photo must be a file path, got {self.photo!r}")
         if self.scheduler not in SCHEDULERS:
             raise InvalidInputError(
                 f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}"
             )
-        if self.steps is not None and (
-            not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1
-        ):
-            raise InvalidInputError(f"steps must be a whole number >= 1, got {self.steps!r}")
+        if self.steps is not None:
+            steps = _whole(self.steps)
+            if steps is None or not 1 <= steps <= MAX_STEPS:
+                raise InvalidInputError(
+                    f"steps must be a whole number from 1 to {MAX_STEPS} (the models' training "
+                    f"schedule), got {self.steps!r}")
+            self.steps = steps
         if not isinstance(self.guidance, (int, float)) or isinstance(self.guidance, bool) \
-                or self.guidance != self.guidance or self.guidance < 0:
-            raise InvalidInputError(f"guidance must be a number >= 0, got {self.guidance!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise InvalidInputError(f"seed must be a whole number >= 0, got {self.seed!r}")
-        if self.micro_batch is not None and (
-            not isinstance(self.micro_batch, int) or isinstance(self.micro_batch, bool)
-            or self.micro_batch < 1
-        ):
+                or not math.isfinite(self.guidance) or not 0 <= self.guidance <= MAX_GUIDANCE:
             raise InvalidInputError(
-                f"micro-batch size must be a whole number >= 1 (or empty), got {self.micro_batch!r}"
-            )
-        if not isinstance(self.model, str) or not self.model.strip():
-            raise InvalidInputError("no model given: a hub id, a model folder or a .safetensors file")
+                f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance!r}")
+        seed = _whole(self.seed)
+        if seed is None or not 0 <= seed <= MAX_SEED:
+            raise InvalidInputError(f"seed must be a whole number from 0 to 2**63-1, got {self.seed!r}")
+        self.seed = seed
+        if self.micro_batch is not None:
+            micro = _whole(self.micro_batch)
+            if micro is None or micro < 1:
+                raise InvalidInputError(
+                    f"micro-batch size must be a whole number >= 1 (or empty), got {self.micro_batch!r}"
+                )
+            self.micro_batch = micro
         if self.family is not None and self.family not in FAMILIES:
             raise InvalidInputError(
                 f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}"
             )
-        if not isinstance(self.negative_prompt, str):
-            raise InvalidInputError("the negative prompt must be text")
         self._validate_device()
         family = family or self.family or family_hint(self.model)
         mult = size_multiple(family, self.zoom)
@@ -167,11 +260,14 @@ class GenerateSettings:
             n = getattr(self, name)
             if n is None:
                 continue
-            if not isinstance(n, int) or isinstance(n, bool) or n <= 0 or n % mult:
+            whole = _whole(n)
+            if whole is None or whole <= 0 or whole % mult:
                 raise InvalidInputError(
                     f"{name} {n!r} must be a positive multiple of {mult} pixels for zoom "
                     f"{self.zoom} with this model"
                 )
+            setattr(self, name, whole)
+        check_memory(self, family)
         if self.photo is not None:
             path = os.path.expanduser(str(self.photo))
             if not os.path.isfile(path) or not os.access(path, os.R_OK):
@@ -223,6 +319,8 @@ class GenerateSettings:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "DEVICES", "FAMILIES", "GenerateSettings", "LATENT_FAMILIES", "NATIVE_SIZE",
-    "PIPELINE_CLASSES", "SCHEDULER_INFO", "SCHEDULERS", "VAE_SCALE", "family_hint", "size_multiple",
+    "DEFAULT_MODEL", "DEVICES", "FAMILIES", "GenerateSettings", "LATENT_FAMILIES", "MAX_GUIDANCE",
+    "MAX_SEED", "MAX_SIZE_FACTOR", "MAX_STEPS", "NATIVE_SIZE", "PIPELINE_CLASSES", "SCHEDULER_INFO",
+    "SCHEDULERS", "VAE_SCALE", "available_memory", "check_memory", "family_hint", "output_size",
+    "size_multiple",
 ]
