@@ -27,6 +27,10 @@ class StackFormatError(P10Error):
     """A zoom-stack folder is incomplete or malformed."""
 
 
+class WriteError(P10Error):
+    """An output could not be written or came out unreadable (disk full, file-size limit...)."""
+
+
 class ModelOutputError(P10Error, ValueError):
     """A denoiser returned a tensor of the wrong shape or with NaN/inf values."""
 

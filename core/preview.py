@@ -42,14 +42,19 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import Cancelled, InvalidInputError, is_cancelled
+from .errors import Cancelled, InvalidInputError, WriteError, is_cancelled
 from .geometry import check_zoom
+from .publish import make_hidden_file
+
+#: Bounds of the video options, checked before any work (docs/faults.md).
+MAX_FRAMES_PER_LEVEL = 10_000
+MAX_FPS = 1000.0
+MAX_VIDEO_SIDE = 8192  # H.264's largest level (6.2) is 8192 pixels wide
 
 _EPS = 1e-6        # tolerance on levels: 2.9999999 is level 3
 _SNAP = 2.0 ** 20  # positions are rounded to 2^-20 px so identity mappings give exact 0/1 weights
@@ -247,6 +252,52 @@ def video_size(height: int, width: int, size: int | Sequence[int] | None) -> tup
     return max(2, h - h % 2), max(2, w - w % 2)
 
 
+def check_video_options(frames_per_level: int = 24, fps: float = 24,
+                        size: int | Sequence[int] | None = None, direction: str = "in") -> None:
+    """Raise InvalidInputError for a bad video option (cheap: the CLI checks before generating)."""
+    if isinstance(frames_per_level, bool) or not isinstance(frames_per_level, (int, np.integer)) \
+            or not 1 <= frames_per_level <= MAX_FRAMES_PER_LEVEL:
+        raise InvalidInputError(f"frames per level must be a whole number from 1 to "
+                                f"{MAX_FRAMES_PER_LEVEL}, got {frames_per_level!r}")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.number)) \
+            or not math.isfinite(fps) or not 0 < fps <= MAX_FPS:
+        raise InvalidInputError(f"frames per second must be a number above 0 and at most "
+                                f"{MAX_FPS:g}, got {fps!r}")
+    sides = [] if size is None else [size] if isinstance(size, (int, np.integer)) else list(size)
+    for side in sides:
+        if isinstance(side, bool) or not isinstance(side, (int, np.integer)) \
+                or not 2 <= side <= MAX_VIDEO_SIDE:
+            raise InvalidInputError(f"video size must be a whole number of pixels from 2 to "
+                                    f"{MAX_VIDEO_SIDE}, got {side!r}")
+    if direction not in ("in", "out"):
+        raise InvalidInputError(f"zoom direction must be 'in' or 'out', got {direction!r}")
+
+
+def check_video_file(path: str | os.PathLike, frames: int, name: str | None = None) -> None:
+    """Raise WriteError unless ``path`` is a readable MP4 holding ``frames`` frames.
+
+    The FFmpeg writer does not report FFmpeg's own failures (a full disk, a file-size limit):
+    the file is read back (stream copy, no decoding) before it may replace anything. ``name``:
+    the file name to show (the final one, not the temporary file's).
+    """
+    import imageio_ffmpeg
+
+    path = Path(path)
+    name = name or path.name
+    size = 0
+    try:
+        size = path.stat().st_size
+        found = imageio_ffmpeg.count_frames_and_secs(str(path))[0] if size else 0
+    except Exception as exc:  # noqa: BLE001 - any failure to read it back means a broken file
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise WriteError(f"the video {name} came out unreadable ({size} bytes; is the disk full or "
+                         f"a file-size limit set?): {lines[-1][:120] if lines else type(exc).__name__}"
+                         ) from None
+    if found != frames:
+        raise WriteError(f"the video {name} came out incomplete ({found} of {frames} frames, "
+                         f"{size} bytes): is the disk full or a file-size limit set?")
+
+
 def write_preview_video(stack, out_path: str | os.PathLike, frames_per_level: int = 24, fps: float = 24,
                         size: int | Sequence[int] | None = None, *, direction: str = "in", hold: int = 0,
                         zoom: int | None = None, quality_crf: int = 18,
@@ -260,9 +311,8 @@ def write_preview_video(stack, out_path: str | os.PathLike, frames_per_level: in
     """
     import imageio_ffmpeg  # the writer's only extra dependency; it bundles an ffmpeg binary
 
+    check_video_options(frames_per_level, fps, size, direction)
     images, p = _stack_arrays(stack, zoom)
-    if not (isinstance(fps, (int, float)) and fps > 0):
-        raise InvalidInputError(f"frames per second must be positive, got {fps!r}")
     levels = zoom_levels_for_frames(len(images), frames_per_level, direction, hold)
     h, w = video_size(images.shape[1], images.shape[2], size)
     out_path = Path(out_path)
@@ -273,8 +323,11 @@ def write_preview_video(stack, out_path: str | os.PathLike, frames_per_level: in
 
     # libx264 ships in imageio-ffmpeg's bundled binary; +faststart lets players start at once.
     params = ["-movflags", "+faststart", "-crf", str(int(quality_crf)), "-preset", "medium"]
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".mp4", dir=out_path.parent)
-    os.close(fd)
+    try:
+        tmp = make_hidden_file(out_path.parent, f".{out_path.stem}.", ".mp4")  # umask's mode
+    except OSError as exc:
+        raise WriteError(f"cannot write the video in {out_path.parent}: "
+                         f"{(exc.strerror or str(exc)).lower()}") from None
     try:
         writer = imageio_ffmpeg.write_frames(tmp, (w, h), fps=fps, codec="libx264", quality=None,
                                              macro_block_size=2, output_params=params)
@@ -289,7 +342,12 @@ def write_preview_video(stack, out_path: str | os.PathLike, frames_per_level: in
                     progress(n + 1, len(levels))
         finally:
             writer.close()
+        check_video_file(tmp, len(levels), out_path.name)  # only a complete file may replace the old one
         os.replace(tmp, out_path)
+    except OSError as exc:  # FFmpeg died (its pipe broke), or the rename failed
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"could not write the video {out_path.name}: "
+                         f"{' '.join(str(exc).split())[:160]}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
