@@ -211,6 +211,8 @@ def load_pipeline(model: str, family: str, dtype: torch.dtype, cls_name: str | N
     except (ModelNotFoundError, InvalidInputError):
         raise
     except Exception as exc:  # noqa: BLE001 - classified below into one line
+        if kind == "file" and _unreadable_checkpoint(exc):
+            raise _corrupt_checkpoint(model, exc) from None
         if kind == "folder":
             raise ModelNotFoundError(
                 f"cannot load the model folder {model!r}: {_first_line(exc)}"
@@ -220,7 +222,35 @@ def load_pipeline(model: str, family: str, dtype: torch.dtype, cls_name: str | N
     try:  # not cached: the hub (model files, or the base config a single file needs)
         return loader(where, local_files_only=False, **kwargs)
     except Exception as exc:  # noqa: BLE001
+        if kind == "file" and _unreadable_checkpoint(exc):
+            raise _corrupt_checkpoint(model, exc) from None
         raise _not_found_file(model, kind, exc) from None
+
+
+# What torch / safetensors / diffusers say about a checkpoint file they cannot read.
+_UNREADABLE = ("unable to load weights from checkpoint", "pytorchstreamreader", "unpickling",
+               "invalid load key", "safetensorerror", "headertoolarge", "invalidheader",
+               "error while deserializing", "ran out of input")
+
+
+def _unreadable_checkpoint(exc: BaseException) -> bool:
+    """True when loading failed on the checkpoint's own bytes, not on a missing configuration."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = f"{type(exc).__name__} {exc}".lower()
+        if any(t in text for t in _UNREADABLE) or isinstance(exc, EOFError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _corrupt_checkpoint(model: str, exc: BaseException) -> InvalidInputError:
+    inner = exc
+    while (inner.__cause__ or inner.__context__) is not None:
+        inner = inner.__cause__ or inner.__context__
+    return InvalidInputError(f"checkpoint {model!r} cannot be read (corrupt or truncated?): "
+                             f"{_first_line(inner)[:120]}")
 
 
 def _not_found_file(model: str, kind: str, exc: BaseException) -> ModelNotFoundError:
