@@ -53,14 +53,8 @@ def register() -> None:
 
 
 def unregister() -> None:
-    runner = generation.runner
-    if runner.busy:  # stop the worker; its result has nowhere to go
-        job = runner.current
-        job.cancel()
-        if job.thread is not None:
-            job.thread.join(timeout=10)
-    runner.current = None
-    jobs.stop_polling(runner)
+    generation.stop_for_unregister()
+    jobs.stop_polling(generation.runner)
     while p10_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(p10_load_pre)
     if hasattr(bpy.types.Scene, "p10"):

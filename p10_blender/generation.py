@@ -17,6 +17,7 @@ import bpy
 from . import dependencies, jobs
 from .properties import prompts_of, settings_dict, settings_scene
 from ..core.errors import Cancelled, InvalidInputError, P10Error, is_out_of_memory
+from ..core.publish import check_output_location
 
 PREVIEW_PREFIX = "P10 Preview "
 LAYER_PREFIX = "P10 Layer "
@@ -151,6 +152,7 @@ def start(context, sync: bool | None = None) -> jobs.Job:
     scene = settings_scene(context.scene)  # a rig or video scene generates for its source
     p10 = scene.p10
     out_dir = new_stack_dir(p10)
+    check_output_location(out_dir)  # a read-only or blocked folder fails now, not after the run
     photo_path = None
     if p10.use_photo:
         if p10.photo is None:
@@ -285,6 +287,24 @@ def on_file_load() -> bool:
         runner.cancel()
         return True
     return False
+
+
+def stop_for_unregister(wait: float = 0.2) -> None:
+    """The add-on is being disabled: cancel a running job without blocking Blender, and remove
+    its preview images. The worker stops at its next cancel check (one sampling step, which may
+    take seconds); it never saves a cancelled stack, and its messages are no longer polled."""
+    global _epoch
+    _epoch += 1  # nothing of the old job may touch Blender data from now on
+    job = runner.current
+    if job is not None and job.running:
+        job.cancel()
+        if job.thread is not None:
+            job.thread.join(timeout=wait)
+    runner.current = None
+    try:
+        remove_images(PREVIEW_PREFIX)
+    except (AttributeError, ReferenceError, RuntimeError):  # no bpy.data (Blender quitting)
+        pass
 
 
 def _log(job: jobs.Job) -> None:
