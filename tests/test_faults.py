@@ -84,3 +84,446 @@ def test_cpu_allocator_failure_becomes_one_line_out_of_memory(monkeypatch):
             pass
     with pytest.raises(OutOfMemoryError, match="out of GPU memory while loading model"):
         gen.generate(GenerateSettings(prompts=["a", "b"], width=64, height=64), models=Cache())
+
+
+# ------------------------------------------------------------------------------ fixtures
+class FakeGenerate:
+    """Stands in for core.generate.generate; ``during(settings)`` runs mid-generation."""
+
+    def __init__(self, during=None):
+        self.during, self.calls = during, []
+
+    def __call__(self, settings, *, progress=None, cancel=None, models=None):
+        self.calls.append(settings)
+        if self.during is not None:
+            self.during(settings)
+        return _stack(len(settings.prompts), zoom=settings.zoom)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    f = FakeGenerate()
+    monkeypatch.setattr(cli, "_load_generate", lambda: f)
+    return f
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def _good_stack_with_video(folder: Path) -> bytes:
+    from core.preview import write_preview_video
+
+    _stack(3).save(folder)
+    write_preview_video(ZoomStack.load(folder), folder / "preview.mp4", frames_per_level=3)
+    return (folder / "preview.mp4").read_bytes()
+
+
+# Runs the command line in a subprocess with a fake generator (no model): argv after "--".
+_FAKE_CLI = '''
+import sys, numpy as np
+from core import cli
+from core.stack_io import ZoomStack
+def generate(settings, *, progress=None, cancel=None, models=None):
+    rng = np.random.default_rng(0)
+    n = len(settings.prompts)
+    return ZoomStack(rng.random((n, 64, 64, 3), dtype=np.float32), {"prompts": settings.prompts, "zoom": 2})
+cli._load_generate = lambda: generate
+sys.exit(cli.main(sys.argv[1:]))
+'''
+
+
+def _cli_process(args, *, fsize_limit=None, **kw):
+    import resource
+
+    def limit():
+        if fsize_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-c", _FAKE_CLI, *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=limit, **kw)
+
+
+# -------------------------------------------------------------- B1: the video is checked
+def test_b1_video_under_file_size_limit_keeps_the_good_video(tmp_path):
+    good = _good_stack_with_video(tmp_path / "s")
+    proc = _cli_process(["video", tmp_path / "s", "--frames-per-level", "400", "--quiet"],
+                        fsize_limit=len(good) + 4096)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "preview.mp4" in _error_line(err) and out == ""
+    assert (tmp_path / "s" / "preview.mp4").read_bytes() == good  # the good one survives
+    assert not [n for n in _listing(tmp_path / "s") if n.startswith(".")]
+
+
+def test_b1_generate_video_failure_keeps_the_stack(tmp_path):
+    proc = _cli_process(["generate", "--prompt", "a", "--prompt", "b", "--size", "64", "--quiet",
+                         "--out", tmp_path / "o", "--video", "--frames-per-level", "400"],
+                        fsize_limit=64 * 1024)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    line = _error_line(err)
+    assert "video failed" in line and "stack was kept" in line
+    assert out.split() == [str(tmp_path / "o")]  # the stack, not the video
+    assert ZoomStack.load(tmp_path / "o").layers.shape == (2, 64, 64, 3)
+    assert _listing(tmp_path) == ["o", "o/layer_00.png", "o/layer_01.png", "o/manifest.json"]
+
+
+def test_b1_truncating_writer_is_caught(tmp_path, monkeypatch):
+    import imageio_ffmpeg
+
+    from core.errors import WriteError
+    from core.preview import write_preview_video
+
+    good = _good_stack_with_video(tmp_path / "s")
+
+    def truncating_writer(path, size, **kw):  # accepts every frame, writes half a file
+        while (yield) is not None:
+            pass
+        Path(path).write_bytes(good[: len(good) // 2])
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", truncating_writer)
+    with pytest.raises(WriteError, match="unreadable|incomplete"):
+        write_preview_video(tmp_path / "s", tmp_path / "s" / "preview.mp4", frames_per_level=3)
+    assert (tmp_path / "s" / "preview.mp4").read_bytes() == good
+    assert not [n for n in _listing(tmp_path / "s") if n.startswith(".")]
+
+
+# ------------------------------------------- B2: never replace what appeared during the run
+@pytest.mark.parametrize("what", ["folder with a file", "empty folder", "file"])
+def test_b2_output_that_appears_during_the_run_is_left_alone(capsys, tmp_path, monkeypatch, what):
+    out = tmp_path / "o"
+
+    def appear(settings):
+        if what == "file":
+            out.write_text("theirs")
+        else:
+            out.mkdir()
+            if what != "empty folder":
+                (out / "theirs.txt").write_text("keep me")
+    fake = FakeGenerate(during=appear)
+    monkeypatch.setattr(cli, "_load_generate", lambda: fake)
+    code, stdout, err = _run(capsys, "generate", "--prompt", "a", "--out", out, "--quiet")
+    assert code == 1
+    line = _error_line(err)
+    assert "appeared during the run" in line and str(tmp_path / "o-2") in line
+    assert stdout.split() == [str(tmp_path / "o-2")]
+    if what == "file":
+        assert out.read_text() == "theirs"
+    else:
+        assert _listing(out) == ([] if what == "empty folder" else ["theirs.txt"])
+    assert ZoomStack.load(tmp_path / "o-2").layers.shape[0] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o", "o-2"]
+
+
+def test_b2_second_run_to_the_same_folder_fails_before_generating(capsys, tmp_path, fake):
+    assert _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "o", "--quiet")[0] == 0
+    code, _, err = _run(capsys, "generate", "--prompt", "b", "--out", tmp_path / "o", "--quiet")
+    assert code == 1 and "already exists" in _error_line(err) and len(fake.calls) == 1
+    assert ZoomStack.load(tmp_path / "o").prompts == ["level 0"]
+
+
+# ------------------------------------------------------------ B3: --force is atomic
+def test_b3_signal_during_force_replacement_completes_it(capsys, tmp_path, monkeypatch, fake):
+    import shutil
+
+    import core.publish
+
+    out = tmp_path / "o"
+    _good_stack_with_video(out)
+    real_rmtree = shutil.rmtree
+    fired = []
+
+    def rmtree_with_signal(path, *a, **kw):  # Ctrl-C and SIGTERM while the old one is deleted
+        if ".old-" in str(path) and not fired:
+            fired.append(path)
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_rmtree(path, *a, **kw)
+    monkeypatch.setattr(core.publish.shutil, "rmtree", rmtree_with_signal)
+    code, stdout, err = _run(capsys, "generate", "--prompt", "x", "--prompt", "y", "--out", out,
+                             "--force", "--quiet")
+    assert fired and code == 0, err
+    assert ZoomStack.load(out).prompts == ["level 0", "level 1"]  # the new stack, complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # old one gone, nothing hidden
+
+
+def test_b3_failed_force_replacement_restores_the_old_stack(capsys, tmp_path, monkeypatch, fake):
+    import core.publish
+
+    out = tmp_path / "o"
+    good = _good_stack_with_video(out)
+    before = _listing(out)
+
+    def broken_rename(src, dst):
+        raise KeyboardInterrupt  # interrupted between moving the old aside and renaming the new in
+    monkeypatch.setattr(core.publish, "rename_noreplace", broken_rename)
+    code, _, err = _run(capsys, "generate", "--prompt", "x", "--out", out, "--force", "--quiet")
+    assert code == 130 and "nothing was written" in err
+    assert _listing(out) == before and (out / "preview.mp4").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_b3_force_replaces_only_a_stack(capsys, tmp_path, monkeypatch, fake):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    (tmp_path / "afile").write_text("x")
+    _stack(1).save(tmp_path / "here")  # a stack, but the shell is in it
+    for target, words in ((tmp_path / "mine", "not a zoom-stack folder"),
+                          (tmp_path / "afile", "not a folder"), (".", "current folder")):
+        monkeypatch.chdir(tmp_path / "here")
+        code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", target, "--force", "--quiet")
+        assert code == 1 and words in _error_line(err)
+    assert not fake.calls and (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+    assert ZoomStack.load(tmp_path / "here").layers.shape[0] == 1
+
+
+# ----------------------------------------- B4: the output is checked before generating
+def test_b4_unwritable_output_fails_before_generating(capsys, tmp_path, monkeypatch, fake):
+    import shutil
+
+    import core.publish
+
+    (tmp_path / "afile").write_text("x")
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "afile" / "o", "--quiet")
+    assert code == 1 and "is a file, not a folder" in _error_line(err)
+
+    def read_only(parent, prefix):
+        raise PermissionError(13, "Permission denied")
+    with monkeypatch.context() as m:
+        m.setattr(core.publish, "make_hidden_dir", read_only)
+        code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "ro" / "o", "--quiet")
+    assert code == 1 and "cannot write to the folder" in _error_line(err)
+
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+        code, _, err = _run(capsys, "generate", "--prompt", "a", "--size", "64", "--out", tmp_path / "o",
+                            "--quiet")
+    assert code == 1 and "not enough free disk space" in _error_line(err)
+    assert not fake.calls and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_b4_missing_parents_are_created_and_removed_again_on_cancel(capsys, tmp_path, monkeypatch):
+    def cancelled(settings, **kw):
+        assert (tmp_path / "a" / "b").is_dir()  # made before the model loads
+        raise Cancelled("generation cancelled")
+    monkeypatch.setattr(cli, "_load_generate", lambda: cancelled)
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "a" / "b" / "o", "--quiet")
+    assert code == 130 and list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------ B5 / B11: 16-bit greyscale images
+def _grey16(path: Path, size: int = 32) -> float:
+    from PIL import Image
+
+    ramp = np.linspace(0, 65535 * 0.9, size * size).reshape(size, size).astype(np.uint16)
+    Image.fromarray(ramp).save(path)
+    return float(ramp.mean() / 65535)
+
+
+def test_b5_16_bit_greyscale_photo_keeps_its_brightness(tmp_path):
+    from core.generate import load_photo
+
+    mean = _grey16(tmp_path / "photo.png")
+    photo = load_photo(str(tmp_path / "photo.png"), 32, 32)  # (1, 3, H, W) in [-1, 1]
+    assert photo.shape == (1, 3, 32, 32)
+    assert abs(float(photo.mean()) - (2 * mean - 1)) < 0.02  # was 0.997 (clipped to white)
+
+
+def test_b11_16_bit_greyscale_layer_loads_right(tmp_path):
+    _stack(2).save(tmp_path / "s")
+    mean = _grey16(tmp_path / "s" / "layer_01.png")
+    layers = ZoomStack.load(tmp_path / "s").layers
+    assert abs(float(layers[1].mean()) - mean) < 1e-3  # was 1.000
+    assert np.allclose(layers[1][..., 0], layers[1][..., 2])
+
+
+# ------------------------------------------------------------ B6 / B9: settings, early
+@pytest.mark.parametrize("extra, words", [
+    (["--size", "100000"], "too large for this model"),
+    (["--width", "4096", "--height", "512"], "at most 2048 pixels"),
+    (["--seed", str(2**70)], "seed must be a whole number from 0"),
+    (["--seed", "-1"], "seed must be"),
+    (["--guidance", "inf"], "guidance must be a number"),
+    (["--guidance", "nan"], "guidance must be a number"),
+    (["--guidance", "1e9"], "guidance must be a number"),
+    (["--steps", "100000"], "steps must be a whole number from 1 to 1000"),
+    (["--steps", "0"], "steps must be"),
+    (["--video", "--fps", "inf"], "frames per second"),
+    (["--video", "--fps", "0"], "frames per second"),
+    (["--video", "--video-size", "100000"], "video size"),
+    (["--video", "--frames-per-level", "100000000"], "frames per level"),
+    (["--micro-batch", "0"], "micro-batch"),
+])
+def test_b6_b9_bad_settings_fail_before_any_model_loads(capsys, tmp_path, fake, extra, words):
+    code, out, err = _run(capsys, "generate", "--prompt", "a", "--prompt", "b", *extra,
+                          "--out", tmp_path / "o", "--quiet")
+    assert code == 1 and words in _error_line(err), err
+    assert not fake.calls and list(tmp_path.iterdir()) == []
+
+
+def test_b6_stack_beyond_available_memory_fails_early(capsys, tmp_path, monkeypatch, fake):
+    import core.settings
+
+    monkeypatch.setattr(core.settings, "available_memory", lambda: 2**30)
+    code, _, err = _run(capsys, "generate", *["--prompt", "a"] * 40, "--size", "1024",
+                        "--out", tmp_path / "o", "--quiet")
+    assert code == 1 and "GiB available" in _error_line(err) and not fake.calls
+
+
+@pytest.mark.parametrize("doc, words", [
+    ({"scheduler": ["ddim"]}, "scheduler must be text"),
+    ({"device": 3}, "device must be text"),
+    ({"steps": 2.5}, "steps must be"),
+    ({"seed": "7"}, "seed must be"),
+    ({"guidance": "high"}, "guidance must be"),
+    ({"family": ["sd"]}, "family must be text"),
+    ({"width": 64.5, "height": 64}, "multiple of"),
+])
+def test_b9_b10_wrong_types_in_a_prompt_file_are_one_line(capsys, tmp_path, fake, doc, words):
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps({"prompts": ["a", "b"], **doc}), encoding="utf-8")
+    code, _, err = _run(capsys, "generate", "--prompts", pf, "--out", tmp_path / "o", "--quiet")
+    assert code == 1 and words in _error_line(err), err
+    assert not fake.calls
+
+
+def test_b9_steps_beyond_the_models_schedule(monkeypatch):
+    import core.generate as gen
+    from core.settings import GenerateSettings
+
+    class Backend:
+        family, device, scale_factor, native_size = "sd", __import__("torch").device("cpu"), 8, 64
+        scheduler_config = {"num_train_timesteps": 50, "prediction_type": "epsilon"}
+
+    class Cache:
+        def get(self, *a, **kw):
+            return Backend()
+
+        def release(self):
+            pass
+    with pytest.raises(InvalidInputError, match="exceed this model's 50-step schedule"):
+        gen.generate(GenerateSettings(prompts=["a"], steps=60, width=64, height=64,
+                                      scheduler="ddim"), models=Cache())
+
+
+# ------------------------------------------------------------------------- B10: types
+def test_b10_json_numbers_are_whole_numbers_everywhere(capsys, tmp_path, fake):
+    pf = tmp_path / "p.json"
+    pf.write_text(json.dumps({"prompts": ["a", "b"], "zoom": 2.0, "width": 64.0, "height": 64.0,
+                              "steps": 12.0, "seed": 3.0}), encoding="utf-8")
+    code, _, err = _run(capsys, "generate", "--prompts", pf, "--out", tmp_path / "o", "--quiet")
+    assert code == 0, err
+    (s,) = fake.calls
+    for name, value in (("zoom", 2), ("width", 64), ("height", 64), ("steps", 12), ("seed", 3)):
+        assert getattr(s, name) == value and type(getattr(s, name)) is int, name
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("width", "32", "width must be a whole number of pixels"),
+    ("height", 32.0, "height must be a whole number of pixels"),
+    ("num_levels", True, "num_levels must be a positive integer"),
+    ("format_version", "1", "format_version must be a whole number"),   # B8
+    ("format_version", None, "format_version must be a whole number"),  # B8
+])
+def test_b8_b10_malformed_manifest_values_are_stack_format_errors(tmp_path, key, value, words):
+    from core.stack_io import read_manifest
+
+    _stack(2).save(tmp_path / "s")
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    m[key] = value
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(m))
+    for load in (read_manifest, ZoomStack.load):
+        with pytest.raises(StackFormatError, match=words):
+            load(tmp_path / "s")
+
+
+def test_b8_cli_video_of_a_bad_manifest_is_one_line(capsys, tmp_path):
+    _stack(2).save(tmp_path / "s")
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps({**m, "format_version": None}))
+    code, _, err = _run(capsys, "video", tmp_path / "s", "--quiet")
+    assert code == 1 and "format_version" in _error_line(err) and "TypeError" not in err
+
+
+# ----------------------------------------------------------------- B7: SIGTERM cleans up
+def _wait_for(pattern: str, folder: Path, proc, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not list(folder.glob(pattern)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{pattern} never appeared"
+        time.sleep(0.02)
+
+
+def test_b7_sigterm_while_generate_writes_the_video_leaves_nothing(tmp_path):
+    proc = _cli_process(["generate", "--prompt", "a", "--prompt", "b", "--size", "64", "--quiet",
+                         "--out", tmp_path / "o", "--video", "--frames-per-level", "5000"])
+    _wait_for(".o.*/.preview.*.mp4", tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "terminated; nothing was written" in err and "Traceback" not in err and out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_b7_sigterm_on_video_keeps_the_old_video(tmp_path):
+    good = _good_stack_with_video(tmp_path / "s")
+    proc = _cli_process(["video", tmp_path / "s", "--frames-per-level", "5000", "--quiet"])
+    _wait_for(".preview.*.mp4", tmp_path / "s", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert (tmp_path / "s" / "preview.mp4").read_bytes() == good
+    assert not [n for n in _listing(tmp_path / "s") if n.startswith(".")]
+
+
+# ------------------------------------------------------------------------ B13: umask
+@pytest.mark.parametrize("umask, dir_mode, file_mode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_b13_outputs_honour_the_umask(capsys, tmp_path, fake, umask, dir_mode, file_mode):
+    old = os.umask(umask)
+    try:
+        code, _, err = _run(capsys, "generate", "--prompt", "a", "--prompt", "b", "--out",
+                            tmp_path / "new" / "o", "--video", "--frames-per-level", "2", "--quiet")
+        _stack(2).save(tmp_path / "api")
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    for folder in (tmp_path / "new", tmp_path / "new" / "o", tmp_path / "api"):
+        assert folder.stat().st_mode & 0o777 == dir_mode, folder
+    for f in ("preview.mp4", "manifest.json", "layer_00.png"):
+        assert (tmp_path / "new" / "o" / f).stat().st_mode & 0o777 == file_mode, f
+
+
+def test_b13_prompt_files_honour_the_umask(tmp_path):
+    from core.prompts import write_prompt_file
+
+    old = os.umask(0o022)
+    try:
+        write_prompt_file(tmp_path / "p.json", ["a", "b"])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------- B14: corrupt checkpoints
+@pytest.mark.parametrize("damage", ["truncated", "zeroed", "garbage"])
+def test_b14_corrupt_bin_checkpoint_is_reported_as_corrupt(tmp_path, damage):
+    import torch
+
+    from core.backends.loading import load_backend
+    from core.errors import ModelNotFoundError
+
+    path = tmp_path / "model.bin"
+    torch.save({"model.diffusion_model.x": torch.zeros(1000)}, path)
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "zeroed":
+        data[200:600] = bytes(400)
+    else:
+        data = bytearray(os.urandom(5000))
+    path.write_bytes(bytes(data))
+    with pytest.raises(InvalidInputError, match="cannot be read \\(corrupt or truncated\\?\\)") as exc:
+        load_backend(str(path), device="cpu")
+    assert not isinstance(exc.value, ModelNotFoundError) and "configuration" not in str(exc.value)
+    assert "\n" not in str(exc.value)
