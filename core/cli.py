@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import Cancelled, P10Error, WriteError
+from .errors import Cancelled, P10Error, WriteError, is_out_of_memory
 from .signals import Terminated, sigterm_raises, signals_deferred
 
 EXIT_OK, EXIT_ERROR, EXIT_CANCELLED, EXIT_TERMINATED = 0, 1, 130, 143
@@ -348,6 +348,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug, or an error a dependency raised: still one line by default
         if debug:
             raise
+        if is_out_of_memory(e):  # e.g. writing the layers or the video of a very large stack
+            _say("error: out of memory: use fewer levels or a smaller --size / --video-size")
+            return EXIT_ERROR
         _say(f"error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for details)")
         return EXIT_ERROR
 

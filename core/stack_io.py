@@ -137,6 +137,7 @@ class ZoomStack:
         directory = Path(directory)
         if os.path.lexists(directory) and not overwrite:
             raise StackFormatError(f"{directory} already exists; choose another output folder")
+        validate_geometry(self.full_manifest(), directory / MANIFEST)  # before making folders
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = make_hidden_dir(directory.parent, f".{directory.name}.")
         try:

@@ -21,25 +21,10 @@ from core.errors import (Cancelled, InvalidInputError, OutOfMemoryError, StackFo
                          is_out_of_memory)
 from core.stack_io import ZoomStack
 
+from tests.test_cli import _one_line_error as _error_line
+from tests.test_cli import _run, _stack
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _stack(n: int = 3, size: int = 32, zoom: int = 2) -> ZoomStack:
-    rng = np.random.default_rng(0)
-    return ZoomStack(rng.random((n, size, size, 3), dtype=np.float32),
-                     {"prompts": [f"level {i}" for i in range(n)], "zoom": zoom})
-
-
-def _run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _error_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 # ------------------------------------------------------------------------ out of memory (B6)
@@ -63,6 +48,17 @@ def test_out_of_memory_detector_knows_every_allocator(exc):
             raise ValueError("wrapped") from inner
     except ValueError as outer:
         assert is_out_of_memory(outer)  # found through the cause chain
+
+
+def test_out_of_memory_outside_the_model_is_one_line(capsys, tmp_path, monkeypatch):
+    def alloc_fails(self, folder):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] data. DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 8589934592 bytes.")
+    monkeypatch.setattr(cli, "_load_generate", lambda: FakeGenerate())
+    monkeypatch.setattr(ZoomStack, "write_files", alloc_fails)
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "o", "--quiet")
+    assert code == 1 and "error: out of memory" in _error_line(err) and "alloc_cpu" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("shape mismatch"), ValueError("memory of a goldfish"),
