@@ -117,10 +117,12 @@ def _good_stack_with_video(folder: Path) -> bytes:
 
 # Runs the command line in a subprocess with a fake generator (no model): argv after "--".
 _FAKE_CLI = '''
-import sys, numpy as np
+import os, sys, numpy as np
 from core import cli
 from core.stack_io import ZoomStack
 def generate(settings, *, progress=None, cancel=None, models=None):
+    if os.environ.get("FAKE_SLOW") and cancel.wait(60):  # a long sampling run
+        raise RuntimeError("cancelled by a signal, never reported")
     rng = np.random.default_rng(0)
     n = len(settings.prompts)
     return ZoomStack(rng.random((n, 64, 64, 3), dtype=np.float32), {"prompts": settings.prompts, "zoom": 2})
@@ -129,13 +131,14 @@ sys.exit(cli.main(sys.argv[1:]))
 '''
 
 
-def _cli_process(args, *, fsize_limit=None, **kw):
+def _cli_process(args, *, fsize_limit=None, env=None, **kw):
     import resource
 
     def limit():
         if fsize_limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1",
+               **(env or {}))
     return subprocess.Popen([sys.executable, "-c", _FAKE_CLI, *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=limit, **kw)
@@ -449,6 +452,18 @@ def _wait_for(pattern: str, folder: Path, proc, timeout: float = 60) -> None:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, f"{pattern} never appeared"
         time.sleep(0.02)
+
+
+def test_b7_sigterm_while_generating_leaves_nothing(tmp_path):
+    proc = _cli_process(["generate", "--prompt", "a", "--size", "64", "--quiet",
+                         "--out", tmp_path / "new" / "o"], env={"FAKE_SLOW": "1"})
+    _wait_for("new/.o.*", tmp_path, proc)  # the staging folder exists before the model loads
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip() == "terminated; nothing was written" and out == ""
+    assert list(tmp_path.iterdir()) == []  # the parent folder it made is gone too
 
 
 def test_b7_sigterm_while_generate_writes_the_video_leaves_nothing(tmp_path):
