@@ -1,4 +1,4 @@
-"""Headless command line: ``python -m core generate|video|examples``.
+"""Headless command line: ``python -m core generate|video|examples|models``.
 
 Exit codes: 0 done, 1 user error (one line on stderr, no traceback), 130 cancelled (Ctrl-C),
 143 terminated (SIGTERM). Output is all-or-nothing: the stack folder (and its preview video) is
@@ -67,10 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--family", metavar="NAME", help="force the model family: sd, sdxl or if")
     s.add_argument("--upscaler", metavar="ID", help="DeepFloyd IF stage II model, or 'none'")
     o = g.add_argument_group("output")
-    o.add_argument("--out", required=True, metavar="DIR", help="the stack folder to create")
+    o.add_argument("--out", metavar="DIR", help="the stack folder to create (required unless --dry-run)")
     o.add_argument("--force", action="store_true", help="replace DIR if it exists")
     o.add_argument("--video", action="store_true", help=f"also write DIR/{PREVIEW_NAME}")
     _video_options(o)
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the memory/time estimate and the micro-batch; load and write nothing")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
@@ -83,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
     sub.add_parser("examples", help="list the bundled example prompt sequences from the paper")
+    from .models_cli import add_models_parser
+
+    add_models_parser(sub)
     return parser
 
 
@@ -156,8 +161,9 @@ class _Progress:
             if phase != self.phase or self.bar is None:
                 self.close()
                 self.phase = phase
-                self.bar = tqdm(total=total or None, desc=str(phase), file=sys.stderr, unit="step",
-                                dynamic_ncols=True, leave=False)
+                unit = dict(unit="B", unit_scale=True) if phase == "downloading" else dict(unit="step")
+                self.bar = tqdm(total=total or None, desc=str(phase), file=sys.stderr,
+                                dynamic_ncols=True, leave=False, **unit)
             if total and self.bar.total != total:
                 self.bar.total = total
             self.bar.n = step
@@ -252,6 +258,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .settings import family_hint, output_size
 
     settings = settings_from_args(args, warn=lambda m: _say(f"warning: {m}"))
+    if args.dry_run:  # torch-free: nothing is loaded, downloaded or written
+        from .estimate import estimate
+
+        for line in estimate(settings).lines():
+            print(line)
+        return EXIT_OK
+    if not args.out:
+        raise UsageError("give the stack folder to create with --out DIR (or use --dry-run)")
     if args.video:  # check the video options before the long run, not after it
         check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction)
     h, w = output_size(settings.family or family_hint(settings.model), settings.width,
@@ -322,7 +336,14 @@ def _cmd_examples(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"generate": _cmd_generate, "video": _cmd_video, "examples": _cmd_examples}
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models_cli import run_models
+
+    return run_models(args, _run_cancellable, _Progress, _say, UsageError)
+
+
+COMMANDS = {"generate": _cmd_generate, "video": _cmd_video, "examples": _cmd_examples,
+            "models": _cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_raises():  # SIGTERM cleans up like Ctrl-C (default: die, leaving temp files)
             args = build_parser().parse_args(argv)
             if args.command is None:
-                raise UsageError("choose a command: generate, video or examples")
+                raise UsageError("choose a command: generate, video, examples or models")
             return COMMANDS[args.command](args)
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else EXIT_OK

@@ -1,7 +1,7 @@
 """generate(): settings -> zoom stack. Loads the model, samples jointly, decodes, consolidates.
 
-Phases reported to ``progress(phase, step, total, preview)``: "loading model", "encoding
-prompts", "sampling", "decoding", "super-resolution" (DeepFloyd IF only), "consolidating".
+Phases reported to ``progress(phase, step, total, preview)``: "downloading" (bytes done /
+total, only when a hub model is not cached yet), "loading model", "encoding prompts", "sampling", "decoding", "super-resolution" (DeepFloyd IF only), "consolidating".
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ import torch
 from . import __version__
 from .backends.loading import ModelCache, check_upscaler, free_device_memory, load_upscaler
 from .backends.schedulers import make_scheduler
+from .estimate import fit_micro_batch
 from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_memory,
                      raise_if_cancelled)
+from .models import fetch_model
 from .sampler import sample_zoom_stack
 from .settings import GenerateSettings
 from .stack_io import ZoomStack
@@ -98,6 +100,8 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         if progress is not None:
             progress(phase, step, total, preview)
 
+    raise_if_cancelled(cancel)
+    fetch_model(s.model, report, cancel)  # a hub model not cached yet: "downloading" first
     report("loading model", 0, 1)
     raise_if_cancelled(cancel)
     backend = cache.get(s.model, family=s.family, device=s.device)
@@ -119,6 +123,9 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
 
         upscaler = s.upscaler or DEFAULT_UPSCALER
         check_upscaler(upscaler)  # before minutes of sampling, not after
+    micro_batch = s.micro_batch  # an explicit value wins; else the largest that fits
+    if micro_batch is None:
+        micro_batch = fit_micro_batch(backend, len(s.prompts), float(s.guidance), height, width)
     steps = s.resolved_steps()
     scheduler = make_scheduler(s.scheduler, backend.scheduler_config)
     train_steps = int(scheduler.config.get("num_train_timesteps", steps))
@@ -131,7 +138,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     cond = backend.encode_prompts(list(s.prompts), s.negative_prompt, height=height, width=width)
     photo = None
     if s.photo is not None:
-        photo = backend.encode_photo(load_photo(s.photo, width, height), s.micro_batch)
+        photo = backend.encode_photo(load_photo(s.photo, width, height), micro_batch)
     report("encoding prompts", 1, 1)
 
     generator = torch.Generator("cpu").manual_seed(int(s.seed))  # same noise on any device
@@ -142,7 +149,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
 
     report("sampling", 0, steps)
     result = sample_zoom_stack(
-        backend.make_denoiser(cond, float(s.guidance), s.micro_batch), scheduler,
+        backend.make_denoiser(cond, float(s.guidance), micro_batch), scheduler,
         num_levels=n_levels, zoom=p, shape=(backend.channels, height // f, width // f),
         num_inference_steps=steps, generator=generator, photo=photo, callback=on_step,
         cancel=cancel, device=backend.device, dtype=torch.float32,
@@ -150,13 +157,14 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
 
     raise_if_cancelled(cancel)
     report("decoding", 0, 1)
-    pixels = backend.decode(result.images, s.micro_batch)  # (N, 3, H, W) in [0, 1], CPU
+    pixels = backend.decode(result.images, micro_batch)  # (N, 3, H, W) in [0, 1], CPU
     report("decoding", 1, 1)
 
     if upscaler is not None:
         from .backends.deepfloyd_if import UPSCALER_STEPS
 
         raise_if_cancelled(cancel)
+        fetch_model(upscaler, report, cancel)
         report("loading model", 0, 1)
         load_upscaler(backend, upscaler)
         report("loading model", 1, 1)
@@ -168,7 +176,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
 
         report("super-resolution", 0, sr_steps)
         pixels = backend.super_resolve(pixels, cond, steps=sr_steps, seed=s.seed,
-                                       micro_batch=s.micro_batch, callback=on_sr)
+                                       micro_batch=micro_batch, callback=on_sr)
 
     raise_if_cancelled(cancel)
     if consolidate:
@@ -194,6 +202,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         "photo": s.photo is not None,
         "sample_width": width,
         "sample_height": height,
+        "micro_batch": micro_batch,
     }
     if upscaler is not None:
         manifest["upscaler"] = upscaler
