@@ -1,0 +1,157 @@
+"""Memory/time estimate: checked against measured peaks of the tiny UNets/VAE; micro-batch choice."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import estimate as est
+from core.estimate import DeviceInfo, ModelSpec
+from core.settings import GenerateSettings
+from tests.tiny_models import make_tiny_sd, make_tiny_sdxl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from memtrack import TensorMemory  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_estimate")
+    return {"sd": make_tiny_sd(root / "sd"), "sdxl": make_tiny_sdxl(root / "sdxl")}
+
+
+def _unet_peak(pipe, rows: int, size: int) -> int:
+    """Measured: UNet weights + inputs + the live-tensor peak of one forward (fp32, CPU)."""
+    unet = pipe.unet
+    weights = sum(p.numel() * p.element_size() for p in unet.parameters())
+    x = torch.randn(rows, 4, size, size)
+    c = torch.randn(rows, 77, unet.config.cross_attention_dim)
+    kw = {}
+    if unet.config.addition_embed_type == "text_time":
+        kw["added_cond_kwargs"] = {"text_embeds": torch.randn(rows, 32), "time_ids": torch.randn(rows, 6)}
+    with torch.inference_mode(), TensorMemory() as mem:
+        unet(x, torch.full((rows,), 500), encoder_hidden_states=c, **kw)
+    return weights + x.nbytes + c.nbytes + mem.peak_bytes
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_unet_and_vae_memory_within_25_percent_of_measured(tiny, family):
+    from diffusers import DiffusionPipeline
+
+    folder = tiny[family]
+    spec = est.model_spec(folder)
+    assert spec.source == folder and spec.family == family
+    pipe = DiffusionPipeline.from_pretrained(folder)
+    assert spec.unet_params == sum(p.numel() for p in pipe.unet.parameters())
+    others = sum(sum(p.numel() for p in m.parameters()) for m in
+                 (pipe.text_encoder, getattr(pipe, "text_encoder_2", None), pipe.vae) if m is not None)
+    assert spec.other_params == others
+    for rows, size in ((2, 8), (8, 16)):
+        measured = _unet_peak(pipe, rows, size)
+        unet_act, _ = est.activation_bytes(spec, rows, 1, size * 8, size * 8, 4)
+        estimate = spec.unet_params * 4 + unet_act
+        assert abs(estimate / measured - 1) < 0.25, (rows, size, estimate, measured)
+        # activations alone (the part that grows with levels and size), too
+        act = measured - spec.unet_params * 4
+        assert abs(unet_act / act - 1) < 0.25, (rows, size, unet_act, act)
+    for levels, size in ((1, 8), (2, 16)):
+        z = torch.randn(levels, 4, size, size)
+        with torch.inference_mode(), TensorMemory() as mem:
+            pipe.vae.decode(z)
+        _, decode = est.activation_bytes(spec, 1, levels, size * 8, size * 8, 4)
+        assert abs(decode / mem.peak_bytes - 1) < 0.25, (levels, size, decode, mem.peak_bytes)
+
+
+def test_reference_specs_match_the_real_configs():
+    """The family defaults' K constants reproduce the meta-device trace of the real UNets."""
+    sd, sdxl = est.SPECS["sd"], est.SPECS["sdxl"]
+    # traced peaks, in elements per UNet row per latent pixel (per image pixel for the VAE)
+    assert sd.k_unet() == pytest.approx(8320, rel=0.01)    # SD 1.5 and 2.1: 8320.4
+    assert sdxl.k_unet() == pytest.approx(5040, rel=0.01)  # SDXL: 5040.2
+    assert sd.k_vae() == pytest.approx(768, rel=0.01)      # SD/SDXL VAE decoder: 768.06
+
+
+def _settings(**kw):
+    return GenerateSettings(prompts=["a galaxy", "a star", "a planet", "a city"], **kw)
+
+
+def test_largest_micro_batch_fits_and_explicit_value_wins():
+    spec = est.SPECS["sd"]
+    gpu = lambda free: DeviceInfo("cuda", "NVIDIA GeForce RTX 3070", 8 * 2**30, free)  # noqa: E731
+    big = est.estimate(_settings(), info=gpu(40e9), spec=spec)
+    assert big.micro_batch is None and big.auto and big.fits and big.rows == 8
+    tight = est.estimate(_settings(), info=gpu(4.0e9), spec=spec)
+    assert tight.auto and tight.micro_batch is not None and 1 <= tight.micro_batch < 8 and tight.fits
+    # the largest that fits: one more row would not
+    k = tight.micro_batch
+    over = est.peak_bytes(spec, 4, 7.5, k + 1, None, None, 2)[0]
+    assert over > 4.0e9 * est.USABLE_FRACTION >= tight.peak_bytes
+    explicit = est.estimate(_settings(micro_batch=8), info=gpu(4.0e9), spec=spec)
+    assert explicit.micro_batch == 8 and not explicit.auto and explicit.fits is False
+    assert any("only 4.0 GB are free" in w for w in explicit.warnings)
+    # memory grows with levels, size and micro-batch; guidance 1 halves the rows
+    p = lambda **k: est.peak_bytes(spec, **{"levels": 4, "guidance": 7.5, "micro_batch": None,  # noqa: E731
+                                           "height": 512, "width": 512, "e": 2, **k})[0]
+    assert p(levels=8) > p() > p(micro_batch=2) and p(height=768, width=768) > p()
+    assert est.unet_rows(4, 1.0) == 4 and est.unet_rows(4, 7.5) == 8
+
+
+def test_cpu_time_warns_when_it_takes_hours():
+    cpu = DeviceInfo("cpu", "x86", 24e9, 20e9, cores=2)
+    slow = est.estimate(GenerateSettings(prompts=["a"] * 8), info=cpu, spec=est.SPECS["sd"])
+    assert slow.total_seconds > 3600 and any("hours on the CPU" in w for w in slow.warnings)
+    # calibration: SD at 512 px, 16 rows, 2 busy cores measured 126-181 s per step
+    assert 80 < slow.seconds_per_step < 250
+    quick = est.estimate(GenerateSettings(prompts=["a"], steps=2, width=64, height=64), info=cpu,
+                         spec=est.SPECS["sd"])
+    assert not any("hours" in w for w in quick.warnings)
+    gpu = est.estimate(GenerateSettings(prompts=["a"] * 8), spec=est.SPECS["sd"],
+                       info=DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", 80e9, 79e9))
+    assert gpu.seconds_per_step < slow.seconds_per_step / 100 and not gpu.warnings
+
+
+def test_dry_run_prints_the_estimate_without_torch_and_writes_nothing(tmp_path):
+    code = ("import sys, runpy; sys.argv = ['core'] + sys.argv[1:]\n"
+            "from core.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "print('TORCH', 'torch' in sys.modules, 'diffusers' in sys.modules)\n"
+            "sys.exit(rc)")
+    out = tmp_path / "never"
+    r = subprocess.run([sys.executable, "-c", code, "generate", "--prompts", "galaxy", "--device", "cpu",
+                        "--dry-run", "--out", str(out)], cwd=str(ROOT), capture_output=True, text=True,
+                       env=dict(os.environ, HF_HOME=str(tmp_path / "hf")), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Memory: about" in r.stdout and "Micro-batch:" in r.stdout and "per step" in r.stdout
+    assert "hours on the CPU" in r.stdout  # 16 levels of SD on a CPU
+    assert "TORCH False False" in r.stdout and not out.exists()
+    assert not (tmp_path / "hf").exists()  # nothing downloaded or cached
+
+
+def test_generate_picks_the_largest_micro_batch_that_fits(tiny, monkeypatch):
+    from core.generate import generate
+
+    folder = tiny["sd"]
+    settings = GenerateSettings(prompts=["a cat", "a dog", "a tree"], model=folder, device="cpu",
+                                steps=1, width=64, height=64)
+    # free memory next to the loaded model: room for micro-batch 2, not 3
+    spec = est.model_spec(folder)
+    two = est.peak_bytes(spec, 3, 7.5, 2, 64, 64, 4, with_weights=False)[0]
+    assert est.peak_bytes(spec, 3, 7.5, 3, 64, 64, 4, with_weights=False)[0] > two
+    free = (two + 1) / est.USABLE_FRACTION
+    monkeypatch.setattr(est, "device_info", lambda *a, **k: DeviceInfo("cpu", "x", 2 * free, free, 2))
+    stack = generate(settings)
+    expected = est.largest_micro_batch(spec, 3, 7.5, 64, 64, 4, free * est.USABLE_FRACTION,
+                                       with_weights=False)
+    assert expected == 2 and stack.manifest["micro_batch"] == 2
+    explicit = generate(replace(settings, micro_batch=5))
+    assert explicit.manifest["micro_batch"] == 5
+    assert abs(explicit.layers - stack.layers).max() < 1e-5  # micro-batching changes nothing
