@@ -8,8 +8,8 @@ from __future__ import annotations
 import bpy
 from bpy.app.handlers import persistent
 
-from . import (dependencies, generation, jobs, operators, panel, preferences, properties,
-               scene_ops)
+from . import (dependencies, generation, jobs, models_ui, operators, panel, preferences,
+               properties, scene_ops)
 
 _EXTRA = list(scene_ops.CLASSES)
 
@@ -32,8 +32,9 @@ def all_classes() -> list:
     (parents before children)."""
     extra_first = [c for c in _EXTRA if not _is_child_panel(c)]
     extra_last = [c for c in _EXTRA if _is_child_panel(c)]
-    return [*extra_first, *properties.make_classes(_animation_type()), *preferences.CLASSES,
-            *operators.CLASSES, *panel.CLASSES, *extra_last]
+    return [*extra_first, *properties.make_classes(_animation_type()),
+            *models_ui.PROPERTY_CLASSES, *preferences.CLASSES, *operators.CLASSES,
+            *models_ui.CLASSES, *panel.CLASSES, *extra_last]
 
 
 @persistent

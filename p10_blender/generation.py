@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +325,15 @@ def status_lines(job: jobs.Job | None) -> list[str]:
     if job.running:
         line = f"{job.phase.capitalize()}: {job.step}/{job.total}" if job.total else \
             f"{job.phase.capitalize()}…"
+        if job.phase == "downloading" and job.total:  # bytes, with the speed
+            from ..core.models import format_bytes
+
+            line = f"Downloading: {format_bytes(job.step)} / {format_bytes(job.total)}"
+            if job.step_started is not None:
+                elapsed = time.monotonic() - job.step_started
+                done = job.step - job.data.get("step_base", 0)
+                if elapsed > 0 and done > 0:
+                    line += f" ({format_bytes(done / elapsed)}/s)"
         left = job.seconds_left()
         if left is not None:
             line += f" — about {int(left // 60)}:{int(left % 60):02d} left"

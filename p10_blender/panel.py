@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import dependencies, generation, jobs, operators, scene_ops
+from . import dependencies, generation, jobs, models_ui, operators, scene_ops
 from .properties import p10_of
 
 
@@ -107,8 +107,9 @@ def draw_model(layout, context) -> None:
     p10 = p10_of(context)
     col = layout.column()
     col.enabled = _idle()
-    col.prop(p10, "model")
+    models_ui.draw_picker(col, context)
     col.prop(p10, "device")
+    models_ui.draw_estimate(layout, context)
     layout.operator("p10.release_model", icon="TRASH")
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import CollectionProperty, EnumProperty, StringProperty
 
-from . import dependencies, generation
+from . import dependencies, generation, models_ui
 
 ADDON_ID = __package__.rpartition(".")[0]  # the extension's module: preferences are keyed by it
 
@@ -32,9 +32,15 @@ class P10_AddonPreferences(bpy.types.AddonPreferences):
                     "packages installed by the button below")
     torch_build: EnumProperty(name="PyTorch Build", items=TORCH_BUILD_ITEMS, default="AUTO",
                               description="Which PyTorch Install Dependencies downloads")
+    local_models: CollectionProperty(type=models_ui.P10_LocalModel, name="Local Models",
+                                     description="Model folders and files added by hand")
+    download_id: StringProperty(
+        name="Hub Id", default="",
+        description="Hugging Face model id to download, e.g. stabilityai/stable-diffusion-2-1-base")
 
     def draw(self, context) -> None:
         draw_dependencies(self.layout, self)
+        models_ui.draw_models(self.layout, self)
 
 
 def get_prefs(context=None):

@@ -76,6 +76,9 @@ def _base_annotations() -> dict:
                                             "(browse)"),
         "device": EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto",
                                description="Where the model runs"),
+        "micro_batch": IntProperty(name="Micro-Batch", default=0, min=0, max=256,
+                                   description="UNet rows per model call (0: the largest that "
+                                               "fits the free memory; less memory, same result)"),
         "use_photo": BoolProperty(name="Start From Photo", default=False,
                                   description="Constrain the outermost level to a photo"),
         "photo": PointerProperty(type=bpy.types.Image, name="Photo",
@@ -139,7 +142,7 @@ def set_prompts(settings, texts: list[str]) -> None:
 
 # Settings keys of prompt files / presets that map one-to-one onto scene properties.
 SIMPLE_KEYS = ("width", "height", "steps", "guidance", "seed", "negative_prompt", "model",
-               "scheduler", "device")
+               "scheduler", "device", "micro_batch")
 
 
 def apply_settings(settings, values: dict) -> list[str]:
@@ -149,8 +152,8 @@ def apply_settings(settings, values: dict) -> list[str]:
         try:
             if key == "zoom":
                 settings.zoom = str(int(value))
-            elif key == "steps" and value is None:
-                settings.steps = 0
+            elif key in ("steps", "micro_batch") and value is None:
+                setattr(settings, key, 0)
             elif key in SIMPLE_KEYS and value is not None:
                 setattr(settings, key, type(getattr(settings, key))(value))
             else:
@@ -165,4 +168,5 @@ def settings_dict(settings) -> dict:
     out = {"zoom": int(settings.zoom)}
     out.update({key: getattr(settings, key) for key in SIMPLE_KEYS})
     out["steps"] = out["steps"] or None  # 0 means the scheduler's default
+    out["micro_batch"] = out["micro_batch"] or None  # 0: the largest that fits
     return out
