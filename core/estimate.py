@@ -38,7 +38,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from .settings import GenerateSettings, LATENT_FAMILIES, NATIVE_SIZE, VAE_SCALE, family_hint
+from .settings import GenerateSettings, LATENT_FAMILIES, VAE_SCALE, family_hint
 
 GB = 1e9
 OVERHEAD_FIXED = 256 * 2**20
@@ -475,7 +475,11 @@ def fit_micro_batch(backend, levels: int, guidance: float, height: int, width: i
     if not info.free_bytes:
         return None
     e = 4 if backend.dtype.itemsize >= 4 else 2
-    return largest_micro_batch(spec_from_backend(backend), levels, guidance, height, width, e,
+    try:
+        spec = spec_from_backend(backend)
+    except Exception:  # noqa: BLE001 - an unusual pipeline: run without a micro-batch, as before
+        return None
+    return largest_micro_batch(spec, levels, guidance, height, width, e,
                                info.free_bytes * USABLE_FRACTION, with_weights=False)
 
 

@@ -246,15 +246,11 @@ class P10_OT_model_download(bpy.types.Operator):
                        on_finish=_download_finished)
         job.data["repo_id"] = rid
         generation.runner.start(job)
-        if bpy.app.background:
+        if bpy.app.background:  # timers never fire: run it to the end, like Generate
+            from .operators import report_job_end
+
             generation.runner.drive(job)
-            if job.state == jobs.DONE:
-                self.report({"INFO"}, f"Downloaded {rid}")
-                return {"FINISHED"}
-            if job.state == jobs.CANCELLED:
-                self.report({"WARNING"}, job.error or "Cancelled.")
-                return {"CANCELLED"}
-            return _fail(self, job.error or "Download failed.")
+            return report_job_end(self, job)
         jobs.start_polling(generation.runner)
         self.report({"INFO"}, f"Downloading {rid}… (progress in the add-on preferences)")
         return {"FINISHED"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from core import estimate as est
-from core.estimate import DeviceInfo, ModelSpec
+from core.estimate import DeviceInfo
 from core.settings import GenerateSettings
 from tests.tiny_models import make_tiny_sd, make_tiny_sdxl
 
@@ -120,7 +119,7 @@ def test_cpu_time_warns_when_it_takes_hours():
 
 
 def test_dry_run_prints_the_estimate_without_torch_and_writes_nothing(tmp_path):
-    code = ("import sys, runpy; sys.argv = ['core'] + sys.argv[1:]\n"
+    code = ("import sys\n"
             "from core.cli import main\n"
             "rc = main(sys.argv[1:])\n"
             "print('TORCH', 'torch' in sys.modules, 'diffusers' in sys.modules)\n"

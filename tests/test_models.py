@@ -9,7 +9,6 @@ in-process tests set the environment, which core.models reads at call time.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
