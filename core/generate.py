@@ -1,7 +1,8 @@
 """generate(): settings -> zoom stack. Loads the model, samples jointly, decodes, consolidates.
 
 Phases reported to ``progress(phase, step, total, preview)``: "downloading" (bytes done /
-total, only when a hub model is not cached yet), "loading model", "encoding prompts", "sampling", "decoding", "super-resolution" (DeepFloyd IF only), "consolidating".
+total, only when a hub model is not cached yet), "loading model", "encoding prompts",
+"sampling", "decoding", "super-resolution" (DeepFloyd IF only), "consolidating".
 """
 
 from __future__ import annotations
