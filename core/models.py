@@ -508,6 +508,11 @@ def hub_error(repo_id: str, exc: BaseException, url: str | None = None) -> P10Er
         return ModelNotFoundError(
             f"model {repo_id!r} is gated: accept its licence on huggingface.co, then set your hub "
             "token (add-on preferences, or `hf auth login`)")
+    code = getattr(getattr(exc, "response", None), "status_code", None)
+    if code == 401 and "HFValidation" not in name:  # the hub hides gated/private repos behind 401
+        return ModelNotFoundError(
+            f"model {repo_id!r} needs a valid hub token (HTTP 401): if it is gated, accept its "
+            "licence on huggingface.co and set your token; otherwise check the name")
     if "RepositoryNotFound" in name or "HFValidation" in name:
         return ModelNotFoundError(f"model {repo_id!r} does not exist on the Hugging Face hub; check the name")
     if "RevisionNotFound" in name:
@@ -518,7 +523,6 @@ def hub_error(repo_id: str, exc: BaseException, url: str | None = None) -> P10Er
         return ModelNotFoundError(
             f"cannot download {repo_id!r}: the hub ({url or endpoint()}) could not be reached; check "
             "the network connection")
-    code = getattr(getattr(exc, "response", None), "status_code", None)
     if code is not None:
         return ModelNotFoundError(f"cannot download {repo_id!r}: the hub answered HTTP {code}")
     return ModelNotFoundError(f"cannot download {repo_id!r}: {_first_line(exc)}")

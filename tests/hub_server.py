@@ -53,6 +53,7 @@ class HubServer:
         self.repos = {rid: _Repo(Path(f)) for rid, f in repos.items()}
         self.gated, self.token = set(gated), token
         self.chunk, self.delay = chunk, delay  # body written in chunks, ``delay`` s apart
+        self.error_codes = True  # False: bare 401/404 answers without X-Error-Code
         self.requests: list[tuple[str, str, str | None]] = []
         self.served: dict[str, int] = {}
         self.responses: list[tuple[str, int, int]] = []  # (file, first byte, body length) per GET
@@ -106,9 +107,10 @@ class HubServer:
                 self._send(code, json.dumps(obj).encode(), {"Content-Type": "application/json"}, head)
 
             def _error(self, code: int, error_code: str, message: str, head: bool = False) -> None:
-                self._send(code, json.dumps({"error": message}).encode(),
-                           {"X-Error-Code": error_code, "X-Error-Message": message,
-                            "Content-Type": "application/json"}, head)
+                headers = {"Content-Type": "application/json"}
+                if hub.error_codes:
+                    headers.update({"X-Error-Code": error_code, "X-Error-Message": message})
+                self._send(code, json.dumps({"error": message}).encode(), headers, head)
 
             def _authorised(self) -> bool:
                 return self.headers.get("Authorization", "") == f"Bearer {hub.token}"

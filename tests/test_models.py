@@ -176,6 +176,15 @@ def test_bad_hub_ids_are_one_line_and_leave_nothing(online, repo, words):
     assert not list(online.glob("models--*")) if online.exists() else True
 
 
+def test_bare_401_without_a_token_is_one_clear_line(online, hub):
+    hub.error_codes = False  # a plain 401, as a proxy or mirror may answer
+    with pytest.raises(ModelNotFoundError) as exc:
+        models.download("p10/gated")
+    msg = str(exc.value)
+    assert "needs a valid hub token (HTTP 401)" in msg and "gated" in msg and "\n" not in msg
+    assert not list(online.glob("models--*")) if online.exists() else True
+
+
 def test_no_network_is_one_line(online, hub, monkeypatch):
     hub.stop()
     with pytest.raises(ModelNotFoundError) as exc:
