@@ -614,7 +614,7 @@ def download(repo_id: str, *, progress: DownloadProgress | None = None, cancel=N
     from huggingface_hub import HfApi, hf_hub_download, hf_hub_url
     from huggingface_hub.file_download import get_hf_file_metadata, http_get
     from huggingface_hub.hf_api import RepoFile
-    from huggingface_hub.utils import build_hf_headers
+    from huggingface_hub.utils import WeakFileLock, build_hf_headers
 
     url = endpoint()
     api = HfApi(endpoint=url, token=token)
@@ -672,16 +672,23 @@ def download(repo_id: str, *, progress: DownloadProgress | None = None, cancel=N
             if not os.path.isfile(blob):
                 os.makedirs(os.path.dirname(blob), exist_ok=True)
                 part = blob + PARTIAL_SUFFIX
-                have = os.path.getsize(part) if os.path.isfile(part) else 0
-                if meta.size is not None and have > meta.size:
+                if meta.size is not None and os.path.isfile(part) and os.path.getsize(part) > meta.size:
                     os.remove(part)
-                    have = 0
-                meter.add(have)
                 added.append(part)
-                with open(part, "ab") as fh:
-                    http_get(meta.location, fh, resume_size=have, headers=headers,
-                             expected_size=meta.size, tqdm_class=meter.bar(), displayed_filename=f)
-                os.replace(part, blob)
+                # one writer per partial file (a second download of the same model waits here)
+                lock = os.path.join(cache, ".locks", os.path.basename(storage), meta.etag + ".p10.lock")
+                os.makedirs(os.path.dirname(lock), exist_ok=True)
+                with WeakFileLock(lock):
+                    if not os.path.isfile(blob):
+                        have = os.path.getsize(part) if os.path.isfile(part) else 0
+                        meter.add(have)
+                        with open(part, "ab") as fh:
+                            http_get(meta.location, fh, resume_size=have, headers=headers,
+                                     expected_size=meta.size, tqdm_class=meter.bar(),
+                                     displayed_filename=f)
+                        os.replace(part, blob)
+                    else:
+                        meter.add(sizes[f])
                 added.append(blob)
             else:
                 meter.add(sizes[f])
