@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from . import models
+from . import downloads, models
 
 EXIT_OK = 0
 
@@ -56,7 +56,7 @@ def run_models(args, run_cancellable, progress_class, say, usage_error) -> int:
         bar = progress_class(enabled=not args.quiet)
         try:
             path = run_cancellable(
-                lambda cancel: models.download(
+                lambda cancel: downloads.download(
                     args.repo_id, cancel=cancel,
                     progress=lambda done, total, speed: bar("downloading", done, total)),
                 on_interrupt=lambda: (bar.stop(), say("cancelling... (run it again to resume)")))

@@ -239,7 +239,9 @@ class P10_OT_model_download(bpy.types.Operator):
             return _fail(self, f"Python package '{exc.name}' is missing: install dependencies first")
 
         def work(reporter: jobs.Reporter) -> str:
-            return models.download(rid, cancel=reporter.cancel_event,
+            from ..core.downloads import download
+
+            return download(rid, cancel=reporter.cancel_event,
                                    progress=lambda d, t, s: reporter.progress("downloading", d, t))
 
         job = jobs.Job(name="download", work=work, on_message=_download_message,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core import models
+from core import downloads, models
 from core.errors import Cancelled, InvalidInputError, ModelNotFoundError
 from tests.hub_server import TOKEN, HubServer, hub_env
 from tests.tiny_models import make_tiny_sd
@@ -101,7 +101,7 @@ def test_select_files_takes_only_what_the_addon_loads():
 
 def test_download_progress_list_and_remove(online, hub):
     seen = []
-    snap = models.download(REPO, progress=lambda d, t, s: seen.append((d, t, s)))
+    snap = downloads.download(REPO, progress=lambda d, t, s: seen.append((d, t, s)))
     total = seen[-1][1]
     sizes = {f: p.stat().st_size for f, p in hub.repos[REPO].files.items()}
     assert total == sum(sizes[f] for f in ("model_index.json", "unet/config.json", "vae/config.json",
@@ -124,7 +124,7 @@ def test_download_progress_list_and_remove(online, hub):
     assert models.cached_snapshot(REPO) == snap and not models.missing_files(snap)
     # a second download fetches nothing
     n = len(hub.requests)
-    assert models.download(REPO) == snap
+    assert downloads.download(REPO) == snap
     assert not any(m == "GET" and "/resolve/" in p for m, p, _ in hub.requests[n:])
     freed = models.remove(REPO)
     assert freed >= total and models.list_models() == []
@@ -145,7 +145,7 @@ def test_cancel_keeps_partial_and_next_download_resumes(online, hub):
             cancel.set()
 
     with pytest.raises(Cancelled):
-        models.download(REPO, progress=progress, cancel=cancel)
+        downloads.download(REPO, progress=progress, cancel=cancel)
     storage = online / f"models--{REPO.replace('/', '--')}"
     parts = list((storage / "blobs").glob("*" + models.PARTIAL_SUFFIX))
     assert len(parts) == 1 and 0 < parts[0].stat().st_size < size
@@ -155,7 +155,7 @@ def test_cancel_keeps_partial_and_next_download_resumes(online, hub):
     assert models.cached_snapshot(REPO) is None
     kept = parts[0].stat().st_size
     n, m = len(hub.requests), len(hub.responses)
-    models.download(REPO)
+    downloads.download(REPO)
     ranges = [r for meth, p, r in hub.requests[n:] if meth == "GET" and p.endswith(unet)]
     assert ranges == [f"bytes={kept}-"]  # resumed where it stopped
     assert hub.responses[m:] == [(unet, kept, size - kept)]  # only the rest crossed the wire
@@ -171,7 +171,7 @@ def test_cancel_keeps_partial_and_next_download_resumes(online, hub):
 ])
 def test_bad_hub_ids_are_one_line_and_leave_nothing(online, repo, words):
     with pytest.raises((ModelNotFoundError, InvalidInputError)) as exc:
-        models.download(repo)
+        downloads.download(repo)
     assert words in str(exc.value) and "\n" not in str(exc.value)
     assert not list(online.glob("models--*")) if online.exists() else True
 
@@ -179,7 +179,7 @@ def test_bad_hub_ids_are_one_line_and_leave_nothing(online, repo, words):
 def test_bare_401_without_a_token_is_one_clear_line(online, hub):
     hub.error_codes = False  # a plain 401, as a proxy or mirror may answer
     with pytest.raises(ModelNotFoundError) as exc:
-        models.download("p10/gated")
+        downloads.download("p10/gated")
     msg = str(exc.value)
     assert "needs a valid hub token (HTTP 401)" in msg and "gated" in msg and "\n" not in msg
     assert not list(online.glob("models--*")) if online.exists() else True
@@ -188,7 +188,7 @@ def test_bare_401_without_a_token_is_one_clear_line(online, hub):
 def test_no_network_is_one_line(online, hub, monkeypatch):
     hub.stop()
     with pytest.raises(ModelNotFoundError) as exc:
-        models.download(REPO)
+        downloads.download(REPO)
     assert "could not be reached" in str(exc.value) and "\n" not in str(exc.value)
     assert not list(online.glob("models--*")) if online.exists() else True
 
@@ -240,11 +240,11 @@ def test_cli_models_list_download_remove_and_offline_generate(hub, tmp_path):
 
 GATED = textwrap.dedent('''
     import json, sys
-    from core import models
+    from core import downloads, models
     from core.errors import P10Error
     out = {}
     try:
-        models.download("p10/gated")
+        download("p10/gated")
     except P10Error as e:
         out["without"] = str(e)
     out["status0"] = models.token_status()
@@ -254,7 +254,7 @@ GATED = textwrap.dedent('''
         out["wrong"] = str(e)
     out["saved"] = models.save_token(sys.argv[1])
     out["status"] = models.token_status()
-    out["path"] = models.download("p10/gated")
+    out["path"] = download("p10/gated")
     out["cleared"] = models.clear_token()
     out["status2"] = models.token_status()
     print(json.dumps(out))
@@ -278,10 +278,10 @@ DISK_FULL = textwrap.dedent('''
     import os, resource, signal, sys
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # EFBIG instead of being killed
     resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000))  # no file may exceed 500 kB
-    from core import models
+    from core import downloads, models
     from core.errors import P10Error
     try:
-        models.download("p10/tiny-sd")
+        downloads.download("p10/tiny-sd")
     except P10Error as e:
         print("ERROR", e)
 ''')
