@@ -240,7 +240,8 @@ def test_cli_models_list_download_remove_and_offline_generate(hub, tmp_path):
 
 GATED = textwrap.dedent('''
     import json, sys
-    from core import downloads, models
+    from core import models
+    from core.downloads import download
     from core.errors import P10Error
     out = {}
     try:
