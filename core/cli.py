@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--negative-prompt", metavar="TEXT", help="what no level should show")
     s.add_argument("--photo", metavar="IMG", help="a photo the outermost level must show (photo zoom)")
     s.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N or mps")
-    s.add_argument("--micro-batch", type=int, metavar="K", help="levels per model call (less memory)")
+    s.add_argument("--micro-batch", type=int, metavar="K",
+                   help="UNet rows per model call (default: the largest that fits; same result)")
     s.add_argument("--family", metavar="NAME", help="force the model family: sd, sdxl or if")
     s.add_argument("--upscaler", metavar="ID", help="DeepFloyd IF stage II model, or 'none'")
     o = g.add_argument_group("output")
