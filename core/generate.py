@@ -16,8 +16,8 @@ import torch
 from . import __version__
 from .backends.loading import ModelCache, check_upscaler, free_device_memory, load_upscaler
 from .backends.schedulers import make_scheduler
-from .estimate import fit_micro_batch
 from .downloads import fetch_model
+from .estimate import fit_micro_batch
 from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_memory,
                      raise_if_cancelled)
 from .sampler import sample_zoom_stack
