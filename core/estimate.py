@@ -468,16 +468,17 @@ def spec_from_backend(backend) -> ModelSpec:
 
 
 def fit_micro_batch(backend, levels: int, guidance: float, height: int, width: int) -> int | None:
-    """The largest micro-batch that fits the free memory left next to the loaded model."""
-    dev = backend.device
-    name = f"{dev.type}:{dev.index}" if dev.index is not None else dev.type
-    info = device_info(name, max_age=0.0)
-    if not info.free_bytes:
-        return None
-    e = 4 if backend.dtype.itemsize >= 4 else 2
+    """The largest micro-batch that fits the free memory left next to the loaded model
+    (None: all rows at once, or nothing known about the device/model: run as before)."""
     try:
+        dev = backend.device
+        name = f"{dev.type}:{dev.index}" if dev.index is not None else dev.type
+        info = device_info(name, max_age=0.0)
+        e = 4 if backend.dtype.itemsize >= 4 else 2
         spec = spec_from_backend(backend)
-    except Exception:  # noqa: BLE001 - an unusual pipeline: run without a micro-batch, as before
+    except Exception:  # noqa: BLE001 - an unusual pipeline or device: no micro-batch, as before
+        return None
+    if not info.free_bytes:
         return None
     return largest_micro_batch(spec, levels, guidance, height, width, e,
                                info.free_bytes * USABLE_FRACTION, with_weights=False)

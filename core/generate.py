@@ -124,14 +124,14 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
 
         upscaler = s.upscaler or DEFAULT_UPSCALER
         check_upscaler(upscaler)  # before minutes of sampling, not after
-    micro_batch = s.micro_batch  # an explicit value wins; else the largest that fits
-    if micro_batch is None:
-        micro_batch = fit_micro_batch(backend, len(s.prompts), float(s.guidance), height, width)
     steps = s.resolved_steps()
     scheduler = make_scheduler(s.scheduler, backend.scheduler_config)
     train_steps = int(scheduler.config.get("num_train_timesteps", steps))
     if steps > train_steps:  # settings allow MAX_STEPS; this model's schedule may be shorter
         raise InvalidInputError(f"steps {steps} exceed this model's {train_steps}-step schedule")
+    micro_batch = s.micro_batch  # an explicit value wins; else the largest that fits
+    if micro_batch is None:
+        micro_batch = fit_micro_batch(backend, len(s.prompts), float(s.guidance), height, width)
     n_levels = len(s.prompts)
 
     raise_if_cancelled(cancel)
