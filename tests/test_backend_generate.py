@@ -75,9 +75,50 @@ def test_latent_families_end_to_end(tiny, cache, family, scheduler, tmp_path):
     sampling = [e for e in events if e[0] == "sampling" and e[3] is not None]
     assert [e[1:3] for e in sampling] == [(1, 2), (2, 2)]
     assert sampling[0][3].shape == (3, 8, 8, 3)
-    # the stack saves and loads (quantisation keeps it zoom-consistent)
+    # the stack saves and loads by pixels (8-bit, quantised finest-first so it stays consistent)
     out = stack.save(tmp_path / "stack")
-    assert ZoomStack.load(out).layers.shape == (3, 64, 64, 3)
+    loaded = ZoomStack.load(out)
+    assert np.abs(loaded.layers - stack.layers).max() <= 1.5 / 255
+    assert inconsistency(loaded.layers, 2) <= 0.5 / 255 + 1e-6
+
+
+def test_consolidate_pixels_blends_the_levels_not_only_renders():
+    # Inconsistent decoded levels: the coarser ones are brighter where they see the finer one.
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, 32, 32, generator=g) * 0.5
+    images[:2, :, 8:24, 8:24] += 0.5
+    out = consolidate_pixels(images, 2)
+    x = out.permute(0, 2, 3, 1).numpy()
+    assert inconsistency(x, 2) < 1e-6 and 0 <= out.min() and out.max() <= 1
+    # the finest level is fused with what the coarser levels saw (pulled brighter), not kept
+    assert float(out[-1].mean()) > float(images[-1].mean()) + 0.05
+    # consolidation is a projection
+    torch.testing.assert_close(consolidate_pixels(out, 2), out, atol=1e-5, rtol=0)
+
+
+def test_consolidated_pixels_stay_in_range_and_consistent_where_blending_overshoots():
+    # hard 0/1 edges overshoot in a Laplacian blend; the clamp must not break consistency
+    g = torch.Generator().manual_seed(1)
+    images = (torch.rand(3, 3, 32, 32, generator=g) > 0.5).float()
+    out = consolidate_pixels(images, 2)
+    assert 0 <= out.min() and out.max() <= 1
+    assert inconsistency(out.permute(0, 2, 3, 1).numpy(), 2) < 1e-6
+
+
+def test_decoder_receives_zoom_consistent_samples(tiny, cache, monkeypatch):
+    backend = cache.get(tiny["sd"], device="auto")
+    seen = []
+    real = backend.decode
+
+    def decode(x, micro_batch=None):
+        seen.append(x.detach().clone())
+        return real(x, micro_batch)
+
+    monkeypatch.setattr(backend, "decode", decode)
+    generate(settings(tiny["sd"], scheduler="ddim"), models=cache)
+    (latents,) = seen
+    assert latents.shape == (3, 4, 8, 8)
+    assert float((crop_centre(latents[:-1], 2) - downsample(latents[1:], 2)).abs().max()) < 1e-5
 
 
 def test_same_seed_same_stack_other_seed_differs(tiny, cache):
@@ -86,6 +127,9 @@ def test_same_seed_same_stack_other_seed_differs(tiny, cache):
     c = generate(settings(tiny["sd"], scheduler="ddim", seed=1), models=cache).layers
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3
+    # the guidance scale reaches the model (7.5 by default; 1 = no guidance)
+    d = generate(settings(tiny["sd"], scheduler="ddim", guidance=1.0), models=cache).layers
+    assert np.abs(a - d).max() > 1e-3
 
 
 def test_deepfloyd_if_with_stage_two(tiny, cache):
