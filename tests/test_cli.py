@@ -154,6 +154,13 @@ def test_generate_writes_stack_and_video(capsys, tmp_path, fake):
     assert out.split() == [str(out_dir), str(out_dir / "preview.mp4")]
     loaded = ZoomStack.load(out_dir)
     assert loaded.layers.shape == (3, 32, 32, 3) and loaded.prompts == ["level 0", "level 1", "level 2"]
+    # by pixels: what generate returned, in order, 8-bit rounded (the centres, where the fake's
+    # random levels disagree, are replaced by the finer PNG's downsampled pixels)
+    made = _stack(3).layers
+    outside = np.ones((32, 32), bool)
+    outside[8:24, 8:24] = False
+    assert np.abs(loaded.layers[-1] - made[-1]).max() <= 0.5 / 255 + 1e-6
+    assert np.abs(loaded.layers[:, outside] - made[:, outside]).max() <= 0.5 / 255 + 1e-6
     assert iio.imread(out_dir / "preview.mp4").shape == (5, 32, 32, 3)
     assert _siblings(out_dir) == ["galaxy"]  # no staging folder left behind
 
