@@ -37,13 +37,22 @@ def test_a_lost_snippet_stops_the_run_with_a_precise_message(tmp_path):
         '[[mutant]]\nid = "X1"\nfile = "core/geometry.py"\noriginal = "return d  # gone"\n'
         'replacement = "return d + 1"\ntests = ["tests/test_zoom_stack.py"]\n'
         'description = "observation depth off by one"\n', encoding="utf-8")
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(tool.MutantListError) as exc:
         tool.load_mutants(listing)
     message = str(exc.value)
-    assert exc.value.code == 2
     for part in ("X1", "core/geometry.py", "not found", "'return d  # gone'",
                  "observation depth off by one"):
         assert part in message, message
+
+
+def test_the_command_line_names_the_lost_snippet(tmp_path):
+    listing = tmp_path / "mutants.toml"
+    listing.write_text('[[mutant]]\nid = "X2"\nfile = "core/geometry.py"\noriginal = "gone"\n'
+                       'replacement = "x"\ntests = ["tests/test_zoom_stack.py"]\n'
+                       'description = "d"\n', encoding="utf-8")
+    code, report, err = _run_tool("--check", "--mutants", str(listing))
+    assert code == 2 and report is None
+    assert "mutant X2 (core/geometry.py): original snippet not found" in err
 
 
 def _run_tool(*args):

@@ -139,3 +139,13 @@ def test_independent_mode_hands_back_the_raw_estimates():
     out = run(lambda z, t, lv: target[lv], DDIMScheduler(num_train_timesteps=T), steps=3,
               mode="independent")
     torch.testing.assert_close(out.images, target, atol=1e-5, rtol=0)
+
+
+def test_the_blending_switch_reaches_the_stack():
+    g = torch.Generator().manual_seed(9)
+    target = torch.rand(N, *SHAPE, generator=g) * 2 - 1
+    out = run(lambda z, t, lv: target[lv], DDIMScheduler(num_train_timesteps=T), steps=3,
+              blending="naive")
+    naive = consolidate(target, P, "naive")
+    torch.testing.assert_close(out.images, naive, atol=1e-5, rtol=0)
+    assert (naive - consolidate(target, P)).abs().max() > 0.05

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,12 +38,8 @@ IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", ".pytest_cache"
                                 "*.egg-info", ".mypy_cache", ".ruff_cache")
 
 
-class MutantListError(SystemExit):
-    """The list does not match the code (or is malformed): a one-paragraph message, exit 2."""
-
-    def __init__(self, message: str):
-        super().__init__(f"mutate.py: {message}")
-        self.code = 2
+class MutantListError(Exception):
+    """The list does not match the code (or is malformed); the script prints it and exits 2."""
 
 
 def load_mutants(path: Path = DEFAULT_LIST, root: Path = ROOT) -> list[dict]:
@@ -55,6 +52,7 @@ def load_mutants(path: Path = DEFAULT_LIST, root: Path = ROOT) -> list[dict]:
     if not mutants:
         raise MutantListError(f"{path} holds no [[mutant]] entries")
     seen: set[str] = set()
+    lost = []  # every stale snippet at once, so one pass can refresh them all
     for m in mutants:
         label = m.get("id", "<no id>")
         missing = [f for f in FIELDS if f not in m]
@@ -75,12 +73,13 @@ def load_mutants(path: Path = DEFAULT_LIST, root: Path = ROOT) -> list[dict]:
         count = target.read_text(encoding="utf-8").count(m["original"])
         if count != 1:
             what = "not found" if count == 0 else f"found {count} times (must be unique)"
-            raise MutantListError(
-                f"{path}: mutant {label} ({m['file']}): original snippet {what}:\n"
-                f"    {m['original']!r}\n"
-                f"  The code changed under the mutant ({m['description']}). Find the line that "
-                f"does this now in {m['file']} and update 'original' and 'replacement' "
-                f"(keep the same bug), or remove the mutant if the code is gone.")
+            lost.append(f"mutant {label} ({m['file']}): original snippet {what}:\n"
+                        f"    {m['original']!r}\n    bug: {m['description']}")
+    if lost:
+        raise MutantListError(
+            f"{path}: {len(lost)} mutant(s) no longer match the code:\n  " + "\n  ".join(lost)
+            + "\n  Find the code that does this now and update 'original' and 'replacement' "
+            "(same bug), or remove the mutant if the code is gone.")
     return mutants
 
 
@@ -89,16 +88,28 @@ def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, float,
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     start = time.monotonic()
+    # own process group: a timeout or Ctrl-C also ends what the tests started (CLI runs, ffmpeg)
+    proc = subprocess.Popen(cmd, cwd=copy, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        _kill_group(proc)
         return "timeout", time.monotonic() - start, ""
-    seconds = time.monotonic() - start
-    tail = (proc.stdout + proc.stderr)[-2000:]
+    except BaseException:
+        _kill_group(proc)
+        raise
     # pytest: 0 all passed, 1 some failed, 2 interrupted (collection error), 5 nothing collected
     status = {0: "passed", 1: "failed", 2: "failed"}.get(proc.returncode, "error")
-    return status, seconds, tail
+    return status, time.monotonic() - start, out[-2000:]
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"mutants": len(mutants), "snippets": "all found exactly once"}))
         return 0
 
+    # SIGTERM ends the run like Ctrl-C: the test process group is killed, the copy removed
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     results = []
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="p10-mutants-") as tmp:
@@ -175,4 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MutantListError as exc:
+        print(f"mutate.py: {exc}", file=sys.stderr)
+        sys.exit(2)
