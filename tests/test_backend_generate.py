@@ -75,6 +75,9 @@ def test_latent_families_end_to_end(tiny, cache, family, scheduler, tmp_path):
     sampling = [e for e in events if e[0] == "sampling" and e[3] is not None]
     assert [e[1:3] for e in sampling] == [(1, 2), (2, 2)]
     assert sampling[0][3].shape == (3, 8, 8, 3)
+    previews = [e[3] for e in sampling]
+    assert all(0 <= x.min() and x.max() <= 1 for x in previews)
+    assert np.abs(previews[0] - previews[1]).max() > 1e-4  # each step shows its own stack
     # the stack saves and loads by pixels (8-bit, quantised finest-first so it stays consistent)
     out = stack.save(tmp_path / "stack")
     loaded = ZoomStack.load(out)

@@ -149,3 +149,28 @@ def test_the_blending_switch_reaches_the_stack():
     naive = consolidate(target, P, "naive")
     torch.testing.assert_close(out.images, naive, atol=1e-5, rtol=0)
     assert (naive - consolidate(target, P)).abs().max() > 0.05
+
+
+@pytest.mark.parametrize("mode", ["joint", "iterative"])
+def test_each_update_moves_towards_the_rendered_stack(mode):
+    # DDIM (η = 0) takes z_k to z_{k+1} = α' x + σ' (z_k − α x)/σ: the clean image x each
+    # update used can be read back from two consecutive inputs of the denoiser. It must be
+    # the stack's render (Alg. 2 line 5), not the raw per-level estimates.
+    g = torch.Generator().manual_seed(11)
+    target = torch.rand(N, *SHAPE, generator=g) * 2 - 1
+    seen = []
+
+    def denoiser(z, t, levels):
+        seen.append((t, levels.tolist(), z.double().clone()))
+        return target[levels]
+
+    run(denoiser, DDIMScheduler(num_train_timesteps=T), steps=4, mode=mode)
+    if mode == "iterative":  # one call per level, finest first: regroup per step
+        steps = [seen[k:k + N] for k in range(0, len(seen), N)]
+        seen = [(s[0][0], None, torch.cat([z for _, _, z in reversed(s)])) for s in steps]
+    expected = consolidate(target, P) if mode == "joint" else render_image(target, P)
+    for (t0, _, z0), (t1, _, z1) in zip(seen, seen[1:]):
+        a0, s0 = ALPHAS_CUMPROD[t0].sqrt(), (1 - ALPHAS_CUMPROD[t0]).sqrt()
+        a1, s1 = ALPHAS_CUMPROD[t1].sqrt(), (1 - ALPHAS_CUMPROD[t1]).sqrt()
+        x = (z1 - s1 / s0 * z0) / (a1 - s1 * a0 / s0)
+        torch.testing.assert_close(x.float(), expected, atol=1e-3, rtol=0)
