@@ -54,37 +54,6 @@ def inconsistency(layers: np.ndarray, zoom: int) -> float:
     return float((crop_centre(x[:-1], zoom) - downsample(x[1:], zoom)).abs().max())
 
 
-@pytest.mark.parametrize("family, scheduler", [
-    ("sd", "ddpm"), ("sd", "ddim"), ("sd_v", "dpmsolver++"), ("sdxl", "ddpm"), ("sdxl", "euler"),
-])
-def test_latent_families_end_to_end(tiny, cache, family, scheduler, tmp_path):
-    events = []
-    s = settings(tiny[family], scheduler=scheduler, negative_prompt="blurry", seed=3)
-    stack = generate(s, models=cache, progress=lambda *a: events.append(a))
-    assert isinstance(stack, ZoomStack) and stack.layers.shape == (3, 64, 64, 3)
-    assert stack.layers.dtype == np.float32 and 0 <= stack.layers.min() <= stack.layers.max() <= 1
-    assert inconsistency(stack.layers, 2) < 1e-5
-    m = stack.manifest
-    assert (m["prompts"], m["zoom"], m["width"], m["height"], m["scheduler"], m["steps"],
-            m["guidance"], m["seed"], m["model"], m["photo"], m["negative_prompt"]) == (
-        PROMPTS, 2, 64, 64, scheduler, 2, 7.5, 3, tiny[family], False, "blurry")
-    assert "p10_version" in m
-    phases = [e[0] for e in events]
-    for phase in ("loading model", "sampling", "decoding"):
-        assert phase in phases
-    sampling = [e for e in events if e[0] == "sampling" and e[3] is not None]
-    assert [e[1:3] for e in sampling] == [(1, 2), (2, 2)]
-    assert sampling[0][3].shape == (3, 8, 8, 3)
-    previews = [e[3] for e in sampling]
-    assert all(0 <= x.min() and x.max() <= 1 for x in previews)
-    assert np.abs(previews[0] - previews[1]).max() > 1e-4  # each step shows its own stack
-    # the stack saves and loads by pixels (8-bit, quantised finest-first so it stays consistent)
-    out = stack.save(tmp_path / "stack")
-    loaded = ZoomStack.load(out)
-    assert np.abs(loaded.layers - stack.layers).max() <= 1.5 / 255
-    assert inconsistency(loaded.layers, 2) <= 0.5 / 255 + 1e-6
-
-
 def test_consolidate_pixels_blends_the_levels_not_only_renders():
     # Inconsistent decoded levels: the coarser ones are brighter where they see the finer one.
     g = torch.Generator().manual_seed(0)
@@ -122,6 +91,37 @@ def test_decoder_receives_zoom_consistent_samples(tiny, cache, monkeypatch):
     (latents,) = seen
     assert latents.shape == (3, 4, 8, 8)
     assert float((crop_centre(latents[:-1], 2) - downsample(latents[1:], 2)).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("family, scheduler", [
+    ("sd", "ddpm"), ("sd", "ddim"), ("sd_v", "dpmsolver++"), ("sdxl", "ddpm"), ("sdxl", "euler"),
+])
+def test_latent_families_end_to_end(tiny, cache, family, scheduler, tmp_path):
+    events = []
+    s = settings(tiny[family], scheduler=scheduler, negative_prompt="blurry", seed=3)
+    stack = generate(s, models=cache, progress=lambda *a: events.append(a))
+    assert isinstance(stack, ZoomStack) and stack.layers.shape == (3, 64, 64, 3)
+    assert stack.layers.dtype == np.float32 and 0 <= stack.layers.min() <= stack.layers.max() <= 1
+    assert inconsistency(stack.layers, 2) < 1e-5
+    m = stack.manifest
+    assert (m["prompts"], m["zoom"], m["width"], m["height"], m["scheduler"], m["steps"],
+            m["guidance"], m["seed"], m["model"], m["photo"], m["negative_prompt"]) == (
+        PROMPTS, 2, 64, 64, scheduler, 2, 7.5, 3, tiny[family], False, "blurry")
+    assert "p10_version" in m
+    phases = [e[0] for e in events]
+    for phase in ("loading model", "sampling", "decoding"):
+        assert phase in phases
+    sampling = [e for e in events if e[0] == "sampling" and e[3] is not None]
+    assert [e[1:3] for e in sampling] == [(1, 2), (2, 2)]
+    assert sampling[0][3].shape == (3, 8, 8, 3)
+    previews = [e[3] for e in sampling]
+    assert all(0 <= x.min() and x.max() <= 1 for x in previews)
+    assert np.abs(previews[0] - previews[1]).max() > 1e-4  # each step shows its own stack
+    # the stack saves and loads by pixels (8-bit, quantised finest-first so it stays consistent)
+    out = stack.save(tmp_path / "stack")
+    loaded = ZoomStack.load(out)
+    assert np.abs(loaded.layers - stack.layers).max() <= 1.5 / 255
+    assert inconsistency(loaded.layers, 2) <= 0.5 / 255 + 1e-6
 
 
 def test_same_seed_same_stack_other_seed_differs(tiny, cache):

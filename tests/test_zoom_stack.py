@@ -33,6 +33,23 @@ def test_render_centre_equals_downsampled_next_image_exactly(zoom, n, h, w):
                                    downsample(images[d], zoom, times=d), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("zoom,n,h,w", [(2, 3, 8, 8), (4, 3, 32, 32), (2, 4, 16, 48), (2, 6, 8, 8)])
+def test_every_aligned_observation_reaches_its_layer(zoom, n, h, w):
+    # Layer i hears from image i-d for every d up to the deepest pixel-aligned footprint, the
+    # deepest included (also when that depth is exactly n-1), and from no deeper image.
+    depth = max_observation_depth(h, w, zoom)
+    images = render_image(rand(n, 3, h, w, seed=1), zoom)
+    base = blend(images, zoom)
+    for src in range(n - 1):
+        changed = images.clone()
+        changed[src] += rand(3, h, w, seed=20 + src)
+        moved = (blend(changed, zoom) - base).abs().amax(dim=(1, 2, 3))
+        for layer in range(src + 1, n):
+            if layer - src <= depth:
+                assert moved[layer] > 1e-3, (src, layer, depth)
+            else:
+                assert moved[layer] == 0, (src, layer, depth)
+
 @pytest.mark.parametrize("zoom,n,h,w", CASES[:3])
 def test_render_keeps_each_layer_outside_its_centre(zoom, n, h, w):
     layers = rand(n, 2, h, w)
@@ -167,20 +184,3 @@ def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match="blending method"):
         blend(torch.zeros(2, 1, 16, 16), 2, method="average")
 
-
-@pytest.mark.parametrize("zoom,n,h,w", [(2, 3, 8, 8), (4, 3, 32, 32), (2, 4, 16, 48), (2, 6, 8, 8)])
-def test_every_aligned_observation_reaches_its_layer(zoom, n, h, w):
-    # Layer i hears from image i-d for every d up to the deepest pixel-aligned footprint, the
-    # deepest included (also when that depth is exactly n-1), and from no deeper image.
-    depth = max_observation_depth(h, w, zoom)
-    images = render_image(rand(n, 3, h, w, seed=1), zoom)
-    base = blend(images, zoom)
-    for src in range(n - 1):
-        changed = images.clone()
-        changed[src] += rand(3, h, w, seed=20 + src)
-        moved = (blend(changed, zoom) - base).abs().amax(dim=(1, 2, 3))
-        for layer in range(src + 1, n):
-            if layer - src <= depth:
-                assert moved[layer] > 1e-3, (src, layer, depth)
-            else:
-                assert moved[layer] == 0, (src, layer, depth)
