@@ -89,7 +89,8 @@ def test_ddpm_shows_the_denoiser_zoom_consistent_unit_noise_at_every_step(shared
     # step; with shared (Π_noise) noise it has the zoom-consistent structure at every step.
     # (x0 = 0: a consistent image is not Π_noise-consistent, and z_T carries a trace of it.)
     den = FixedTarget(torch.zeros(N, *SHAPE))
-    run(den, DDPMScheduler(num_train_timesteps=T, clip_sample=False), steps=8, shared_noise=shared_noise)
+    run(den, DDPMScheduler(num_train_timesteps=T, clip_sample=False), steps=8,
+        shared_noise=shared_noise)
     for e in den.eps:
         assert abs(float(e.std()) - 1) < 0.1
     assert zoom_consistent_noise(den.eps[0], 1e-4)  # z_T: consistent by default

@@ -1,4 +1,4 @@
-"""The stack folder by pixels: save -> load returns the stack, and the PNGs are consistent to the bit."""
+"""The stack folder by pixels: save -> load returns the stack; the PNGs are consistent to the bit."""
 
 import numpy as np
 import pytest
@@ -26,7 +26,8 @@ def png_pixels(folder, manifest) -> np.ndarray:
 @pytest.mark.parametrize("zoom,n,h,w", [(2, 4, 16, 24), (4, 3, 32, 32)])
 def test_save_load_returns_every_level_by_pixels(tmp_path, zoom, n, h, w):
     layers = consistent_stack(n, h, w, zoom, seed=zoom)
-    out = ZoomStack(layers, {"zoom": zoom, "prompts": [f"p{i}" for i in range(n)]}).save(tmp_path / "s")
+    prompts = [f"p{i}" for i in range(n)]
+    out = ZoomStack(layers, {"zoom": zoom, "prompts": prompts}).save(tmp_path / "s")
     loaded = ZoomStack.load(out)
     assert loaded.layers.shape == layers.shape and loaded.layers.dtype == np.float32
     # level by level, in order: 8-bit rounding plus the rounding of the finer level through D_p
@@ -35,7 +36,7 @@ def test_save_load_returns_every_level_by_pixels(tmp_path, zoom, n, h, w):
     # 8-bit values exactly: black stays 0 and white stays 1 (no /256, no offset)
     np.testing.assert_array_equal(loaded.layers * 255, np.rint(loaded.layers * 255))
     assert (loaded.layers[:, 0, 0] == 0).all() and (loaded.layers[:, 0, 1] == 1).all()
-    assert loaded.prompts == [f"p{i}" for i in range(n)]
+    assert loaded.prompts == prompts
     # a stack whose levels are all different is not returned with its levels swapped
     for i in range(n):
         others = [j for j in range(n) if j != i]
@@ -60,7 +61,8 @@ def test_png_centres_are_rounded_downsampled_next_png_to_the_bit(tmp_path, zoom,
     top, left, ch, cw = centre_box(h, w, zoom)
     outside = np.ones((h, w), bool)
     outside[top:top + ch, left:left + cw] = False
-    np.testing.assert_array_equal(png[:, outside], np.rint(layers[:, outside] * 255).astype(np.uint8))
+    own = np.rint(layers[:, outside] * 255).astype(np.uint8)
+    np.testing.assert_array_equal(png[:, outside], own)
 
 
 def test_quantising_each_level_on_its_own_would_not_be_consistent():

@@ -50,6 +50,7 @@ def test_every_aligned_observation_reaches_its_layer(zoom, n, h, w):
             else:
                 assert moved[layer] == 0, (src, layer, depth)
 
+
 @pytest.mark.parametrize("zoom,n,h,w", CASES[:3])
 def test_render_keeps_each_layer_outside_its_centre(zoom, n, h, w):
     layers = rand(n, 2, h, w)
@@ -183,4 +184,3 @@ def test_bad_shapes_are_named():
         render_image(torch.zeros(0, 1, 16, 16), 2)
     with pytest.raises(ValueError, match="blending method"):
         blend(torch.zeros(2, 1, 16, 16), 2, method="average")
-
