@@ -1,4 +1,4 @@
-"""The stack folder by pixels: save -> load returns the stack; the PNGs are consistent to the bit."""
+"""The stack folder by pixels: save -> load gives the stack back; PNGs consistent to the bit."""
 
 import numpy as np
 import pytest
