@@ -93,3 +93,8 @@ def test_a_few_mutants_of_the_science_are_caught():
     assert report is not None, err
     assert report["caught"] == report["total"] == 3, report
     assert code == 0
+    # caught by the tests that guard them (a collection error would show as ERROR <file>)
+    by = {r["id"]: r["caught_by"] for r in report["mutants"]}
+    assert by["M07"].startswith("tests/test_zoom_stack.py::test_every_aligned_observation"), by
+    assert by["M17"].startswith("tests/test_stack_pixels.py::test_save_load_returns"), by
+    assert by["M28"].startswith("tests/test_sampler_invariants.py::test_inconsistent_denoiser"), by

@@ -84,7 +84,7 @@ def load_mutants(path: Path = DEFAULT_LIST, root: Path = ROOT) -> list[dict]:
 
 
 def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
-    """('passed' | 'failed' | 'timeout' | 'error', seconds, tail of the output)."""
+    """('passed' | 'failed' | 'timeout' | 'error', seconds, pytest's output)."""
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     start = time.monotonic()
@@ -101,7 +101,15 @@ def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, float,
         raise
     # pytest: 0 all passed, 1 some failed, 2 interrupted (collection error), 5 nothing collected
     status = {0: "passed", 1: "failed", 2: "failed"}.get(proc.returncode, "error")
-    return status, time.monotonic() - start, out[-2000:]
+    return status, time.monotonic() - start, out
+
+
+def first_failure(output: str) -> str:
+    """The node id pytest -x stopped at ("FAILED tests/x.py::test_y - ..." in its summary)."""
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" ", 1)[1].split(" - ", 1)[0].strip()
+    return ""
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -150,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"baseline: {' '.join(union)}", file=sys.stderr, flush=True)
             status, seconds, tail = run_tests(copy, union, args.timeout * 2)
             if status != "passed":
-                print(tail, file=sys.stderr)
+                print(tail[-3000:], file=sys.stderr)
                 raise SystemExit(f"mutate.py: the unmutated tests do not pass ({status}); "
                                  "fix them before measuring the score")
             print(f"baseline passed in {seconds:.0f} s", file=sys.stderr, flush=True)
@@ -160,15 +168,16 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 target.write_text(original.replace(m["original"], m["replacement"], 1),
                                   encoding="utf-8")
-                status, seconds, _ = run_tests(copy, m["tests"], args.timeout)
+                status, seconds, output = run_tests(copy, m["tests"], args.timeout)
             finally:
                 target.write_text(original, encoding="utf-8")
             outcome = {"passed": "missed", "failed": "caught", "timeout": "caught",
                        "error": "error"}[status]
+            by = first_failure(output) if status == "failed" else ""
             results.append({"id": m["id"], "file": m["file"], "result": outcome,
-                            "status": status, "seconds": round(seconds, 1)})
-            print(f"{m['id']:5} {outcome:6} {seconds:6.1f} s  {m['description']}",
-                  file=sys.stderr, flush=True)
+                            "status": status, "seconds": round(seconds, 1), "caught_by": by})
+            print(f"{m['id']:5} {outcome:6} {seconds:6.1f} s  {m['description']}"
+                  + (f"\n      by {by}" if by else ""), file=sys.stderr, flush=True)
 
     by_id = {m["id"]: m for m in mutants}
     caught = [r["id"] for r in results if r["result"] == "caught"]
