@@ -184,9 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     missed = [r["id"] for r in results if r["result"] == "missed"]
     errors = [r["id"] for r in results if r["result"] == "error"]
     unexplained = [i for i in missed if not by_id[i].get("equivalent")]
+    real = len(results) - (len(missed) - len(unexplained))  # without the equivalent mutants
     report = {
         "caught": len(caught), "total": len(results),
         "score": round(len(caught) / len(results), 3) if results else None,
+        "score_without_equivalent": round(len(caught) / real, 3) if real else None,
         "missed": missed, "missed_unexplained": unexplained, "errors": errors,
         "equivalent_but_caught": [i for i in caught if by_id[i].get("equivalent")],
         "seconds": round(time.monotonic() - began, 1),
