@@ -86,6 +86,8 @@ def load_mutants(path: Path = DEFAULT_LIST, root: Path = ROOT) -> list[dict]:
 def run_tests(copy: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
     """('passed' | 'failed' | 'timeout' | 'error', seconds, pytest's output)."""
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", HF_HUB_OFFLINE="1")
+    # one pytest at a time: a single torch thread is faster than contending threads
+    env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     start = time.monotonic()
     # own process group: a timeout or Ctrl-C also ends what the tests started (CLI runs, ffmpeg)
