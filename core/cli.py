@@ -66,7 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--micro-batch", type=int, metavar="K",
                    help="UNet rows per model call (default: the largest that fits; same result)")
     s.add_argument("--family", metavar="NAME", help="force the model family: sd, sdxl or if")
-    s.add_argument("--upscaler", metavar="ID", help="DeepFloyd IF stage II model, or 'none'")
+    s.add_argument("--upscale", nargs="?", const="4", metavar="F",
+                   help="output size / sampled size: 1, 4 (alone: 4) or 16 (DeepFloyd IF only); "
+                   "every x4 stage is sampled jointly (default: IF 4, SD/SDXL 1)")
+    s.add_argument("--upscaler", metavar="ID[,ID]",
+                   help="models of the x4 stages, comma-separated (IF: stage II, then the x4 "
+                   "upscaler; SD/SDXL: stabilityai/stable-diffusion-x4-upscaler), or 'none'")
+    s.add_argument("--pixel-blend", type=float, metavar="FRAC",
+                   help="latent models: blend decoded pixels (decode, blend, encode) for the last "
+                   "FRAC of the timesteps (default 0: latents only)")
     o = g.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="the stack folder to create (required unless --dry-run)")
     o.add_argument("--force", action="store_true", help="replace DIR if it exists")
@@ -102,7 +110,8 @@ def _video_options(group) -> None:
 
 # ---------------------------------------------------------------------------------- settings
 _OVERRIDES = ("zoom", "model", "steps", "guidance", "seed", "width", "height", "scheduler",
-              "negative_prompt", "photo", "device", "micro_batch", "family", "upscaler")
+              "negative_prompt", "photo", "device", "micro_batch", "family", "upscaler",
+              "upscale", "pixel_blend")
 
 
 def _read_prompts_source(source: str) -> tuple[list[str], dict]:
@@ -270,7 +279,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.video:  # check the video options before the long run, not after it
         check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction)
     h, w = output_size(settings.family or family_hint(settings.model), settings.width,
-                       settings.height, settings.upscaler)
+                       settings.height, settings.upscaler, settings.upscale)
     # The output folder is checked and its hidden sibling made before the model loads.
     with StagedFolder(args.out, replace=args.force, needed_bytes=len(settings.prompts) * h * w * 3) \
             as staged:

@@ -2,7 +2,7 @@
 
 Phases reported to ``progress(phase, step, total, preview)``: "downloading" (bytes done /
 total, only when a hub model is not cached yet), "loading model", "encoding prompts",
-"sampling", "decoding", "super-resolution" (DeepFloyd IF only), "consolidating".
+"sampling", "decoding", "super-resolution" (with an upscale factor > 1), "consolidating".
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .backends.loading import ModelCache, check_upscaler, free_device_memory, load_upscaler
+from .backends.loading import ModelCache, free_device_memory
 from .backends.schedulers import make_scheduler
 from .downloads import fetch_model
 from .estimate import fit_micro_batch
@@ -23,22 +23,26 @@ from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_me
 from .sampler import sample_zoom_stack
 from .settings import GenerateSettings
 from .stack_io import ZoomStack
-from .zoom_stack import blend, render_image
+from .zoom_stack import SR_BLEND, blend_coarse, render_image, sr_blend_method
 
 Progress = Callable[[str, int, int, "np.ndarray | None"], None]
 
 
-def consolidate_pixels(images: torch.Tensor, zoom: int) -> torch.Tensor:
+def consolidate_pixels(images: torch.Tensor, zoom: int, detail_bands: int = 0) -> torch.Tensor:
     """Π_image(Blending(images)) in pixel space, kept in [0, 1]: exactly zoom-consistent.
 
-    Latent blending makes the *latents* consistent, but the VAE decodes each level on its own
-    (and IF's stage II upscales each on its own), so the decoded pixels disagree slightly;
-    one more blend + render in pixel space makes the exported textures agree exactly. The
-    clamp sits between blend and render: D_p is a convex filter, so the rendered images stay
-    in [0, 1] and consistent (clamping after rendering would break the equality).
+    Latent blending makes the *latents* consistent, but the VAE decodes each level on its own,
+    so the decoded pixels disagree slightly; one more blend + render in pixel space makes the
+    exported textures agree exactly. The clamp sits between blend and render: D_p is a convex
+    filter, so the rendered images stay in [0, 1] and consistent (clamping after rendering
+    would break the equality).
+
+    ``detail_bands = k``: the finest k Laplacian bands are not averaged — every layer keeps its
+    own — and only the coarser bands are blended. After a joint super-resolution stage the
+    top bands were sampled consistently already; averaging them would only lose energy where
+    a decoder disagrees (rounding-level), while Π_image still makes the result exact.
     """
-    layers = blend(images.float(), zoom).clamp(0, 1)
-    return render_image(layers, zoom)
+    return render_image(blend_coarse(images.float(), zoom, detail_bands).clamp(0, 1), zoom)
 
 
 def load_photo(path: str, width: int, height: int) -> torch.Tensor:
@@ -118,17 +122,12 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
             raise InvalidInputError(
                 f"{name} {n} must be a multiple of {2 * p * f} pixels for zoom {p} with this model"
             )
-    upscaler = None
-    if backend.family == "if" and (s.upscaler or "").lower() != "none":
-        from .backends.deepfloyd_if import DEFAULT_UPSCALER
-
-        upscaler = s.upscaler or DEFAULT_UPSCALER
-        check_upscaler(upscaler)  # before minutes of sampling, not after
     steps = s.resolved_steps()
     scheduler = make_scheduler(s.scheduler, backend.scheduler_config)
     train_steps = int(scheduler.config.get("num_train_timesteps", steps))
     if steps > train_steps:  # settings allow MAX_STEPS; this model's schedule may be shorter
         raise InvalidInputError(f"steps {steps} exceed this model's {train_steps}-step schedule")
+    plan = backend.upscale_plan(s.upscale, s.upscaler)  # models checked before sampling
     micro_batch = s.micro_batch  # an explicit value wins; else the largest that fits
     if micro_batch is None:
         micro_batch = fit_micro_batch(backend, len(s.prompts), float(s.guidance), height, width)
@@ -149,8 +148,10 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         report("sampling", step, total, preview)
 
     report("sampling", 0, steps)
+    denoiser = backend.make_denoiser(cond, float(s.guidance), micro_batch)
+    denoiser = backend.pixel_blending(denoiser, p, s.pixel_blend, micro_batch)
     result = sample_zoom_stack(
-        backend.make_denoiser(cond, float(s.guidance), micro_batch), scheduler,
+        denoiser, scheduler,
         num_levels=n_levels, zoom=p, shape=(backend.channels, height // f, width // f),
         num_inference_steps=steps, generator=generator, photo=photo, callback=on_step,
         cancel=cancel, device=backend.device, dtype=torch.float32,
@@ -161,28 +162,18 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     pixels = backend.decode(result.images, micro_batch)  # (N, 3, H, W) in [0, 1], CPU
     report("decoding", 1, 1)
 
-    if upscaler is not None:
-        from .backends.deepfloyd_if import UPSCALER_STEPS
-
-        raise_if_cancelled(cancel)
-        fetch_model(upscaler, report, cancel)
-        report("loading model", 0, 1)
-        load_upscaler(backend, upscaler)
-        report("loading model", 1, 1)
-        sr_steps = min(steps, UPSCALER_STEPS)
-
-        def on_sr(done: int, total: int) -> None:
-            raise_if_cancelled(cancel)
-            report("super-resolution", done, total)
-
-        report("super-resolution", 0, sr_steps)
-        pixels = backend.super_resolve(pixels, cond, steps=sr_steps, seed=s.seed,
-                                       micro_batch=micro_batch, callback=on_sr)
+    if plan:  # ×4 stages, each sampled jointly across the levels (Backend.upscale)
+        pixels = backend.upscale(pixels, cond, list(s.prompts), s.negative_prompt, plan, zoom=p,
+                                 scheduler=s.scheduler, steps=steps, seed=s.seed,
+                                 micro_batch=micro_batch, cancel=cancel,
+                                 progress=lambda phase, i, n: report(phase, i, n))
 
     raise_if_cancelled(cancel)
     if consolidate:
         report("consolidating", 0, 1)
-        pixels = consolidate_pixels(pixels, p)
+        # after joint SR only rounding-level disagreement is left: keep each level's SR bands
+        kept = SR_BLEND[sr_blend_method(p)] if plan else 0
+        pixels = consolidate_pixels(pixels, p, detail_bands=kept)
         report("consolidating", 1, 1)
     layers = pixels.clamp(0, 1).permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
 
@@ -205,8 +196,9 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         "sample_height": height,
         "micro_batch": micro_batch,
     }
-    if upscaler is not None:
-        manifest["upscaler"] = upscaler
+    if plan:
+        manifest["upscale"] = 4 ** len(plan)
+        manifest["upscaler"] = ",".join(source for _, source in plan)
     return ZoomStack(layers, manifest)
 
 

@@ -46,6 +46,9 @@ LATENT_FAMILIES = ("sd", "sdxl")
 NATIVE_SIZE = {"sd": 512, "sdxl": 1024, "if": 64}
 #: Pixels per latent pixel.
 VAE_SCALE = 8
+#: Output size ÷ sampled size: 1 (none), 4 (one ×4 super-resolution stage, every family),
+#: 16 (two: DeepFloyd IF stage II, then the x4 upscaler).
+UPSCALE_FACTORS = (1, 4, 16)
 
 #: Bounds checked before any model loads (docs/faults.md). Every supported model is trained with
 #: a 1000-step schedule, and a scheduler cannot take more inference steps than that;
@@ -131,13 +134,19 @@ def available_memory() -> int | None:
         return None
 
 
-def output_size(family: str, width: int | None, height: int | None, upscaler: str | None) -> tuple[int, int]:
-    """(height, width) of the finished layers: the sampled size, x4 after IF's stage II."""
+def output_size(family: str, width: int | None, height: int | None, upscaler: str | None,
+                upscale: int | None = None) -> tuple[int, int]:
+    """(height, width) of the finished layers: the sampled size times the upscale factor
+    (None: the family's default, x4 for IF's stage II unless ``upscaler`` is "none")."""
     native = NATIVE_SIZE[family]
     h, w = height or native, width or native
-    if family == "if" and (upscaler or "").lower() != "none":
-        h, w = 4 * h, 4 * w
-    return h, w
+    if upscaler_models(upscaler) == ["none"]:
+        factor = 1
+    elif upscale is None:
+        factor = 4 if family == "if" else 1
+    else:
+        factor = parse_upscale(upscale) or 1
+    return factor * h, factor * w
 
 
 def check_memory(settings: "GenerateSettings", family: str) -> None:
@@ -157,7 +166,7 @@ def check_memory(settings: "GenerateSettings", family: str) -> None:
             raise InvalidInputError(
                 f"{name} {n} is too large for this model: at most {limit} pixels "
                 f"({MAX_SIZE_FACTOR}x its native {native})")
-    h, w = output_size(family, settings.width, settings.height, settings.upscaler)
+    h, w = output_size(family, settings.width, settings.height, settings.upscaler, settings.upscale)
     need = len(settings.prompts) * h * w * 3 * 4 * PIXEL_COPIES
     have = available_memory()
     if have is not None and need > have:
@@ -165,6 +174,25 @@ def check_memory(settings: "GenerateSettings", family: str) -> None:
             f"{len(settings.prompts)} levels of {w}x{h} pixels need about {need / 2**30:.1f} GiB "
             f"of memory, more than the {have / 2**30:.1f} GiB available: use fewer levels or a "
             "smaller size")
+
+
+def parse_upscale(value) -> int | None:
+    """An upscale factor from user input: 1/4/16, "x4", "×4", "none"/"off" (1); None stays None."""
+    if value is None or isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower().lstrip("x×")
+    if text in ("none", "off", "no", ""):
+        return 1
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInputError(
+            f"upscale must be one of {', '.join(map(str, UPSCALE_FACTORS))}, got {value!r}") from None
+
+
+def upscaler_models(models: str | None) -> list[str]:
+    """The comma-separated upscaler models of ``GenerateSettings.upscaler``, one per ×4 stage."""
+    return [m.strip() for m in (models or "").split(",") if m.strip()]
 
 
 def size_multiple(family: str, zoom: int) -> int:
@@ -177,10 +205,15 @@ class GenerateSettings:
     """One zoom-stack generation. ``prompts`` run outermost (level 0) to innermost.
 
     width/height are the sampled size in pixels (None: the model's native size; DeepFloyd IF
-    samples 64 x 64 and its stage II then upscales 4x). steps None: the scheduler's default
-    (``SCHEDULERS``). ``upscaler``: DeepFloyd IF stage II model (None: DeepFloyd/IF-II-L-v1.0,
-    "none": keep the 64 px stage I output); ignored by latent models. ``family``: force the
-    model family ("sd", "sdxl", "if") when it cannot be detected, e.g. for a .ckpt file.
+    samples 64 x 64). steps None: the scheduler's default (``SCHEDULERS``). ``upscale``:
+    output size ÷ sampled size, 1, 4 or 16 (``UPSCALE_FACTORS``; None: the family's default,
+    4 for DeepFloyd IF = its stage II, 1 otherwise); every ×4 stage is sampled jointly.
+    ``upscaler``: the models of those stages, comma-separated in order (None: the defaults,
+    DeepFloyd/IF-II-L-v1.0 then stabilityai/stable-diffusion-x4-upscaler for IF, the x4
+    upscaler for SD/SDXL; "none": no upscaling). ``pixel_blend``: blend in pixel space
+    (decode -> blend -> encode) for timesteps t < pixel_blend · T (0: latents only).
+    ``family``: force the model family ("sd", "sdxl", "if") when it cannot be detected,
+    e.g. for a .ckpt file.
     """
 
     prompts: list[str]
@@ -198,6 +231,8 @@ class GenerateSettings:
     micro_batch: int | None = None
     upscaler: str | None = None
     family: str | None = None
+    upscale: int | None = None
+    pixel_blend: float = 0.0
     extra: dict = field(default_factory=dict, repr=False)  # unknown keys kept from from_dict
 
     # ------------------------------------------------------------------ validation
@@ -254,7 +289,22 @@ class GenerateSettings:
                 f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}"
             )
         self._validate_device()
+        self.upscale = parse_upscale(self.upscale)
+        if self.upscale is not None and self.upscale not in UPSCALE_FACTORS:
+            raise InvalidInputError(
+                f"upscale must be one of {', '.join(map(str, UPSCALE_FACTORS))}, got {self.upscale!r}")
+        if self.upscaler is not None and not isinstance(self.upscaler, str):
+            raise InvalidInputError("upscaler must be text: model ids or folders, comma-separated")
+        if upscaler_models(self.upscaler) == ["none"] and self.upscale not in (None, 1):
+            raise InvalidInputError(f"upscaler 'none' contradicts upscale {self.upscale}; give one of them")
+        if not isinstance(self.pixel_blend, (int, float)) or isinstance(self.pixel_blend, bool) \
+                or not 0 <= self.pixel_blend <= 1:
+            raise InvalidInputError(f"pixel blend must be a fraction from 0 to 1, got {self.pixel_blend!r}")
         family = family or self.family or family_hint(self.model)
+        if (self.upscale or 1) > 4 and family != "if":
+            raise InvalidInputError(
+                f"upscale {self.upscale} is offered for DeepFloyd IF only (stage II, then the x4 "
+                "upscaler); choose 1 or 4")
         mult = size_multiple(family, self.zoom)
         for name in ("width", "height"):
             n = getattr(self, name)
@@ -321,6 +371,6 @@ class GenerateSettings:
 __all__ = [
     "DEFAULT_MODEL", "DEVICES", "FAMILIES", "GenerateSettings", "LATENT_FAMILIES", "MAX_GUIDANCE",
     "MAX_SEED", "MAX_SIZE_FACTOR", "MAX_STEPS", "NATIVE_SIZE", "PIPELINE_CLASSES", "SCHEDULER_INFO",
-    "SCHEDULERS", "VAE_SCALE", "available_memory", "check_memory", "family_hint", "output_size",
-    "size_multiple",
+    "SCHEDULERS", "UPSCALE_FACTORS", "VAE_SCALE", "available_memory", "check_memory",
+    "family_hint", "output_size", "parse_upscale", "size_multiple", "upscaler_models",
 ]

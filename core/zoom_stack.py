@@ -143,13 +143,21 @@ def collapse_pyramid(bands: list[torch.Tensor]) -> torch.Tensor:
     return image
 
 
-def blend(images: torch.Tensor, zoom: int, method: str = "laplacian") -> torch.Tensor:
+def blend(images: torch.Tensor, zoom: int, method: str = "laplacian",
+          invented_bands: int = 0, feather: int = 0) -> torch.Tensor:
     """Fuse N per-level observations ``(N, C, H, W)`` into one zoom stack (Sec. 4.2).
 
     Layer i fuses image i with the centre 1/p^d crop of every coarser image i-d (d >= 1, up to
     ``max_observation_depth``). "laplacian": band k of the fused layer averages band k of every
     observation that has it (a crop from depth d has bands d..K only: it lacks the finer
     detail). "naive": plain average of the observations upsampled to H x W (MultiDiffusion).
+
+    ``invented_bands = s`` (super-resolution stages): each image's s finest bands were invented
+    by an upscaler that saw only that level's low-resolution conditioning, while its coarser
+    bands come from the consistent stage-I stack. A coarser level's invented band is then not
+    averaged into a band the layer itself knows from stage I (observation band k - d < s <= k):
+    in the footprint of level i, level i-1's upscaler guessed content that level i's own
+    stage-I image has. Invented bands that both sides invented are averaged as usual (Alg. 2).
     """
     p = _check_stack(images, zoom, "images")
     if method not in BLEND_METHODS:
@@ -167,16 +175,53 @@ def blend(images: torch.Tensor, zoom: int, method: str = "laplacian") -> torch.T
 
     top = pyramid_depth(height, width, p)
     sums = laplacian_pyramid(images, p, top)  # observation d = 0: each layer's own image
+    counts = [torch.ones(n, 1, 1, 1, dtype=images.dtype, device=images.device) for _ in sums]
     for d in range(1, depth + 1):  # one batched op per scale separation d (sizes differ)
         observed = crop_centre(images[: n - d], p**d)  # image i-d's view of layer i
         for k, band in enumerate(laplacian_pyramid(observed, p, top - d), start=d):
-            sums[k] = torch.cat([sums[k][:d], sums[k][d:] + band])
-    # band k of layer i has 1 + min(k, depth, i) observations
-    averaged = [
-        s / (torch.clamp(level, max=min(k, depth)) + 1).view(n, 1, 1, 1).to(s.dtype)
-        for k, s in enumerate(sums)
-    ]
+            weight = 1.0
+            if k - d < invented_bands <= k:
+                # a guess of the coarser upscaler where the layer knows better: it counts
+                # only in a rim of ``feather`` px along the layer's border, fading inwards
+                if not feather:
+                    continue
+                weight = _rim(band.shape[-2], band.shape[-1], feather, band)
+            sums[k] = torch.cat([sums[k][:d], sums[k][d:] + weight * band])
+            counts[k] = counts[k] + torch.cat([torch.zeros_like(level[:d]), torch.ones_like(level[d:])]
+                                              ).view(n, 1, 1, 1).to(band.dtype) * weight
+    averaged = [s / c for s, c in zip(sums, counts)]
     return collapse_pyramid(averaged)
+
+
+def _rim(height: int, width: int, feather: int, like: torch.Tensor) -> torch.Tensor:
+    """1 on the border pixels, falling linearly to 0 ``feather`` px inside: (H, W)."""
+    y = torch.arange(height, device=like.device, dtype=like.dtype)
+    x = torch.arange(width, device=like.device, dtype=like.dtype)
+    dy = torch.minimum(y, height - 1 - y)[:, None]
+    dx = torch.minimum(x, width - 1 - x)[None, :]
+    return (1 - torch.minimum(dy, dx) / feather).clamp(min=0)
+
+
+def blend_coarse(images: torch.Tensor, zoom: int, detail_bands: int) -> torch.Tensor:
+    """``blend`` for all but the finest ``detail_bands`` Laplacian bands: those each layer keeps
+    from its own image (they are not averaged with the coarser levels' crops).
+
+    For stacks whose fine bands were sampled jointly already (a joint super-resolution stage),
+    where only rounding-level disagreement is left: nothing of that detail is averaged away,
+    and Π_image afterwards still makes the rendered images exactly consistent.
+    """
+    layers = blend(images, zoom)
+    if detail_bands <= 0:
+        return layers
+    return layers - _detail(layers, zoom, detail_bands) + _detail(images, zoom, detail_bands)
+
+
+def _detail(x: torch.Tensor, zoom: int, bands: int) -> torch.Tensor:
+    """The finest ``bands`` Laplacian bands of x, collapsed: x minus its EXPANDed remainder."""
+    coarse = laplacian_pyramid(x, zoom, bands)[-1]
+    for _ in range(bands):
+        coarse = upsample(coarse, (coarse.shape[-2] * zoom, coarse.shape[-1] * zoom))
+    return x - coarse
 
 
 def consolidate(images: torch.Tensor, zoom: int, method: str = "laplacian") -> torch.Tensor:
@@ -185,7 +230,7 @@ def consolidate(images: torch.Tensor, zoom: int, method: str = "laplacian") -> t
 
 
 __all__ = [
-    "BLEND_METHODS", "blend", "centre_box", "check_size", "check_zoom", "collapse_pyramid",
+    "BLEND_METHODS", "blend", "blend_coarse", "centre_box", "check_size", "check_zoom", "collapse_pyramid",
     "consolidate", "crop_centre", "downsample", "downsample_weights", "laplacian_pyramid",
     "max_observation_depth", "noise_gain", "pyramid_depth", "render_image", "render_noise",
     "upsample",

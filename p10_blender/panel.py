@@ -124,6 +124,7 @@ def draw_sampling(layout, context) -> None:
     col.prop(p10, "steps")
     col.prop(p10, "guidance")
     col.prop(p10, "scheduler")
+    col.prop(p10, "upscale")
     row = col.row(align=True)
     row.prop(p10, "seed")
     row.operator("p10.seed_randomise", text="", icon="FILE_REFRESH")

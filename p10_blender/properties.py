@@ -11,7 +11,8 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 
 from ..core import prompts as core_prompts
 from ..core.geometry import ZOOM_FACTORS
-from ..core.settings import DEFAULT_MODEL, DEVICES, SCHEDULER_INFO, SCHEDULERS
+from ..core.settings import (DEFAULT_MODEL, DEVICES, SCHEDULER_INFO, SCHEDULERS, UPSCALE_FACTORS,
+                             parse_upscale)
 from . import compat
 
 # Custom properties linking the scenes the add-on makes to the scene holding the settings:
@@ -25,6 +26,10 @@ SCHEDULER_ITEMS = [(name, SCHEDULER_INFO.get(name, (name.upper(), ""))[0],
                     f"{SCHEDULER_INFO.get(name, ('', name))[1]} ({steps} steps by default)")
                    for name, steps in SCHEDULERS.items()]
 DEVICE_ITEMS = [(name, label, text) for name, (label, text) in DEVICES.items()]
+UPSCALE_ITEMS = [("0", "Model Default", "DeepFloyd IF: 4× (its stage II); SD/SDXL: none")] + [
+    (str(f), f"{f}×" if f > 1 else "None",
+     "The sampled size" if f == 1 else f"{f}× the sampled size, upscaled jointly across levels"
+     + (" (DeepFloyd IF only)" if f > 4 else "")) for f in UPSCALE_FACTORS]
 
 _preset_items_cache: list = []  # Blender needs the enum item strings kept alive
 
@@ -68,6 +73,9 @@ def _base_annotations() -> dict:
         "scheduler": EnumProperty(name="Scheduler", items=SCHEDULER_ITEMS, default="ddpm",
                                   description="Sampler that steps the joint diffusion"),
         "seed": IntProperty(name="Seed", default=0, min=0, description="Random seed"),
+        "upscale": EnumProperty(name="Upscale", items=UPSCALE_ITEMS, default="0",
+                                description="Layer size ÷ sampled size: ×4 super-resolution "
+                                            "stages sampled jointly (for video resolution)"),
         "negative_prompt": StringProperty(name="Negative Prompt", default="",
                                           description="What no level should show"),
         "model": StringProperty(name="Model", default=DEFAULT_MODEL, subtype="DIR_PATH",
@@ -154,6 +162,8 @@ def apply_settings(settings, values: dict) -> list[str]:
                 settings.zoom = str(int(value))
             elif key in ("steps", "micro_batch") and value is None:
                 setattr(settings, key, 0)
+            elif key == "upscale":
+                settings.upscale = str(parse_upscale(value) or 0)
             elif key in SIMPLE_KEYS and value is not None:
                 setattr(settings, key, type(getattr(settings, key))(value))
             else:
@@ -169,4 +179,5 @@ def settings_dict(settings) -> dict:
     out.update({key: getattr(settings, key) for key in SIMPLE_KEYS})
     out["steps"] = out["steps"] or None  # 0 means the scheduler's default
     out["micro_batch"] = out["micro_batch"] or None  # 0: the largest that fits
+    out["upscale"] = int(settings.upscale) or None  # 0 means the model family's default
     return out

@@ -5,7 +5,7 @@
 
 Every builder is seeded (same weights on every call), writes its own tokenizer files (no hub),
 and takes well under 10 s. Sizes: SD/SDXL sample 64 x 64 px (8 x 8 latents, VAE factor 8),
-IF stage I 16 x 16 px, IF stage II 64 x 64 px.
+IF stage I 16 x 16 px, IF stage II 64 x 64 px; the x4 upscaler any size (VAE factor 4).
 """
 
 from __future__ import annotations
@@ -223,11 +223,44 @@ def make_tiny_if(path) -> tuple[str, str]:
     return str(path / "stage1"), str(path / "stage2")
 
 
+def make_tiny_x4_upscaler(path) -> str:
+    """Save a tiny ``StableDiffusionUpscalePipeline`` (latents at the input size, VAE factor 4,
+    v-prediction, noise-level class embedding) like stabilityai/stable-diffusion-x4-upscaler."""
+    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler,
+                           StableDiffusionUpscalePipeline, UNet2DConditionModel)
+
+    path = Path(path)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=7, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_DIM,
+        attention_head_dim=8, norm_num_groups=32, num_class_embeds=1000,
+    ).eval()
+    vae = AutoencoderKL(  # three blocks -> factor 4 like the real upscaler's VAE
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        layers_per_block=1, norm_num_groups=4, sample_size=128, scaling_factor=0.08333,
+    ).eval()
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae, text_encoder=_clip_text(), tokenizer=_clip_tokenizer(), unet=unet,
+        low_res_scheduler=DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.0001,
+                                        beta_end=0.02),
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02,
+                                prediction_type="v_prediction", clip_sample=False,
+                                set_alpha_to_one=False, steps_offset=1),
+        max_noise_level=350,
+    )
+    pipe.save_pretrained(str(path), safe_serialization=True)
+    return str(path)
+
+
 if __name__ == "__main__":  # quick smoke: python tests/tiny_models.py /tmp/tiny
     import sys
     import time
 
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/p10_tiny")
-    for name, fn in (("sd", make_tiny_sd), ("sdxl", make_tiny_sdxl), ("if", make_tiny_if)):
+    for name, fn in (("sd", make_tiny_sd), ("sdxl", make_tiny_sdxl), ("if", make_tiny_if),
+                     ("x4", make_tiny_x4_upscaler)):
         t0 = time.time()
         print(name, fn(root / name), f"{time.time() - t0:.1f}s")

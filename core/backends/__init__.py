@@ -12,11 +12,12 @@ _LAZY = {
     "guided_prediction": "guidance", "batch_slices": "guidance",
     "make_scheduler": "schedulers", "default_steps": "schedulers",
     "check_scheduler_name": "schedulers",
-    "ModelCache": "loading", "load_backend": "loading", "load_upscaler": "loading",
+    "ModelCache": "loading", "load_backend": "loading", "load_stage": "loading",
     "detect_family": "loading", "resolve_device": "loading", "default_dtype": "loading",
     "model_source": "loading",
     "StableDiffusionBackend": "stable_diffusion", "SDXLBackend": "sdxl",
     "DeepFloydIFBackend": "deepfloyd_if",
+    "IFStageII": "super_resolution", "X4Upscaler": "super_resolution",
 }
 
 __all__ = list(_LAZY)

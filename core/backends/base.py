@@ -81,6 +81,10 @@ class Backend:
     def postprocess_x0(self, x0: torch.Tensor) -> torch.Tensor:
         return x0
 
+    def _model_input(self, z_t: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """The UNet input for rows of ``levels`` (super-resolution stages append their image)."""
+        return z_t
+
     def make_denoiser(self, cond: Conditioning, guidance: float,
                       micro_batch: int | None = None) -> Callable:
         """denoiser(z_t, t, levels) -> x̂0 for core.sampler (docs/architecture.md)."""
@@ -94,7 +98,7 @@ class Backend:
             idx = torch.as_tensor(levels, device=self.device).long()
             rows = {k: v[idx] for k, v in cond.cond.items()}
             out = guided_prediction(
-                self._unet, z_t.to(self.device, self.dtype), t_b, rows,
+                self._unet, self._model_input(z_t.to(self.device, self.dtype), idx), t_b, rows,
                 cond.uncond if use_cfg else None, guidance, micro_batch,
             )
             out = out[:, : z_t.shape[1]].float()  # learned-variance models: first C = ε
@@ -112,11 +116,40 @@ class Backend:
         """Samples (N, C, h, w) -> images (N, 3, H, W) float32 in [0, 1] on the CPU."""
         raise NotImplementedError
 
+    def pixel_blending(self, denoiser: Callable, zoom: int, fraction: float,
+                       micro_batch: int | None = None) -> Callable:
+        """Pixel models already blend pixels: nothing to add (see LatentBackend)."""
+        return denoiser
+
     def preview(self, x: torch.Tensor) -> np.ndarray:
         """Cheap (N, h, w, 3) float32 [0, 1] preview of samples (no VAE)."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------- super-resolution
+    #: the ×4 stages this family offers, in order (kinds of super_resolution.STAGES)
+    upscale_stages: tuple[str, ...] = ("x4",)
+    #: upscale factor when the settings leave it open (1: the sampled size)
+    default_upscale = 1
+
+    def upscale_plan(self, factor: int | None, models: str | None = None) -> list[tuple[str, str]]:
+        """[(stage kind, model)] for ×``factor``; checks the models now, before sampling."""
+        from .upscale import upscale_plan
+
+        return upscale_plan(self, factor, models)
+
+    def upscale(self, images: torch.Tensor, cond: Conditioning, prompts: list[str],
+                negative_prompt: str, plan: list[tuple[str, str]], **kw) -> torch.Tensor:
+        """(N, 3, h, w) consistent images in [0, 1] -> (N, 3, 4^k h, 4^k w), every ×4 stage
+        sampled jointly (blend + Π_noise at every step), conditioned per level on the
+        previous stage's image. Keywords: see ``core.backends.upscale.upscale``."""
+        from .upscale import upscale
+
+        return upscale(self, images, cond, prompts, negative_prompt, plan, **kw)
+
     def release(self) -> None:
+        for stage in getattr(self, "_stages", {}).values():
+            stage.release()
+        self._stages = {}
         self.pipe = self.unet = None
 
 
@@ -146,12 +179,45 @@ class LatentBackend(Backend):
         return vae
 
     @torch.no_grad()
-    def encode_photo(self, image: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:
+        """Images (N, 3, H, W) in [-1, 1] -> latents (N, C, h, w) float32 on the device: the
+        latent mean (deterministic: the images are data, not samples), scaled."""
         vae = self._vae()
-        dist = vae.encode(image.to(self.device, vae.dtype)).latent_dist
-        lat = dist.mean.float()  # the mean: deterministic, the photo is data, not a sample
         shift = getattr(vae.config, "shift_factor", None) or 0.0
-        return ((lat - shift) * vae.config.scaling_factor)[0]
+        x = images.to(self.device, vae.dtype)
+        lat = torch.cat([vae.encode(x[s]).latent_dist.mean.float()
+                         for s in batch_slices(x.shape[0], micro_batch)])
+        return (lat - shift) * vae.config.scaling_factor
+
+    def encode_photo(self, image: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:
+        return self.encode(image, micro_batch)[0]
+
+    def pixel_blending(self, denoiser: Callable, zoom: int, fraction: float,
+                       micro_batch: int | None = None) -> Callable:
+        """``denoiser`` whose x̂0 is blended in pixel space for t < fraction · T:
+        x̂0 <- Enc(Π_image(Blending(Dec(x̂0)))).
+
+        Latent blending (the sampler's) assumes Dec(D_p z) ≈ D_p(Dec z): that the VAE commutes
+        with the zoom stack's downsampling, which no VAE does exactly (benchmarks/latent_blend.py
+        measures the gap). This option makes the late, detail-forming steps consistent where it
+        matters — in the pixels — at the cost of N decodes and encodes per step. The sampler
+        still blends the re-encoded latents afterwards (nearly a fixed point).
+        """
+        if not fraction:
+            return denoiser
+        from ..zoom_stack import blend, render_image
+
+        t_max = float(fraction) * len(self.alphas_cumprod)
+
+        def blended(z_t: torch.Tensor, t, levels: torch.Tensor) -> torch.Tensor:
+            x0 = denoiser(z_t, t, levels)
+            whole_stack = torch.equal(levels.cpu(), torch.arange(len(levels)))
+            if float(t) >= t_max or len(levels) < 2 or not whole_stack:
+                return x0  # early steps, or one level at a time (the iterative ablation)
+            pixels = render_image(blend(self.decode(x0, micro_batch), zoom).clamp(0, 1), zoom)
+            return self.encode(pixels * 2 - 1, micro_batch).to(x0)
+
+        return blended
 
     @torch.no_grad()
     def decode(self, x: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:

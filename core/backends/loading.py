@@ -285,28 +285,43 @@ def load_backend(model: str, *, family: str | None = None, device: str | torch.d
     return _backend_class(fam)(pipe, dev, dtype, model)
 
 
-def check_upscaler(source: str) -> None:
-    """Fail fast (before sampling) when the IF stage II model is missing or not a stage II."""
+_STAGE_NAMES = {"IFSuperResolutionPipeline": "DeepFloyd IF stage II",
+                "StableDiffusionUpscalePipeline": "Stable Diffusion x4 upscaler"}
+
+
+def check_upscaler(source: str, pipeline: str = "IFSuperResolutionPipeline") -> None:
+    """Fail fast (before sampling) when a super-resolution model is missing or of another kind."""
+    what = _STAGE_NAMES.get(pipeline, pipeline)
     kind, where = model_source(source)
     if kind == "file":
-        raise InvalidInputError(f"upscaler {source!r} must be a DeepFloyd IF stage II folder or hub id")
+        raise InvalidInputError(f"upscaler {source!r} must be a {what} folder or hub id")
     index = os.path.join(where, "model_index.json") if kind == "folder" else _hub_file(where, "model_index.json")
-    if pipeline_class(index) != "IFSuperResolutionPipeline":
-        raise InvalidInputError(f"upscaler {source!r} is not a DeepFloyd IF stage II model")
+    if pipeline_class(index) != pipeline:
+        raise InvalidInputError(f"upscaler {source!r} is not a {what} model")
 
 
-def load_upscaler(backend, source: str) -> None:
-    """Attach DeepFloyd IF stage II ``source`` to an IF backend (no-op when already attached)."""
-    if backend.upscaler is not None and backend.upscaler_source == source:
-        return
-    backend.upscaler = None
-    check_upscaler(source)
-    # stage II reuses stage I's T5 embeddings: do not load a second T5-XXL
-    sr = load_pipeline(source, "if", backend.dtype, "IFSuperResolutionPipeline",
-                       text_encoder=None, tokenizer=None)
-    sr.to(backend.device)
-    sr.set_progress_bar_config(disable=True)
-    backend.upscaler, backend.upscaler_source = sr, source
+def load_stage(backend: Backend, kind: str, source: str) -> Backend:
+    """The super-resolution stage ``kind`` from ``source``, kept on ``backend`` for reuse."""
+    from .super_resolution import STAGES
+
+    stages = backend.__dict__.setdefault("_stages", {})
+    held = stages.get(kind)
+    if held is not None and held.source == source:
+        return held
+    if held is not None:
+        held.release()
+        stages.pop(kind)
+        free_device_memory()
+    cls = STAGES[kind]
+    check_upscaler(source, cls.pipeline_class)
+    extra = {"safety_checker": None, "feature_extractor": None, "watermarker": None}
+    if kind == "if-ii":  # stage II reuses stage I's T5 embeddings: no second T5-XXL
+        extra.update(text_encoder=None, tokenizer=None, requires_safety_checker=False)
+    pipe = load_pipeline(source, kind, backend.dtype, cls.pipeline_class, **extra)
+    pipe.to(backend.device)
+    pipe.set_progress_bar_config(disable=True)
+    stages[kind] = stage = cls(pipe, backend.device, backend.dtype, source)
+    return stage
 
 
 # --------------------------------------------------------------------------- cache

@@ -1,0 +1,109 @@
+"""The ×4 stages of ``Backend.upscale``: which models (the plan), and running them jointly.
+
+Each stage samples all N levels at once through ``core.sampler.sample_zoom_stack`` — the same
+Alg. 2 as stage I (blend + Π_image + Π_noise every step) — with the SR model's denoiser
+conditioned per level on the previous stage's zoom-consistent image. Its detail is therefore
+sampled consistently, and nothing has to be averaged afterwards (docs/backends.md measures
+why averaging independently upscaled levels is not good enough).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..errors import InvalidInputError, raise_if_cancelled
+from ..sampler import sample_zoom_stack
+from ..settings import UPSCALE_FACTORS, upscaler_models
+from .base import Backend, Conditioning
+from .loading import check_upscaler, load_stage
+from .schedulers import make_scheduler
+from .super_resolution import DEFAULT_MODELS, STAGES
+
+_FAMILY_NAMES = {"sd": "Stable Diffusion", "sdxl": "SDXL", "if": "DeepFloyd IF"}
+
+
+def stage_count(factor: int) -> int:
+    """Number of ×4 stages for an upscale factor (1 -> 0, 4 -> 1, 16 -> 2)."""
+    if factor not in UPSCALE_FACTORS:
+        raise InvalidInputError(f"upscale must be one of {', '.join(map(str, UPSCALE_FACTORS))}, got {factor!r}")
+    return UPSCALE_FACTORS.index(factor)
+
+
+def upscale_plan(backend: Backend, factor: int | None, models: str | None) -> list[tuple[str, str]]:
+    """[(stage kind, model)] for ×``factor`` on ``backend``'s family; each model is checked
+    now (missing or of the wrong kind -> one-line error before minutes of sampling).
+
+    ``models``: "none" (no upscaling), or comma-separated models for the stages in order
+    (missing ones: the stage's default model). ``factor`` None: the family's default.
+    """
+    names = upscaler_models(models)
+    if names == ["none"]:
+        if factor not in (None, 1):
+            raise InvalidInputError(f"upscaler 'none' contradicts upscale {factor}; give one of them")
+        return []
+    n = stage_count(backend.default_upscale if factor is None else factor)
+    offered = backend.upscale_stages
+    if n > len(offered):
+        allowed = ", ".join(str(f) for f in UPSCALE_FACTORS[: len(offered) + 1])
+        raise InvalidInputError(
+            f"upscale {factor} is not offered for {_FAMILY_NAMES.get(backend.family, backend.family)} "
+            f"models; choose {allowed}")
+    if n and len(names) > n:
+        raise InvalidInputError(f"{len(names)} upscaler models given for {n} ×4 stage(s)")
+    plan = [(kind, names[i] if i < len(names) else DEFAULT_MODELS[kind])
+            for i, kind in enumerate(offered[:n])]
+    for kind, source in plan:
+        check_upscaler(source, STAGES[kind].pipeline_class)
+    return plan
+
+
+def stage_seed(seed: int, stage: int) -> int:
+    """The generator seed of ×4 stage ``stage`` (0-based): distinct from stage I's."""
+    return (int(seed) * 1_000_003 + 7919 * (stage + 1)) % 2**63
+
+
+@torch.no_grad()
+def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts: list[str],
+            negative_prompt: str, plan: list[tuple[str, str]], *, zoom: int, scheduler: str,
+            steps: int, seed: int, micro_batch: int | None = None,
+            progress: Callable[[str, int, int], None] | None = None,
+            cancel=None) -> torch.Tensor:
+    """Run the ×4 stages of ``plan`` jointly on consistent images (N, 3, h, w) in [0, 1].
+
+    Each stage: load (cached on the backend) -> its own conditioning -> per-level low-res
+    conditioning with zoom-consistent noise augmentation -> ``sample_zoom_stack`` with
+    ``scheduler`` (a name) for min(steps, stage default) steps -> decode to [0, 1] pixels.
+    ``progress(phase, step, total)``: "loading model", then "super-resolution" per step.
+    ``cancel`` raises ``Cancelled`` within one SR step.
+    """
+    def report(phase: str, step: int, total: int) -> None:
+        if progress is not None:
+            progress(phase, step, total)
+
+    for i, (kind, source) in enumerate(plan):
+        raise_if_cancelled(cancel)
+        report("loading model", 0, 1)
+        stage = load_stage(backend, kind, source)
+        report("loading model", 1, 1)
+        stage_cond = stage.conditioning(list(prompts), negative_prompt, cond)
+        generator = torch.Generator("cpu").manual_seed(stage_seed(seed, i))
+        stage.prepare(images, zoom, generator)
+        n_steps = min(int(steps), stage.default_steps)
+        report("super-resolution", 0, n_steps)
+        result = sample_zoom_stack(
+            stage.make_denoiser(stage_cond, stage.guidance, micro_batch),
+            make_scheduler(scheduler, stage.scheduler_config),
+            num_levels=images.shape[0], zoom=zoom,
+            shape=stage.sample_shape(images.shape[-2], images.shape[-1]),
+            num_inference_steps=n_steps, generator=generator,
+            callback=lambda step, total, _layers: report("super-resolution", step, total),
+            cancel=cancel, device=stage.device, dtype=torch.float32,
+        )
+        raise_if_cancelled(cancel)
+        images = stage.decode(result.images, micro_batch)
+    return images
+
+
+__all__ = ["stage_count", "stage_seed", "upscale", "upscale_plan"]

@@ -1,0 +1,292 @@
+"""×4 super-resolution stages sampled jointly: tiling, blending, tiny IF stage II and x4-upscaler
+pipelines end to end (CLI), determinism, cancel, the backend hook."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import core.generate as gen_mod
+from core import cli
+from core.analytic import GaussianFieldDenoiser, SuperResolutionDenoiser, band_energies, seam_ratio
+from core.backends.loading import ModelCache
+from core.backends.super_resolution import X4Upscaler, tile_starts, tiled_unet
+from core.errors import InvalidInputError, ModelNotFoundError
+from core.generate import consolidate_pixels, generate
+from core.sampler import sample_zoom_stack
+from core.settings import GenerateSettings
+from core.stack_io import ZoomStack
+from core.zoom_stack import blend, blend_coarse, crop_centre, downsample, laplacian_pyramid, render_image
+from tests.test_cli import _interrupt_when
+from tests.tiny_models import make_tiny_if, make_tiny_sd, make_tiny_x4_upscaler
+
+PROMPTS = ["a forest", "a tree", "a leaf"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_sr")
+    s1, s2 = make_tiny_if(root / "if")
+    return {"sd": make_tiny_sd(root / "sd"), "if": s1, "if2": s2,
+            "x4": make_tiny_x4_upscaler(root / "x4")}
+
+
+@pytest.fixture(scope="module")
+def cache():
+    c = ModelCache()
+    yield c
+    c.release()
+
+
+def inconsistency(layers: np.ndarray, zoom: int = 2) -> float:
+    x = torch.from_numpy(np.asarray(layers, np.float32)).permute(0, 3, 1, 2)
+    return float((crop_centre(x[:-1], zoom) - downsample(x[1:], zoom)).abs().max())
+
+
+# ------------------------------------------------------------------------------- tiling
+def test_tile_starts_cover_with_overlap():
+    assert tile_starts(64, 128, 16) == [0]
+    starts = tile_starts(100, 32, 8)
+    assert starts[0] == 0 and starts[-1] == 100 - 32
+    assert all(b - a <= 32 - 8 for a, b in zip(starts, starts[1:]))
+
+
+def test_tiled_unet_pointwise_model_is_exact():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(5, 3, 1)
+
+    def model(x, t, *, emb):
+        return conv(x) * (1 + t.view(-1, 1, 1, 1)) + emb.view(-1, 1, 1, 1)
+
+    x, t, emb = torch.randn(2, 5, 40, 56), torch.tensor([0.5, 2.0]), torch.tensor([1.0, -1.0])
+    with torch.no_grad():
+        full = model(x, t, emb=emb)
+        for mb in (None, 3):
+            tiled = tiled_unet(model, 16, 4, micro_batch=mb)(x, t, emb=emb)
+            torch.testing.assert_close(tiled, full, atol=1e-5, rtol=1e-5)
+
+
+def test_tiled_unet_local_model_leaves_no_seams():
+    """A 3x3 convolution is wrong at a tile's own edge (zero padding); the ramps hide it."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+    x = torch.nn.functional.interpolate(torch.randn(1, 3, 12, 12), (64, 64), mode="bilinear")
+    with torch.no_grad():
+        full = conv(x)
+        tiled = tiled_unet(lambda x, t: conv(x), 24, 8)(x, torch.zeros(1))
+        hard = tiled_unet(lambda x, t: conv(x), 24, 1)(x, torch.zeros(1))  # no feathering
+    err, err_hard = (tiled - full).abs(), (hard - full).abs()
+    assert err.max() < 0.1 * err_hard.max()
+    assert err.mean() < 0.01 * full.abs().mean()
+
+
+# ----------------------------------------------------------------------------- blending
+def test_invented_bands_of_coarser_levels_stay_out_of_known_bands():
+    torch.manual_seed(0)
+    layers = torch.nn.functional.interpolate(torch.randn(3, 3, 8, 8), (32, 32), mode="bilinear")
+    images = render_image(layers, 2)
+    for s in (0, 2):  # a consistent stack is still a fixed point
+        torch.testing.assert_close(render_image(blend(images, 2, invented_bands=s), 2), images,
+                                   atol=1e-5, rtol=0)
+    # level 0's upscaler invents fine detail (its two finest bands) of its own
+    noisy = images.clone()
+    noisy[:1] += 0.3 * _fine(torch.randn(1, 3, 32, 32))
+
+    def known_part_change(**kw):  # how much layer 1's stage-I bands (>= 2) move
+        change = (blend(noisy, 2, **kw) - blend(images, 2, **kw))[1:2]
+        return float((change - _fine(change)).pow(2).mean())
+
+    plain, sr = known_part_change(), known_part_change(invented_bands=2)
+    assert sr < 0.3 * plain  # plain blending averages the guess into what layer 1 knows
+
+
+def _fine(x):
+    """The two finest Laplacian bands of x, collapsed (x minus its twice-reduced remainder)."""
+    from core.zoom_stack import _detail
+
+    return _detail(x, 2, 2)
+
+
+def test_consolidation_keeps_each_levels_detail_bands():
+    torch.manual_seed(0)
+    base = render_image(torch.nn.functional.interpolate(torch.rand(3, 3, 4, 4), (32, 32),
+                                                        mode="bilinear"), 2)
+    detail = torch.nn.functional.interpolate(torch.randn(3, 3, 16, 16), (32, 32), mode="bilinear")
+    x = (base * 0.6 + 0.2 + 0.1 * detail).clamp(0, 1)  # independent detail per level
+    for bands in (0, 2):
+        out = consolidate_pixels(x, 2, detail_bands=bands)
+        assert inconsistency(out.permute(0, 2, 3, 1).numpy()) < 1e-5
+    own = band_energies(x, 2, 2)[1]
+    kept = band_energies(consolidate_pixels(x, 2, detail_bands=2), 2, 2)[1]
+    averaged = band_energies(consolidate_pixels(x, 2), 2, 2)[1]
+    assert kept > 0.88 * own and averaged < 0.8 * own  # (measured: 0.92 and 0.74)
+    torch.testing.assert_close(blend_coarse(x, 2, 0), blend(x, 2))
+
+
+def test_joint_sr_keeps_detail_that_consolidation_averages_away():
+    """The synthetic SR benchmark, small: 16 px base, 4x, N = 3, p = 2 (docs: N = 5, 64 px)."""
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    ratios, seams = {"before": [], "after": []}, {"before": [], "after": []}
+    for seed in range(2):
+        g = torch.Generator().manual_seed(seed)
+        base = sample_zoom_stack(GaussianFieldDenoiser((3, 16, 16), sched.alphas_cumprod), sched,
+                                 num_levels=3, zoom=2, shape=(3, 16, 16),
+                                 num_inference_steps=20, generator=g).images
+        sr = SuperResolutionDenoiser(base, 4, sched.alphas_cumprod)
+        kw = dict(num_levels=3, zoom=2, shape=(3, 64, 64), num_inference_steps=20, generator=g)
+        indep = sample_zoom_stack(sr, sched, mode="independent", **kw).images
+        joint = sample_zoom_stack(sr, sched, **kw).images
+        before = render_image(blend(indep, 2), 2)
+        ref = band_energies(indep, 2, 2)
+        for name, x in (("before", before), ("after", joint)):
+            ratios[name].append([e / r for e, r in zip(band_energies(x, 2, 2), ref)])
+            seams[name].append(seam_ratio(x, 2))
+    before, after = np.mean(ratios["before"], 0), np.mean(ratios["after"], 0)
+    assert before[1] < 0.8  # averaging independent detail loses energy ...
+    assert after.min() > 0.85 and after[1] > before[1] + 0.1  # ... joint SR keeps it
+    assert np.mean(seams["after"]) < 1.5
+
+
+# ------------------------------------------------------------------- settings and plan
+def test_upscale_settings_validation():
+    s = GenerateSettings(prompts=["a"], upscale="x4").validate()
+    assert s.upscale == 4
+    assert GenerateSettings(prompts=["a"], upscale="none").validate().upscale == 1
+    with pytest.raises(InvalidInputError, match="upscale must be one of 1, 4, 16"):
+        GenerateSettings(prompts=["a"], upscale=8).validate()
+    with pytest.raises(InvalidInputError, match="DeepFloyd IF only"):
+        GenerateSettings(prompts=["a"], upscale=16).validate()
+    with pytest.raises(InvalidInputError, match="contradicts"):
+        GenerateSettings(prompts=["a"], upscale=4, upscaler="none").validate()
+    with pytest.raises(InvalidInputError, match="pixel blend"):
+        GenerateSettings(prompts=["a"], pixel_blend=2.0).validate()
+
+
+def test_upscale_plan_checks_models_before_sampling(tiny, cache, monkeypatch):
+    seen = []
+    monkeypatch.setattr(gen_mod, "sample_zoom_stack", lambda *a, **k: seen.append(1))
+    with pytest.raises(ModelNotFoundError, match="stable-diffusion-x4-upscaler"):
+        generate(GenerateSettings(prompts=PROMPTS, model=tiny["sd"], upscale=4, steps=1),
+                 models=cache)
+    with pytest.raises(InvalidInputError, match="not a Stable Diffusion x4 upscaler"):
+        generate(GenerateSettings(prompts=PROMPTS, model=tiny["sd"], upscale=4,
+                                  upscaler=tiny["if2"], steps=1), models=cache)
+    with pytest.raises(InvalidInputError, match="2 upscaler models given for 1"):
+        generate(GenerateSettings(prompts=PROMPTS, model=tiny["sd"], upscale=4, steps=1,
+                                  upscaler=f"{tiny['x4']},{tiny['x4']}"), models=cache)
+    assert not seen
+
+
+def test_generate_has_no_family_branches():
+    src = inspect.getsource(gen_mod)
+    for word in ("deepfloyd", "family ==", '"if"', "super_resolve", "from .backends.sdxl",
+                 "from .backends.stable_diffusion"):
+        assert word not in src, word
+
+
+# ------------------------------------------------------------------------ end to end
+def _cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _load_pngs(folder) -> np.ndarray:
+    from PIL import Image
+
+    stack = ZoomStack.load(folder)
+    return np.stack([np.asarray(Image.open(folder / name)) for name in stack.manifest["layers"]])
+
+
+@pytest.mark.parametrize("family", ["if", "sd"])
+def test_cli_upscale_end_to_end(tiny, capsys, tmp_path, family):
+    """IF stage II (8 -> 32 px) and SD + x4 upscaler (32 -> 128 px) through the CLI."""
+    model, size, upscaler = {"if": (tiny["if"], 8, tiny["if2"]),
+                             "sd": (tiny["sd"], 32, tiny["x4"])}[family]
+    argv = ["generate", "--model", model, "--size", size, "--upscale", "4", "--upscaler",
+            upscaler, "--steps", "2", "--seed", "5", "--device", "cpu", "--quiet",
+            "--prompt", "a forest", "--prompt", "a tree", "--prompt", "a leaf"]
+    code, _, err = _cli(capsys, *argv, "--out", tmp_path / "a")
+    assert code == 0, err
+    pngs = _load_pngs(tmp_path / "a")
+    assert pngs.shape == (3, 4 * size, 4 * size, 3)
+    m = ZoomStack.load(tmp_path / "a").manifest
+    assert (m["width"], m["height"], m["sample_width"], m["sample_height"], m["upscale"]) == (
+        4 * size, 4 * size, size, size, 4)
+    assert m["upscaler"] == upscaler
+    # consistent after 8-bit rounding: centre of PNG i = D_p(PNG i+1) to a rounding step
+    assert inconsistency(pngs / 255.0) <= 1 / 255 + 1e-6
+    code, _, err = _cli(capsys, *argv, "--out", tmp_path / "b")
+    assert code == 0, err
+    np.testing.assert_array_equal(_load_pngs(tmp_path / "b"), pngs)  # same seed, same pixels
+
+
+def test_if_sixteen_times_through_both_stages(tiny, cache):
+    s = GenerateSettings(prompts=PROMPTS[:2], model=tiny["if"], width=8, height=8, steps=2,
+                         upscale=16, upscaler=f"{tiny['if2']},{tiny['x4']}")
+    events = []
+    stack = generate(s, models=cache, progress=lambda *a: events.append(a[:3]))
+    assert stack.layers.shape == (2, 128, 128, 3) and inconsistency(stack.layers) < 1e-5
+    assert stack.manifest["upscale"] == 16 and stack.manifest["sample_width"] == 8
+    assert [e for e in events if e[0] == "super-resolution"].count(("super-resolution", 2, 2)) == 2
+
+
+def test_sr_tiles_are_blended_without_seams(tiny, cache, monkeypatch):
+    """x4 latents of 32 px in 16 px tiles (overlap 6): the tile grid leaves no visible edge."""
+    s = GenerateSettings(prompts=PROMPTS[:2], model=tiny["sd"], width=32, height=32, steps=2,
+                         upscale=4, upscaler=tiny["x4"], seed=1)
+    whole = generate(s, models=cache, consolidate=False).layers
+    monkeypatch.setattr(X4Upscaler, "tile_size", 16)
+    monkeypatch.setattr(X4Upscaler, "tile_overlap", 6)
+    from diffusers import UNet2DConditionModel
+
+    calls, real = [], UNet2DConditionModel.forward
+    monkeypatch.setattr(UNet2DConditionModel, "forward",
+                        lambda self, x, *a, **k: calls.append(tuple(x.shape)) or real(self, x, *a, **k))
+    tiled = generate(s, models=cache, consolidate=False).layers
+    assert {c[1:] for c in calls if c[1] == 7} == {(7, 16, 16)}  # the upscaler saw tiles only
+    x = torch.from_numpy(tiled).permute(0, 3, 1, 2)
+    # at the tile borders (latent 16 -> pixel 64) no edge shows:
+    dx = (x[..., 1:] - x[..., :-1]).pow(2).mean(dim=(0, 1, 2))  # per column boundary
+    starts = tile_starts(32, 16, 6)
+    borders = sorted({4 * (a + 16) - 1 for a in starts[:-1]} | {4 * a - 1 for a in starts[1:]})
+    assert float(dx[borders].mean() / dx.mean()) < 1.5
+    assert np.abs(tiled - whole).mean() < 0.1  # and the picture is the untiled one, nearly
+
+
+def test_cancel_during_super_resolution_writes_nothing(tiny, capsys, tmp_path, monkeypatch):
+    in_sr, phases = threading.Event(), []
+
+    def watched(settings, *, progress=None, cancel=None, models=None):
+        def spy(phase, step, total, preview=None):
+            phases.append(phase)
+            if phase == "super-resolution" and step == 1:
+                in_sr.set()
+                threading.Event().wait(1.0)  # let the Ctrl-C arrive mid-stage
+            progress(phase, step, total, preview)
+        return gen_mod.generate(settings, progress=spy, cancel=cancel, models=models)
+
+    monkeypatch.setattr(cli, "_load_generate", lambda: watched)
+    t = _interrupt_when(in_sr)
+    code, out, err = _cli(capsys, "generate", "--model", tiny["if"], "--size", "8", "--upscale",
+                          "--upscaler", tiny["if2"], "--steps", "4", "--device", "cpu",
+                          "--prompt", "a", "--prompt", "b", "--out", tmp_path / "o")
+    t.join()
+    assert code == 130 and "nothing was written" in err
+    assert "super-resolution" in phases and "consolidating" not in phases
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_pixel_space_blending_option(tiny, cache):
+    s = dict(prompts=PROMPTS, model=tiny["sd"], steps=3, scheduler="ddim", width=32, height=32)
+    latent = generate(GenerateSettings(**s), models=cache, consolidate=False).layers
+    pixel = generate(GenerateSettings(**s, pixel_blend=1.0), models=cache, consolidate=False).layers
+    assert np.abs(pixel - latent).max() > 1e-3  # decode -> blend -> encode ran
+    done = generate(GenerateSettings(**s, pixel_blend=0.5), models=cache)
+    assert inconsistency(done.layers) < 1e-5
