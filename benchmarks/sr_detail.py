@@ -8,12 +8,14 @@ its band"), then turned into a zoom-consistent stack by:
 * before — ``independent_blend_all``: every level upscaled on its own, then the old final pass
   (Π_image ∘ Blending in pixel space, all bands averaged);
   ``independent_render_only``: the same without blending (Π_image alone);
-* after — ``joint``: the SR model's denoiser through sample_zoom_stack (blend + Π_noise at
-  every SR step, per-level conditioning), no final averaging needed;
-  ``joint+disagreement_*``: the joint result with independent per-level noise of std
-  ``--disagreement`` (a decoder's rounding-level disagreement), then a final pass that blends
-  all bands / only the coarse bands (the 2 finest, i.e. the SR octaves, kept per level) /
-  nothing (render only).
+* after — the SR model's denoiser through sample_zoom_stack (blend + Π_noise at every SR
+  step, per-level conditioning), no final averaging needed: ``joint_plain_blend`` with the
+  stage-I blending, ``joint_sr_blend`` with the SR stage's blending (``laplacian-sr2``: a
+  coarser level's invented bands are not averaged into bands the finer level knows from
+  stage I, except in a 2 px rim); ``joint_sr+disagreement_*``: that result with independent
+  per-level noise of std ``--disagreement`` (a decoder's rounding-level disagreement), then
+  a final pass that blends all bands / only the coarse bands (the 2 finest, i.e. the SR
+  octaves, kept per level) / nothing (render only).
 
 Metrics: ``energy_band_k`` = energy of Laplacian band k (1 = finest) ÷ that of the
 independently upscaled levels (the SR model's own detail; same sampler, so its
@@ -42,7 +44,7 @@ from diffusers import DDPMScheduler  # noqa: E402
 from core.analytic import (GaussianFieldDenoiser, SuperResolutionDenoiser,  # noqa: E402
                            band_energies, inconsistency, seam_ratio)
 from core.sampler import sample_zoom_stack  # noqa: E402
-from core.zoom_stack import blend, blend_coarse, render_image  # noqa: E402
+from core.zoom_stack import blend, blend_coarse, render_image, sr_blend_method  # noqa: E402
 
 BANDS = 3
 
@@ -59,15 +61,19 @@ def run_seed(seed: int, args, scheduler) -> dict[str, torch.Tensor]:
                               num_inference_steps=args.steps, generator=g, mode="independent").images
     joint = sample_zoom_stack(sr, scheduler, num_levels=n, zoom=p, shape=shape,
                               num_inference_steps=args.steps, generator=g).images
-    noisy = joint + args.disagreement * torch.randn(joint.shape, generator=g)
+    joint_sr = sample_zoom_stack(sr, scheduler, num_levels=n, zoom=p, shape=shape,
+                                 num_inference_steps=args.steps, generator=g,
+                                 blending=sr_blend_method(p)).images
+    noisy = joint_sr + args.disagreement * torch.randn(joint_sr.shape, generator=g)
     return {
         "reference_independent_unconsolidated": indep,
         "independent_blend_all": render_image(blend(indep, p), p),
         "independent_render_only": render_image(indep, p),
-        "joint": joint,
-        "joint+disagreement_blend_all": render_image(blend(noisy, p), p),
-        "joint+disagreement_blend_coarse": render_image(blend_coarse(noisy, p, 2), p),
-        "joint+disagreement_render_only": render_image(noisy, p),
+        "joint_plain_blend": joint,
+        "joint_sr_blend": joint_sr,
+        "joint_sr+disagreement_blend_all": render_image(blend(noisy, p), p),
+        "joint_sr+disagreement_blend_coarse": render_image(blend_coarse(noisy, p, 2), p),
+        "joint_sr+disagreement_render_only": render_image(noisy, p),
     }
 
 

@@ -4,7 +4,10 @@ Each stage samples all N levels at once through ``core.sampler.sample_zoom_stack
 Alg. 2 as stage I (blend + Π_image + Π_noise every step) — with the SR model's denoiser
 conditioned per level on the previous stage's zoom-consistent image. Its detail is therefore
 sampled consistently, and nothing has to be averaged afterwards (docs/backends.md measures
-why averaging independently upscaled levels is not good enough).
+why averaging independently upscaled levels is not good enough). The blending is the SR
+variant ``laplacian-sr*`` (core.zoom_stack.blend): a coarser level's upscaler invents the
+octaves above its own input, which in a finer level's footprint that level knows from its
+input, so there those guesses are not averaged in.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from ..errors import InvalidInputError, raise_if_cancelled
 from ..sampler import sample_zoom_stack
 from ..settings import UPSCALE_FACTORS, upscaler_models
+from ..zoom_stack import sr_blend_method
 from .base import Backend, Conditioning
 from .loading import check_upscaler, load_stage
 from .schedulers import make_scheduler
@@ -97,7 +101,7 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
             make_scheduler(scheduler, stage.scheduler_config),
             num_levels=images.shape[0], zoom=zoom,
             shape=stage.sample_shape(images.shape[-2], images.shape[-1]),
-            num_inference_steps=n_steps, generator=generator,
+            num_inference_steps=n_steps, generator=generator, blending=sr_blend_method(zoom),
             callback=lambda step, total, _layers: report("super-resolution", step, total),
             cancel=cancel, device=stage.device, dtype=torch.float32,
         )
