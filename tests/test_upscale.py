@@ -239,7 +239,7 @@ def test_if_sixteen_times_through_both_stages(tiny, cache):
 
 def test_sr_tiles_are_blended_without_seams(tiny, cache, monkeypatch):
     """x4 latents of 32 px in 16 px tiles (overlap 6): the tile grid leaves no visible edge."""
-    s = GenerateSettings(prompts=PROMPTS[:2], model=tiny["sd"], width=32, height=32, steps=2,
+    s = GenerateSettings(prompts=PROMPTS[:2], model=tiny["sd"], width=32, height=32, steps=1,
                          upscale=4, upscaler=tiny["x4"], seed=1)
     whole = generate(s, models=cache, consolidate=False).layers
     monkeypatch.setattr(X4Upscaler, "tile_size", 16)
@@ -284,7 +284,7 @@ def test_cancel_during_super_resolution_writes_nothing(tiny, capsys, tmp_path, m
 
 
 def test_pixel_space_blending_option(tiny, cache):
-    s = dict(prompts=PROMPTS, model=tiny["sd"], steps=3, scheduler="ddim", width=32, height=32)
+    s = dict(prompts=PROMPTS[:2], model=tiny["sd"], steps=2, scheduler="ddim", width=32, height=32)
     latent = generate(GenerateSettings(**s), models=cache, consolidate=False).layers
     pixel = generate(GenerateSettings(**s, pixel_blend=1.0), models=cache, consolidate=False).layers
     assert np.abs(pixel - latent).max() > 1e-3  # decode -> blend -> encode ran
