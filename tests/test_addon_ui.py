@@ -263,7 +263,15 @@ def test_sub_panels_tooltips_enums_from_core_and_poll_messages(ur):
         p10.prompts.add().text = "my own prompt"
         bpy.ops.p10.preset_load(name="galaxy", mode="APPEND")
         appended = [i.text for i in p10.prompts]
+        upscale_items = [i.identifier for i in rna["upscale"].enum_items]
+        props = addon().p10_blender.properties
+        as_settings = [props.settings_dict(p10)["upscale"]]
+        p10.upscale = "4"
+        as_settings.append(props.settings_dict(p10)["upscale"])
+        props.apply_settings(p10, {"upscale": "x16"})
+        as_settings.append(p10.upscale)
         emit(drawn=drawn, missing=missing, enums=enums, polls=polls, appended=appended,
+             upscale=[upscale_items, [str(f) for f in core_settings.UPSCALE_FACTORS], as_settings],
              core=[[str(z) for z in core_geometry.ZOOM_FACTORS], list(core_settings.SCHEDULERS),
                    list(core_settings.DEVICES)],
              subtypes={k: rna[k].subtype for k in ("model", "output_dir")})
@@ -285,3 +293,7 @@ def test_sub_panels_tooltips_enums_from_core_and_poll_messages(ur):
     assert "Nothing is running" in polls["cancel"]
     assert "load or generate one first" in polls["make_video"]
     assert out["appended"][0] == "my own prompt" and len(out["appended"]) == 17
+    # the super-resolution setting: a field of the Sampling sub-panel, items from core
+    assert ["prop", "upscale"] in drawn["P10_PT_sampling"][2]
+    items, factors, as_settings = out["upscale"]
+    assert items == ["0"] + factors and as_settings == [None, 4, "16"]
