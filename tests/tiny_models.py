@@ -86,14 +86,17 @@ def _clip_text(with_projection: bool = False):
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg).eval()
 
 
-def _vae():
+def _vae(blocks: int = 4, **extra):
     from diffusers import AutoencoderKL
 
-    # four blocks -> scale factor 8 like the real VAEs; 8..16 channels keep it fast
+    # four blocks -> scale factor 8 like the real VAEs (three: 4, the x4 upscaler's);
+    # 8..16 channels keep it fast
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16),
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=1, norm_num_groups=4, sample_size=64,
+        in_channels=3, out_channels=3, latent_channels=4,
+        block_out_channels=(8, 8, 16, 16)[:blocks],
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        layers_per_block=1, norm_num_groups=4, sample_size=extra.pop("sample_size", 64), **extra,
     ).eval()
 
 
@@ -226,8 +229,8 @@ def make_tiny_if(path) -> tuple[str, str]:
 def make_tiny_x4_upscaler(path) -> str:
     """Save a tiny ``StableDiffusionUpscalePipeline`` (latents at the input size, VAE factor 4,
     v-prediction, noise-level class embedding) like stabilityai/stable-diffusion-x4-upscaler."""
-    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler,
-                           StableDiffusionUpscalePipeline, UNet2DConditionModel)
+    from diffusers import (DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline,
+                           UNet2DConditionModel)
 
     path = Path(path)
     torch.manual_seed(0)
@@ -237,13 +240,8 @@ def make_tiny_x4_upscaler(path) -> str:
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=TEXT_DIM,
         attention_head_dim=8, norm_num_groups=32, num_class_embeds=1000,
     ).eval()
-    vae = AutoencoderKL(  # three blocks -> factor 4 like the real upscaler's VAE
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        layers_per_block=1, norm_num_groups=4, sample_size=128, scaling_factor=0.08333,
-    ).eval()
     pipe = StableDiffusionUpscalePipeline(
-        vae=vae, text_encoder=_clip_text(), tokenizer=_clip_tokenizer(), unet=unet,
+        vae=_vae(3, sample_size=128, scaling_factor=0.08333), text_encoder=_clip_text(), tokenizer=_clip_tokenizer(), unet=unet,
         low_res_scheduler=DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.0001,
                                         beta_end=0.02),
         scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02,

@@ -314,10 +314,7 @@ def load_stage(backend: Backend, kind: str, source: str) -> Backend:
         free_device_memory()
     cls = STAGES[kind]
     check_upscaler(source, cls.pipeline_class)
-    extra = {"safety_checker": None, "feature_extractor": None, "watermarker": None}
-    if kind == "if-ii":  # stage II reuses stage I's T5 embeddings: no second T5-XXL
-        extra.update(text_encoder=None, tokenizer=None, requires_safety_checker=False)
-    pipe = load_pipeline(source, kind, backend.dtype, cls.pipeline_class, **extra)
+    pipe = load_pipeline(source, kind, backend.dtype, cls.pipeline_class, **cls.load_kwargs)
     pipe.to(backend.device)
     pipe.set_progress_bar_config(disable=True)
     stages[kind] = stage = cls(pipe, backend.device, backend.dtype, source)

@@ -101,8 +101,9 @@ def tiled_unet(model: Callable[..., torch.Tensor], tile: int | None, overlap: in
 class SuperResolutionStage:
     """Mixin: per-level low-res conditioning, noise augmentation, tiling, joint sampling."""
 
-    #: diffusers pipeline class of the stage's model folder
+    #: diffusers pipeline class of the stage's model folder, and its from_pretrained extras
     pipeline_class = ""
+    load_kwargs = {"safety_checker": None, "feature_extractor": None, "watermarker": None}
     #: output pixels per input pixel
     factor = 4
     noise_level = 0
@@ -113,7 +114,13 @@ class SuperResolutionStage:
     tile_size = 256
     tile_overlap = 32
 
-    _low_res: torch.Tensor | None = None
+    _low_res: torch.Tensor | None = None  # (N, 3, ...) per-level conditioning image
+    _micro_batch: int | None = None
+
+    @property
+    def channels(self) -> int:
+        """Channels of the sample (the UNet input also holds the conditioning image)."""
+        return self.sample_channels
 
     def sample_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """(C, H, W) the stage samples for a (height, width) px input."""
@@ -151,8 +158,6 @@ class SuperResolutionStage:
         return tiled_unet(call, self.tile_size, self.tile_overlap, self._micro_batch)(
             x, t, encoder_hidden_states=encoder_hidden_states)
 
-    _micro_batch: int | None = None
-
     def make_denoiser(self, cond: Conditioning, guidance: float,
                       micro_batch: int | None = None) -> Callable:
         self._micro_batch = micro_batch
@@ -167,6 +172,9 @@ class IFStageII(SuperResolutionStage, DeepFloydIFBackend):
 
     family = "if"
     pipeline_class = "IFSuperResolutionPipeline"
+    # stage II reuses stage I's T5 embeddings: no second T5-XXL
+    load_kwargs = {**SuperResolutionStage.load_kwargs, "text_encoder": None, "tokenizer": None,
+                   "requires_safety_checker": False}
     noise_level = 250
     guidance = 4.0
     tile_size = 256
@@ -202,10 +210,6 @@ class X4Upscaler(SuperResolutionStage, StableDiffusionBackend):
     @property
     def sample_channels(self) -> int:
         return int(self.pipe.vae.config.latent_channels)
-
-    @property
-    def channels(self) -> int:
-        return self.sample_channels
 
     def conditioning(self, prompts, negative_prompt, stage_one):
         return self.encode_prompts(prompts, negative_prompt, height=0, width=0)
