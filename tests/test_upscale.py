@@ -20,7 +20,8 @@ from core.generate import consolidate_pixels, generate
 from core.sampler import sample_zoom_stack
 from core.settings import GenerateSettings
 from core.stack_io import ZoomStack
-from core.zoom_stack import blend, blend_coarse, crop_centre, downsample, laplacian_pyramid, render_image
+from core.zoom_stack import (blend, blend_coarse, crop_centre, downsample, render_image,
+                             sr_blend_method)
 from tests.test_cli import _interrupt_when
 from tests.tiny_models import make_tiny_if, make_tiny_sd, make_tiny_x4_upscaler
 
@@ -141,7 +142,7 @@ def test_joint_sr_keeps_detail_that_consolidation_averages_away():
         sr = SuperResolutionDenoiser(base, 4, sched.alphas_cumprod)
         kw = dict(num_levels=3, zoom=2, shape=(3, 64, 64), num_inference_steps=20, generator=g)
         indep = sample_zoom_stack(sr, sched, mode="independent", **kw).images
-        joint = sample_zoom_stack(sr, sched, **kw).images
+        joint = sample_zoom_stack(sr, sched, blending=sr_blend_method(2), **kw).images
         before = render_image(blend(indep, 2), 2)
         ref = band_energies(indep, 2, 2)
         for name, x in (("before", before), ("after", joint)):
@@ -227,7 +228,12 @@ def test_cli_upscale_end_to_end(tiny, capsys, tmp_path, family):
     np.testing.assert_array_equal(_load_pngs(tmp_path / "b"), pngs)  # same seed, same pixels
 
 
-def test_if_sixteen_times_through_both_stages(tiny, cache):
+def test_if_sixteen_times_through_both_stages(tiny, cache, monkeypatch):
+    import core.backends.upscale as up
+
+    blendings, real = [], up.sample_zoom_stack
+    monkeypatch.setattr(up, "sample_zoom_stack",
+                        lambda *a, **k: blendings.append(k["blending"]) or real(*a, **k))
     s = GenerateSettings(prompts=PROMPTS[:2], model=tiny["if"], width=8, height=8, steps=2,
                          upscale=16, upscaler=f"{tiny['if2']},{tiny['x4']}")
     events = []
@@ -235,6 +241,7 @@ def test_if_sixteen_times_through_both_stages(tiny, cache):
     assert stack.layers.shape == (2, 128, 128, 3) and inconsistency(stack.layers) < 1e-5
     assert stack.manifest["upscale"] == 16 and stack.manifest["sample_width"] == 8
     assert [e for e in events if e[0] == "super-resolution"].count(("super-resolution", 2, 2)) == 2
+    assert blendings == ["laplacian-sr2", "laplacian-sr2"]  # both stages jointly, SR blending
 
 
 def test_sr_tiles_are_blended_without_seams(tiny, cache, monkeypatch):

@@ -48,7 +48,10 @@ def _ramp(length: int, start: int, size: int, overlap: int, device, dtype) -> to
     so every pixel has weight), 1 inside."""
     d = torch.arange(length, device=device, dtype=torch.float64)
     w = torch.ones(length, device=device, dtype=torch.float64)
-    ramp = lambda r: torch.sin(0.5 * torch.pi * (r + 1).clamp(max=overlap + 1) / (overlap + 1)) ** 2  # noqa: E731
+
+    def ramp(r: torch.Tensor) -> torch.Tensor:
+        return torch.sin(0.5 * torch.pi * (r + 1).clamp(max=overlap + 1) / (overlap + 1)) ** 2
+
     if start > 0:
         w = torch.minimum(w, ramp(d))
     if start + length < size:
@@ -60,9 +63,9 @@ def tiled_unet(model: Callable[..., torch.Tensor], tile: int | None, overlap: in
                micro_batch: int | None = None) -> Callable[..., torch.Tensor]:
     """``model(x, t, **rows)`` evaluated on overlapping ``tile`` x ``tile`` crops of x.
 
-    Outputs are averaged with weights that ramp (raised cosine) over the overlap (MultiDiffusion-style, per
-    pixel: Σ_k w_k out_k / Σ_k w_k), so tile edges leave no seam; tiles go through ``model``
-    ``micro_batch`` rows at a time. Samples no larger than ``tile`` take one call, untouched.
+    Outputs are averaged with weights that ramp (raised cosine) over the overlap
+    (MultiDiffusion-style, per pixel: Σ_k w_k out_k / Σ_k w_k), so tile edges leave no seam;
+    tiles go through ``model`` ``micro_batch`` rows at a time. Samples no larger than ``tile`` take one call, untouched.
     """
     if not tile:
         return model
