@@ -23,10 +23,13 @@ from typing import Iterable, Sequence
 from .errors import InvalidInputError, ModelNotFoundError, P10Error
 from .settings import PIPELINE_CLASSES
 
-#: model_index.json classes the add-on can use, with their family (IF stage II: the upscaler).
-USABLE_CLASSES = {**PIPELINE_CLASSES, "IFSuperResolutionPipeline": "if-ii"}
+#: model_index.json classes the add-on can use, with their family (the ×4 stages: IF stage II
+#: and the Stable Diffusion x4 upscaler, see core/backends/super_resolution.py).
+USABLE_CLASSES = {**PIPELINE_CLASSES, "IFSuperResolutionPipeline": "if-ii",
+                  "StableDiffusionUpscalePipeline": "x4"}
 FAMILY_NAMES = {"sd": "Stable Diffusion", "sdxl": "SDXL", "if": "DeepFloyd IF",
-                "if-ii": "DeepFloyd IF stage II", "?": "unknown"}
+                "if-ii": "DeepFloyd IF stage II", "x4": "Stable Diffusion x4 upscaler",
+                "?": "unknown"}
 #: Pipeline components the add-on never loads (passed as None): not downloaded, not required.
 SKIPPED_COMPONENTS = ("safety_checker", "feature_extractor", "watermarker")
 PARTIAL_SUFFIX = ".p10part"  # a file being downloaded (core.downloads), resumable

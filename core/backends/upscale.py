@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from ..downloads import fetch_model
 from ..errors import InvalidInputError, raise_if_cancelled
 from ..sampler import sample_zoom_stack
 from ..settings import UPSCALE_FACTORS, upscaler_models
@@ -79,7 +80,8 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
     Each stage: load (cached on the backend) -> its own conditioning -> per-level low-res
     conditioning with zoom-consistent noise augmentation -> ``sample_zoom_stack`` with
     ``scheduler`` (a name) for min(steps, stage default) steps -> decode to [0, 1] pixels.
-    ``progress(phase, step, total)``: "loading model", then "super-resolution" per step.
+    ``progress(phase, step, total)``: "downloading" (a hub model not cached yet), "loading
+    model", then "super-resolution" per step.
     ``cancel`` raises ``Cancelled`` within one SR step.
     """
     def report(phase: str, step: int, total: int) -> None:
@@ -88,6 +90,7 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
 
     for i, (kind, source) in enumerate(plan):
         raise_if_cancelled(cancel)
+        fetch_model(source, report, cancel)  # a hub model not cached yet: "downloading" first
         report("loading model", 0, 1)
         stage = load_stage(backend, kind, source)
         report("loading model", 1, 1)
