@@ -244,6 +244,18 @@ def test_if_sixteen_times_through_both_stages(tiny, cache, monkeypatch):
     assert blendings == ["laplacian-sr2", "laplacian-sr2"]  # both stages jointly, SR blending
 
 
+def test_sr_stage_conditions_each_level_on_its_own_image(tiny, cache):
+    from core.backends.loading import load_stage
+
+    stage = load_stage(cache.get(tiny["if"], device="cpu"), "if-ii", tiny["if2"])
+    images = torch.stack([torch.full((3, 8, 8), v) for v in (0.1, 0.5, 0.9)])
+    stage.prepare(images, 2, torch.Generator().manual_seed(0))
+    assert stage._low_res.shape == (3, 3, 32, 32)  # upscaled 4x, noise-augmented
+    x = stage._model_input(torch.zeros(2, 3, 32, 32), torch.tensor([2, 0]))
+    torch.testing.assert_close(x[:, 3:], stage._low_res[[2, 0]].to(x.dtype))
+    assert x[0, 3:].mean() > x[1, 3:].mean() + 0.5  # level 2's bright image, level 0's dark one
+
+
 def test_sr_tiles_are_blended_without_seams(tiny, cache, monkeypatch):
     """x4 latents of 32 px in 16 px tiles (overlap 6): the tile grid leaves no visible edge."""
     s = GenerateSettings(prompts=PROMPTS[:2], model=tiny["sd"], width=32, height=32, steps=1,
