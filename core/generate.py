@@ -8,7 +8,7 @@ total, only when a hub model is not cached yet), "loading model", "encoding prom
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -20,6 +20,7 @@ from .downloads import fetch_model
 from .estimate import fit_micro_batch
 from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_memory,
                      raise_if_cancelled)
+from .known import impose_known, make_consistent, needs_reconstruction
 from .sampler import sample_zoom_stack
 from .settings import GenerateSettings
 from .stack_io import ZoomStack
@@ -67,8 +68,13 @@ def load_photo(path: str, width: int, height: int) -> torch.Tensor:
 
 def generate(settings: GenerateSettings, *, progress: Progress | None = None,
              cancel: "threading.Event | Callable[[], bool] | None" = None,
-             models: ModelCache | None = None, consolidate: bool = True) -> ZoomStack:
+             models: ModelCache | None = None, consolidate: bool = True,
+             known: "Mapping[int, np.ndarray] | None" = None) -> ZoomStack:
     """Generate the zoom stack ``settings`` describe; return it unsaved (``.save(dir)``).
+
+    ``known``: {level: float32 (H, W, 3) image in [0, 1] at the stack's pixel size} that those
+    levels must show (``core.extend`` uses it); the photo of ``settings.photo`` is one more,
+    at ``settings.photo_level``. Known levels come back exactly (before 8-bit rounding).
 
     ``models``: a ModelCache to reuse a loaded model across calls (without one the model is
     loaded here and released before returning). ``consolidate=False`` skips the final
@@ -82,7 +88,7 @@ def generate(settings: GenerateSettings, *, progress: Progress | None = None,
     cache = models if models is not None else ModelCache()
     state = {"phase": "loading model", "device": "GPU"}
     try:
-        return _generate(settings, progress, cancel, cache, consolidate, state)
+        return _generate(settings, progress, cancel, cache, consolidate, state, known or {})
     except P10Error:
         raise
     except Exception as exc:
@@ -99,7 +105,7 @@ def generate(settings: GenerateSettings, *, progress: Progress | None = None,
 
 
 def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: ModelCache,
-              consolidate: bool, state: dict) -> ZoomStack:
+              consolidate: bool, state: dict, known: Mapping[int, np.ndarray]) -> ZoomStack:
     def report(phase: str, step: int, total: int, preview=None) -> None:
         state["phase"] = phase
         if progress is not None:
@@ -137,8 +143,14 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     report("encoding prompts", 0, 1)
     cond = backend.encode_prompts(list(s.prompts), s.negative_prompt, height=height, width=width)
     photo = None
+    photo_level = s.photo_level % n_levels
+    known = {k % n_levels: v for k, v in known.items()}
+    known_x = {k: encode_known(backend, v, width, height, micro_batch) for k, v in known.items()}
     if s.photo is not None:
         photo = backend.encode_photo(load_photo(s.photo, width, height), micro_batch)
+        known_x[photo_level] = photo  # the photo's level shows the photo exactly
+    # encoded one by one, known images disagree slightly (the VAE is not zoom-equivariant)
+    known_x = make_consistent(known_x, p)
     report("encoding prompts", 1, 1)
 
     generator = torch.Generator("cpu").manual_seed(int(s.seed))  # same noise on any device
@@ -148,13 +160,15 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         report("sampling", step, total, preview)
 
     report("sampling", 0, steps)
-    denoiser = backend.make_denoiser(cond, float(s.guidance), micro_batch)
+    denoiser = backend.make_denoiser(cond, float(s.guidance), micro_batch,
+                                     differentiable=needs_reconstruction(known_x, n_levels))
     denoiser = backend.pixel_blending(denoiser, p, s.pixel_blend, micro_batch)
     result = sample_zoom_stack(
         denoiser, scheduler,
         num_levels=n_levels, zoom=p, shape=(backend.channels, height // f, width // f),
-        num_inference_steps=steps, generator=generator, photo=photo, callback=on_step,
-        cancel=cancel, device=backend.device, dtype=torch.float32,
+        num_inference_steps=steps, generator=generator, photo=photo, photo_level=photo_level,
+        known=known_x or None, callback=on_step, cancel=cancel, device=backend.device,
+        dtype=torch.float32,
     )
 
     raise_if_cancelled(cancel)
@@ -169,12 +183,24 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
                                  progress=lambda phase, i, n: report(phase, i, n))
 
     raise_if_cancelled(cancel)
+    known_px = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).permute(2, 0, 1)
+                for k, v in known.items()}
+    if s.photo is not None:
+        h_out, w_out = pixels.shape[-2:]
+        known_px[photo_level] = (load_photo(s.photo, w_out, h_out)[0] + 1) / 2
+    for k, v in known_px.items():
+        if tuple(v.shape) != tuple(pixels.shape[1:]):
+            raise InvalidInputError(f"the known image of level {k} is {v.shape[2]}x{v.shape[1]} "
+                                    f"pixels; this model makes {pixels.shape[3]}x{pixels.shape[2]}")
+        pixels[k] = v
     if consolidate:
         report("consolidating", 0, 1)
         # after joint SR only rounding-level disagreement is left: keep each level's SR bands
         kept = SR_BLEND[sr_blend_method(p)] if plan else 0
         pixels = consolidate_pixels(pixels, p, detail_bands=kept)
         report("consolidating", 1, 1)
+    if known_px:  # the known pixels, not their VAE round trip; the rest agrees with them
+        pixels = impose_known(pixels, make_consistent(known_px, p), p, bounds=(0.0, 1.0))
     layers = pixels.clamp(0, 1).permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
 
     manifest = {
@@ -192,6 +218,8 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         "guidance": float(s.guidance),
         "seed": int(s.seed),
         "photo": s.photo is not None,
+        "levels": [{"prompt": prompt, "made_by": "generate", "seed": int(s.seed)}
+                   for prompt in s.prompts],
         "sample_width": width,
         "sample_height": height,
         "micro_batch": micro_batch,
@@ -199,7 +227,22 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     if plan:
         manifest["upscale"] = 4 ** len(plan)
         manifest["upscaler"] = ",".join(source for _, source in plan)
+    if s.photo is not None:
+        manifest["photo_level"] = photo_level
+        manifest["levels"][photo_level]["made_by"] = "photo"
     return ZoomStack(layers, manifest)
 
 
-__all__ = ["consolidate_pixels", "generate", "load_photo"]
+def encode_known(backend, image: np.ndarray, width: int, height: int,
+                 micro_batch: int | None = None) -> torch.Tensor:
+    """A known level's pixels (H, W, 3) in [0, 1] -> the sampler's space (C, h, w).
+
+    Resized (area average) to the sampled size first when the stack is larger (IF stage II).
+    """
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    if tuple(x.shape[-2:]) != (height, width):
+        x = torch.nn.functional.interpolate(x, size=(height, width), mode="area")
+    return backend.encode_photo(x * 2 - 1, micro_batch)
+
+
+__all__ = ["consolidate_pixels", "encode_known", "generate", "load_photo"]

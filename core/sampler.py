@@ -15,7 +15,8 @@ Structure (k-diffusion / diffusers style: short functions, one concern each):
     check_inputs          every argument check, one place
     SamplingRun           what stays fixed for one run (denoiser, private scheduler, sizes, RNG)
     estimate              x̂ for some levels: denoiser + checks + photo guidance   (x̂ hook)
-    consolidate           L = Blending(x̂), x = Π_image(L)                          (layer hook)
+                          + known levels: their x̂, and the reconstruction-guidance direction
+    consolidate           L = Blending(x̂), x = Π_image(L), known levels imposed   (layer hook)
     MODE_STEPS[mode]      step_joint / step_iterative / step_independent -> (layers, x)
     update_rule(sched)    UPDATE_RULES table by scheduler class -> update_ddpm / update_solver
     run_steps             the loop: z_in -> mode step -> update rule -> callback
@@ -26,14 +27,21 @@ that act on z_{t'} go after the update in ``run_steps``.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Protocol
 
 import torch
 
-from .errors import ModelOutputError, raise_if_cancelled
-from .geometry import check_size, check_zoom, max_observation_depth
-from .zoom_stack import BLEND_METHODS, blend, crop_centre, downsample, render_image, render_noise
+from .errors import InvalidInputError, ModelOutputError, raise_if_cancelled
+from .geometry import check_size, check_zoom
+from .known import (check_known, impose_known, level_residuals, needs_reconstruction,
+                    reconstruction_gradient)
+from .zoom_stack import BLEND_METHODS, blend, render_image, render_noise
+
+#: How known levels steer the unknown ones (docs/sampler.md, "Known levels").
+KNOWN_GUIDANCE = ("auto", "reconstruction", "photo")
+#: ζ of the reconstruction-guidance step (measured: docs/sampler.md, "Known levels").
+KNOWN_STEP = 1.0
 
 class Denoiser(Protocol):
     def __call__(self, z_t: torch.Tensor, t: int, levels: torch.Tensor) -> torch.Tensor: ...
@@ -62,28 +70,27 @@ def ddpm_update(z_t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
 
 
 def photo_guidance(x0_hat: torch.Tensor, levels: torch.Tensor, photo: torch.Tensor, zoom: int,
-                   steps: int = 5, lr: float = 0.1) -> torch.Tensor:
+                   steps: int = 5, lr: float = 0.1, photo_level: int = 0) -> torch.Tensor:
     """Sec. 4.4 eq. (1): Adam steps on x̂ minimising Σ_i ‖D_i(x̂_i) − M_i ⊙ ξ‖².
 
-    Compared on the centre crop of ξ, which is the same as comparing the zero-padded images.
-    Levels deeper than ``max_observation_depth`` see less than an aligned pixel of the photo
-    and are left alone. The loss is a sum of per-level terms and Adam is elementwise, so
-    optimising a subset of levels gives the same result as optimising all of them.
+    Generalised to a photo ξ at level k = ``photo_level`` (``core.known.level_residuals``):
+    finer levels match crops of ξ through D^(i−k), coarser ones match D^(k−i)(ξ) on their
+    centre, level k matches ξ (k = 0 is the paper's loss). Compared on the centre crop, which
+    is the same as comparing the zero-padded images. Levels whose footprint is deeper than
+    ``max_observation_depth`` are not pixel-aligned and are left alone. The loss is a sum of
+    per-level terms and Adam is elementwise, so optimising a subset of levels gives the same
+    result as optimising all of them.
     """
-    p = check_zoom(zoom)
-    depth = max_observation_depth(photo.shape[-2], photo.shape[-1], p)
-    rows = [(row, int(lv)) for row, lv in enumerate(levels.tolist()) if lv <= depth]
-    if not rows:
-        return x0_hat
-    photo = photo.to(x0_hat)
+    check_zoom(zoom)
     with torch.enable_grad():
         x = x0_hat.detach().clone().requires_grad_(True)
+        if all(r is None for r in level_residuals(x, levels, photo, photo_level, zoom)):
+            return x0_hat
         opt = torch.optim.Adam([x], lr=lr)
         for _ in range(steps):
             opt.zero_grad()
-            # per level: each needs a different number of D_p reductions (sizes differ)
-            loss = sum(((downsample(x[row], p, times=lv) - crop_centre(photo, p**lv)) ** 2).sum()
-                       for row, lv in rows)
+            loss = sum((r**2).sum() for r in level_residuals(x, levels, photo, photo_level, zoom)
+                       if r is not None)
             loss.backward()
             opt.step()
     return x.detach()
@@ -150,6 +157,10 @@ class SamplingRun:
     shared_noise: bool = True
     photo: torch.Tensor | None = None
     cancel: threading.Event | Callable[[], bool] | None = None
+    photo_level: int = 0
+    known: dict[int, torch.Tensor] = field(default_factory=dict)  # level -> image it must show
+    reconstruct: bool = False     # known levels guide z through the denoiser's gradient
+    guidance_dir: torch.Tensor | None = None  # this step's ∇_{z_t}‖r‖²/‖r‖ per level
 
     @property
     def coupled(self) -> bool:
@@ -177,19 +188,57 @@ class SamplingRun:
 # ------------------------------------------------- per-step: estimate, consolidate (Fig. 4)
 def estimate(run: SamplingRun, z_in: torch.Tensor, t: int, rows: slice) -> torch.Tensor:
     """x̂ for the levels ``rows``: the denoiser's clean estimate, checked, then (Sec. 4.4)
-    pulled towards the photo. Hook for constraints on x̂ (they act before blending)."""
+    pulled towards the photo. Hook for constraints on x̂ (they act before blending).
+
+    Known levels: with reconstruction guidance the denoiser runs with autograd and the
+    direction ∇_{z_t}‖r‖²/‖r‖ of the known-level loss is kept for ``run_steps`` (it acts on
+    z after the update); otherwise the photo loss pulls x̂ towards every known image. Either
+    way the known levels' x̂ is replaced by their image."""
     levels = run.levels[rows]
-    x0 = _checked(run.denoiser(z_in[rows], t, levels), z_in[rows], t)
+    if run.reconstruct:
+        x0 = _estimate_with_gradient(run, z_in, t, rows, levels)
+    else:
+        x0 = _checked(run.denoiser(z_in[rows], t, levels), z_in[rows], t)
     if run.photo is not None:
-        x0 = photo_guidance(x0, levels, run.photo, run.zoom)
+        x0 = photo_guidance(x0, levels, run.photo, run.zoom, photo_level=run.photo_level)
+    if run.known and not run.reconstruct:
+        for k, image in run.known.items():
+            x0 = photo_guidance(x0, levels, image, run.zoom, photo_level=k)
+    for r, lv in enumerate(levels.tolist()):  # the known levels override x̂
+        if lv in run.known:
+            x0 = torch.cat([x0[:r], run.known[lv][None], x0[r + 1:]])
+    return x0
+
+
+def _estimate_with_gradient(run: SamplingRun, z_in: torch.Tensor, t: int, rows: slice,
+                            levels: torch.Tensor) -> torch.Tensor:
+    """x̂ of ``rows`` through a differentiable denoiser; stores the reconstruction-guidance
+    direction of those rows in ``run.guidance_dir`` (DPS, Chung et al. 2023)."""
+    with torch.enable_grad():
+        z_req = z_in[rows].detach().requires_grad_(True)
+        x0_g = run.denoiser(z_req, t, levels)
+        x0 = _checked(x0_g.detach(), z_in[rows], t)
+        if not x0_g.requires_grad:
+            raise InvalidInputError(
+                "known levels coarser than an unknown one need reconstruction guidance through "
+                "the denoiser, but it is not differentiable (build it with make_denoiser(..., "
+                "differentiable=True)) — or pass known_guidance='photo' for the weaker photo loss")
+        direction = reconstruction_gradient(x0_g, z_req, levels, run.known, run.zoom).detach()
+    if run.guidance_dir is None or run.guidance_dir.shape != z_in.shape:
+        run.guidance_dir = torch.zeros_like(z_in)
+    run.guidance_dir[rows] = direction.to(z_in.dtype)
     return x0
 
 
 def consolidate(run: SamplingRun, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(layers, images): L = Blending(x̂) (Alg. 2 line 12), x_i = Π_image(L; i) (line 5).
-    Hook for constraints on the layers (they act before rendering)."""
+    Hook for constraints on the layers (they act before rendering): the known levels override
+    the blended stack (the closest consistent images that show them exactly)."""
     layers = blend(x0, run.zoom, run.blending)
-    return layers, render_image(layers, run.zoom)
+    images = render_image(layers, run.zoom)
+    if run.known:
+        layers = images = impose_known(images, run.known, run.zoom)
+    return layers, images
 
 
 # ------------------------------------------------------------------------ one step per mode
@@ -212,6 +261,8 @@ def step_iterative(run: SamplingRun, z_in: torch.Tensor, t: int,
         x0_i = estimate(run, z_in, t, slice(i, i + 1))
         layers = torch.cat([layers[:i], x0_i, layers[i + 1:]])
         x[i] = render_image(layers[i:], run.zoom)[0]
+    if run.known:
+        layers = x = impose_known(x, run.known, run.zoom)
     return layers, x
 
 
@@ -284,7 +335,7 @@ def _timestep(sched, t) -> int:
 
 # ------------------------------------------------------------------------------ sampler
 def check_inputs(scheduler, *, num_levels, zoom, shape, num_inference_steps, mode, blending,
-                 photo) -> int:
+                 photo, photo_level=0, known=None, known_guidance="auto") -> int:
     """Validate ``sample_zoom_stack``'s arguments (ValueError naming the first bad one);
     return the zoom factor p."""
     p = check_zoom(zoom)
@@ -306,6 +357,15 @@ def check_inputs(scheduler, *, num_levels, zoom, shape, num_inference_steps, mod
         raise ValueError(f"blending must be one of {BLEND_METHODS}, got {blending!r}")
     if photo is not None and tuple(photo.shape) != tuple(shape):
         raise ValueError(f"photo must have shape {tuple(shape)}, got {tuple(photo.shape)}")
+    if isinstance(photo_level, bool) or not isinstance(photo_level, int) \
+            or not -num_levels <= photo_level < num_levels:
+        raise InvalidInputError(f"photo level {photo_level!r} is out of range: the stack has "
+                                f"levels 0..{num_levels - 1} (-1 = the finest)")
+    if known_guidance not in KNOWN_GUIDANCE:
+        raise ValueError(f"known_guidance must be one of {KNOWN_GUIDANCE}, got {known_guidance!r}")
+    if known and mode == "independent":
+        raise InvalidInputError("known levels need a coupled mode (joint or iterative): "
+                                "independent sampling cannot be consistent with them")
     return p
 
 
@@ -323,6 +383,9 @@ def run_steps(run: SamplingRun, z: torch.Tensor,
         z_in = sched.scale_model_input(z, t)  # VP form for the model (identity for DDPM/DDIM)
         layers, x = mode_step(run, z_in, _timestep(sched, t), layers)
         z = update(run, z, z_in, x, step, t)
+        if run.reconstruct and step + 1 < total:
+            # DPS: z_{t-1} -= ζ ∇_{z_t}‖r‖² / ‖r‖ (ζ = 1), in the scheduler's own scaling of z
+            z = z - KNOWN_STEP * _model_input_scale(sched, step + 1) * run.guidance_dir
         if callback is not None:
             callback(step + 1, total, layers)
     return layers
@@ -341,6 +404,9 @@ def sample_zoom_stack(
     blending: str = "laplacian",
     shared_noise: bool = True,
     photo: torch.Tensor | None = None,
+    photo_level: int = 0,
+    known: Mapping[int, torch.Tensor] | None = None,
+    known_guidance: str = "auto",
     callback: Callable[[int, int, torch.Tensor], None] | None = None,
     cancel: threading.Event | Callable[[], bool] | None = None,
     device: torch.device | str | None = None,
@@ -353,12 +419,26 @@ def sample_zoom_stack(
     stack the previous levels wrote), "independent" (no coupling). ``blending`` and
     ``shared_noise`` switch the other two ablations. ``consistent_init`` draws z_T with
     Π_noise too (see docs/sampler.md for the measurement behind the default).
+
+    ``photo`` (C, H, W): the paper's soft photo guidance (Sec. 4.4) at level ``photo_level``
+    (0 = outermost, −1 = finest). ``known``: {level: (C, H, W)} images those levels must show
+    exactly; every other level is sampled given them. ``known_guidance``: "reconstruction"
+    (gradient of the known-level loss through the denoiser after each update; needs a
+    differentiable denoiser), "photo" (the cheaper Adam steps on x̂, enough when no unknown
+    level is coarser than a known one) or "auto" (reconstruction only where needed).
     """
     p = check_inputs(scheduler, num_levels=num_levels, zoom=zoom, shape=shape,
                      num_inference_steps=num_inference_steps, mode=mode, blending=blending,
-                     photo=photo)
+                     photo=photo, photo_level=photo_level, known=known,
+                     known_guidance=known_guidance)
     device = torch.device(device) if device is not None else (
         generator.device if generator is not None else torch.device("cpu"))
+    known = {k: v.to(device=device, dtype=dtype)
+             for k, v in check_known(known, num_levels, tuple(shape), p).items()}
+    # Zooming in from known levels, the photo loss on x̂ suffices; an unknown level coarser
+    # than a known one needs the gradient through the denoiser (docs/sampler.md).
+    reconstruct = bool(known) and (known_guidance == "reconstruction" or (
+        known_guidance == "auto" and needs_reconstruction(known, num_levels)))
     sched = _private_scheduler(scheduler)
     sched.set_timesteps(num_inference_steps, device=device)
     run = SamplingRun(
@@ -367,8 +447,19 @@ def sample_zoom_stack(
         # the update's coefficients in float64 (ᾱ near 1 loses digits in float32); MPS has none
         acc=torch.float32 if device.type == "mps" else torch.float64,
         mode=mode, blending=blending, shared_noise=shared_noise, photo=photo, cancel=cancel,
+        photo_level=photo_level % num_levels, known=known, reconstruct=reconstruct,
     )
     z = run.draw_noise(run.coupled and consistent_init) * sched.init_noise_sigma
     layers = run_steps(run, z, callback)
     images = render_image(layers, p) if run.coupled else layers
+    if known:
+        images = layers = impose_known(images, known, p)
     return SampleResult(layers=layers, images=images)
+
+
+def _model_input_scale(scheduler, step_index: int) -> float:
+    """z / scale_model_input(z) at a step: √(1+σ²) for sigma-based schedulers, else 1."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) > step_index:
+        return float((1 + sigmas[step_index].double() ** 2).sqrt())
+    return 1.0

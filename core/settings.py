@@ -214,6 +214,8 @@ class GenerateSettings:
     (decode -> blend -> encode) for timesteps t < pixel_blend · T (0: latents only).
     ``family``: force the model family ("sd", "sdxl", "if") when it cannot be detected,
     e.g. for a .ckpt file.
+    ``photo_level``: the level the photo shows exactly (0 = outermost: zoom into the photo,
+    -1 = finest: zoom out of it; docs/sampler.md, "Known levels").
     """
 
     prompts: list[str]
@@ -227,6 +229,7 @@ class GenerateSettings:
     seed: int = 0
     negative_prompt: str = ""
     photo: str | None = None
+    photo_level: int = 0
     device: str = "auto"
     micro_batch: int | None = None
     upscaler: str | None = None
@@ -318,6 +321,12 @@ class GenerateSettings:
                 )
             setattr(self, name, whole)
         check_memory(self, family)
+        n = len(self.prompts)
+        if isinstance(self.photo_level, bool) or not isinstance(self.photo_level, int) \
+                or not -n <= self.photo_level < n:
+            raise InvalidInputError(
+                f"photo level {self.photo_level!r} is out of range: the stack has levels "
+                f"0..{n - 1} (-1 = the finest)")
         if self.photo is not None:
             path = os.path.expanduser(str(self.photo))
             if not os.path.isfile(path) or not os.access(path, os.R_OK):

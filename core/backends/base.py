@@ -86,11 +86,17 @@ class Backend:
         return z_t
 
     def make_denoiser(self, cond: Conditioning, guidance: float,
-                      micro_batch: int | None = None) -> Callable:
-        """denoiser(z_t, t, levels) -> x̂0 for core.sampler (docs/architecture.md)."""
-        use_cfg = guidance != 1.0
+                      micro_batch: int | None = None, differentiable: bool = False) -> Callable:
+        """denoiser(z_t, t, levels) -> x̂0 for core.sampler (docs/architecture.md).
 
-        @torch.no_grad()
+        ``differentiable``: keep autograd on, so that x̂0 can be differentiated w.r.t. z_t
+        (reconstruction guidance for known levels: one backward pass per step, and the
+        activations of every call are kept until then — see docs/sampler.md for the cost).
+        """
+        use_cfg = guidance != 1.0
+        grad_mode = torch.enable_grad if differentiable else torch.no_grad
+
+        @grad_mode()
         def denoiser(z_t: torch.Tensor, t, levels: torch.Tensor) -> torch.Tensor:
             b = z_t.shape[0]
             t_b = torch.as_tensor(t, device=self.device)
@@ -105,6 +111,7 @@ class Backend:
             x0 = self.model_output_to_x0(out, z_t.to(self.device, torch.float32), t_b)
             return self.postprocess_x0(x0).to(z_t.dtype)
 
+        denoiser.differentiable = differentiable
         return denoiser
 
     # ------------------------------------------------------------------- pixels

@@ -1,0 +1,261 @@
+"""Grow or repair a saved zoom stack with known levels: ``extend`` and ``regenerate``.
+
+Both sample with ``generate(..., known=...)``: the levels kept from the stack are known
+(shown exactly, docs/sampler.md "Known levels"), the others are sampled given them.
+
+* ``extend``: new levels beyond the finest (or, ``outward``, beyond the outermost), sampled in
+  windows of ``window`` levels whose first (last) ``overlap`` levels are known. The peak memory
+  is that of a ``window``-level generate whatever the total depth.
+* ``regenerate``: re-sample some levels with every other level known.
+
+Old levels come back unchanged (the same pixels before 8-bit rounding; ≤ 1/255 after it,
+through the finest-first quantisation of ``ZoomStack.save``). The manifest's ``levels`` list
+records per level its prompt, how it was made (generate / photo / extend / regenerate) and the
+seed. ``check_extend`` / ``check_regenerate`` validate everything that can be checked before a
+model loads (the CLI and the add-on call them first).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import InvalidInputError, raise_if_cancelled
+from .settings import GenerateSettings
+from .stack_io import ZoomStack
+
+Progress = Callable[[str, int, int, "np.ndarray | None"], None]
+
+#: Settings a stack's manifest carries over to extend/regenerate (options may override the
+#: sampling ones; model, zoom and size must match).
+_FROM_MANIFEST = ("model", "zoom", "scheduler", "steps", "guidance", "negative_prompt",
+                  "family", "upscaler")
+SAMPLING_OPTIONS = ("model", "steps", "guidance", "scheduler", "negative_prompt", "device",
+                    "micro_batch", "family", "upscaler", "zoom", "width", "height")
+
+
+# ------------------------------------------------------------------------- provenance
+def level_records(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's per-level records; stacks written before they existed get synthesised
+    ones (every level made by ``generate`` with the stack's seed)."""
+    prompts = list(manifest.get("prompts", []))
+    records = manifest.get("levels")
+    if isinstance(records, list) and len(records) == len(prompts):
+        return [dict(r) for r in records]
+    return [{"prompt": p, "made_by": "generate", "seed": manifest.get("seed")} for p in prompts]
+
+
+# ------------------------------------------------------------------------- settings
+def _same_model(a: str, b: str) -> bool:
+    def norm(m: str) -> str:
+        m = os.path.expanduser(str(m)).rstrip("/\\")
+        return os.path.realpath(m) if os.path.exists(m) else m
+    return norm(a) == norm(b)
+
+
+def stack_settings(stack: ZoomStack, prompts: Sequence[str], seed: int | None,
+                   options: dict[str, Any]) -> GenerateSettings:
+    """GenerateSettings for sampling more levels of ``stack``: its model, zoom, size and
+    sampling settings, with ``options`` on top. Raises InvalidInputError (one line) when the
+    model, zoom or size given differs from the stack's."""
+    m = stack.manifest
+    unknown = set(options) - set(SAMPLING_OPTIONS)
+    if unknown:
+        raise InvalidInputError(f"unknown option(s) {', '.join(sorted(unknown))}")
+    options = {k: v for k, v in options.items() if v is not None}
+    model = m.get("model")
+    if options.get("model") is not None and model and not _same_model(options["model"], model):
+        raise InvalidInputError(f"this stack was made with the model {model!r}, not "
+                                f"{options['model']!r}: new levels must come from the same model")
+    if not model and not options.get("model"):
+        raise InvalidInputError("the stack does not record its model: give the model")
+    if "zoom" in options and int(options["zoom"]) != int(m["zoom"]):
+        raise InvalidInputError(f"this stack zooms by {m['zoom']}, not {options['zoom']}: "
+                                "the zoom factor must match")
+    sample_w = int(m.get("sample_width") or m["width"])
+    sample_h = int(m.get("sample_height") or m["height"])
+    for name, have, stack_px in (("width", sample_w, m["width"]), ("height", sample_h, m["height"])):
+        if name in options and int(options[name]) not in (have, int(stack_px)):
+            raise InvalidInputError(f"this stack's {name} is {stack_px} pixels, not "
+                                    f"{options[name]}: the size must match")
+    data = {k: m[k] for k in _FROM_MANIFEST if m.get(k) is not None}
+    data.update({k: v for k, v in options.items() if k not in ("width", "height")})
+    data.update(prompts=list(prompts), width=sample_w, height=sample_h,
+                seed=int(seed if seed is not None else (m.get("seed") or 0) + 1))
+    return GenerateSettings.from_dict(data).validate()
+
+
+def _check_prompts(prompts: Sequence[str], what: str) -> list[str]:
+    if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+        raise InvalidInputError(f"{what} must be a list of prompts, one per level")
+    if not prompts:
+        raise InvalidInputError(f"no prompts: give one {what} per new level, outermost first")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise InvalidInputError(f"the prompt of new level {i + 1} is empty")
+    return [p.strip() for p in prompts]
+
+
+def _check_int(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidInputError(f"{name} must be a whole number >= {low}, got {value!r}")
+    return value
+
+
+def check_extend(stack: ZoomStack, prompts: Sequence[str], *, overlap: int = 2,
+                 window: int | None = None, seed: int | None = None,
+                 **options) -> tuple[GenerateSettings, int, int]:
+    """Validate an extension before any model loads: (settings, overlap, window)."""
+    prompts = _check_prompts(prompts, "prompt")
+    n = int(stack.layers.shape[0])
+    overlap = min(_check_int(overlap, "overlap", 1), n)
+    window = max(overlap + 1, 4) if window is None else _check_int(window, "window", 2)
+    if window <= overlap:
+        raise InvalidInputError(f"the window ({window} levels) must be larger than the overlap "
+                                f"({overlap} levels)")
+    settings = stack_settings(stack, prompts, seed, options)
+    return settings, overlap, window
+
+
+def check_regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[str] | None = None,
+                     *, seed: int | None = None, **options) -> tuple[GenerateSettings, list[int]]:
+    """Validate a regeneration before any model loads: (settings, sorted levels)."""
+    n = int(stack.layers.shape[0])
+    if isinstance(levels, int):
+        levels = [levels]
+    if not levels:
+        raise InvalidInputError("no level to regenerate: give at least one level")
+    chosen = []
+    for lv in levels:
+        if isinstance(lv, bool) or not isinstance(lv, int) or not -n <= lv < n:
+            raise InvalidInputError(f"level {lv!r} is out of range: the stack has levels "
+                                    f"0..{n - 1}")
+        chosen.append(lv % n)
+    if len(set(chosen)) != len(chosen):
+        raise InvalidInputError("a level is given twice")
+    if len(set(chosen)) == n:
+        raise InvalidInputError("every level would be regenerated: nothing is left known; "
+                                "generate a new stack instead")
+    all_prompts = list(stack.prompts)
+    if prompts is not None:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = _check_prompts(prompts, "prompt")
+        if len(prompts) != len(chosen):
+            raise InvalidInputError(f"give one prompt per regenerated level ({len(chosen)}), "
+                                    f"got {len(prompts)}")
+        for lv, text in zip(chosen, prompts):
+            all_prompts[lv] = text
+    for i, text in enumerate(all_prompts):
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidInputError(f"the stack's prompt of level {i} is empty: give one")
+    settings = stack_settings(stack, all_prompts, seed, options)
+    return settings, sorted(chosen)
+
+
+# ------------------------------------------------------------------------- running
+def _runner(progress: Progress | None, windows: int, models, cancel):
+    """generate() per window with one shared model cache and window-tagged progress."""
+    from .backends.loading import ModelCache
+    from .generate import generate
+
+    cache = models if models is not None else ModelCache()
+
+    def run(settings: GenerateSettings, known: dict, index: int) -> ZoomStack:
+        def report(phase, step, total, preview=None):
+            if progress is not None:
+                tag = f" (window {index + 1}/{windows})" if windows > 1 else ""
+                progress(f"{phase}{tag}", step, total, preview)
+        raise_if_cancelled(cancel)
+        return generate(settings, progress=report, cancel=cancel, models=cache, known=known)
+    return run, cache
+
+
+def _result(stack: ZoomStack, layers: np.ndarray, records: list[dict], settings) -> ZoomStack:
+    manifest = {k: v for k, v in stack.manifest.items()
+                if k not in ("layers", "num_levels", "created")}
+    manifest.update(prompts=[r["prompt"] for r in records], levels=records,
+                    num_levels=len(records), scheduler=settings.scheduler,
+                    steps=settings.resolved_steps(), guidance=float(settings.guidance))
+    return ZoomStack(np.ascontiguousarray(layers, dtype=np.float32), manifest)
+
+
+def extend(stack: ZoomStack, prompts: Sequence[str], outward: bool = False, overlap: int = 2,
+           *, window: int | None = None, seed: int | None = None,
+           progress: Progress | None = None,
+           cancel: "threading.Event | Callable[[], bool] | None" = None,
+           models=None, **options) -> ZoomStack:
+    """A new ZoomStack: ``stack`` with one new level per prompt (outermost first) beyond its
+    finest level, or with ``outward`` in front of its outermost level.
+
+    Sampled in windows of ``window`` levels (default 4) whose ``overlap`` levels next to the old
+    ones are known; each window's seed is ``seed + index`` (default: the stack's seed + 1).
+    ``options``: model, steps, guidance, scheduler, negative_prompt, device, micro_batch, …
+    (the stack's by default; model, zoom and size must match it).
+    """
+    settings, overlap, window = check_extend(stack, prompts, overlap=overlap, window=window,
+                                             seed=seed, **options)
+    new_prompts = list(settings.prompts)
+    per_window = window - overlap
+    windows = -(-len(new_prompts) // per_window)
+    run, cache = _runner(progress, windows, models, cancel)
+    layers = np.asarray(stack.layers, dtype=np.float32)
+    records = level_records(stack.manifest)
+    try:
+        remaining = list(new_prompts)
+        for w in range(windows):
+            ov = min(overlap, len(layers))
+            take = min(per_window, len(remaining))
+            win_seed = settings.seed + w
+            if not outward:
+                fresh, remaining = remaining[:take], remaining[take:]
+                kept = list(range(len(layers) - ov, len(layers)))
+                prompts_w = [records[i]["prompt"] for i in kept] + fresh
+                known = {j: layers[i] for j, i in enumerate(kept)}
+            else:
+                fresh, remaining = remaining[-take:], remaining[:-take]
+                prompts_w = fresh + [records[i]["prompt"] for i in range(ov)]
+                known = {take + i: layers[i] for i in range(ov)}
+            s = GenerateSettings.from_dict({**settings.to_dict(), "prompts": prompts_w,
+                                            "seed": win_seed})
+            out = run(s, known, w).layers
+            new_records = [{"prompt": p, "made_by": "extend", "seed": win_seed} for p in fresh]
+            if not outward:
+                layers = np.concatenate([layers, out[ov:]])
+                records = records + new_records
+            else:
+                layers = np.concatenate([out[:take], layers])
+                records = new_records + records
+    finally:
+        if models is None:
+            cache.release()
+    return _result(stack, layers, records, settings)
+
+
+def regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[str] | None = None,
+               *, seed: int | None = None, progress: Progress | None = None,
+               cancel: "threading.Event | Callable[[], bool] | None" = None,
+               models=None, **options) -> ZoomStack:
+    """A new ZoomStack: ``levels`` re-sampled (with new ``prompts``, one per level, if given)
+    with every other level of ``stack`` known. Default seed: the stack's seed + 1."""
+    settings, chosen = check_regenerate(stack, levels, prompts, seed=seed, **options)
+    run, cache = _runner(progress, 1, models, cancel)
+    layers = np.asarray(stack.layers, dtype=np.float32)
+    try:
+        known = {i: layers[i] for i in range(len(layers)) if i not in chosen}
+        out = run(settings, known, 0).layers
+    finally:
+        if models is None:
+            cache.release()
+    records = level_records(stack.manifest)
+    for lv in chosen:
+        records[lv] = {"prompt": settings.prompts[lv], "made_by": "regenerate",
+                       "seed": int(settings.seed)}
+    return _result(stack, out, records, settings)  # known levels come back exactly
+
+
+__all__ = ["check_extend", "check_regenerate", "extend", "level_records", "regenerate",
+           "stack_settings"]
