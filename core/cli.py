@@ -1,4 +1,4 @@
-"""Headless command line: ``python -m core generate|video|examples|models``.
+"""Headless command line: ``python -m core generate|extend|regenerate|video|examples|models``.
 
 Exit codes: 0 done, 1 user error (one line on stderr, no traceback), 130 cancelled (Ctrl-C),
 143 terminated (SIGTERM). Output is all-or-nothing: the stack folder (and its preview video) is
@@ -51,30 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a .txt file (one prompt per line), a .json file (prompts + settings) "
                      "or the name of a bundled example (see `python -m core examples`)")
     s = g.add_argument_group("settings")
-    s.add_argument("--zoom", type=int, metavar="P", help="relative zoom between levels: 2, 4 or 8 (default 2)")
-    s.add_argument("--model", metavar="ID_OR_PATH", help="hub id, model folder or .safetensors file")
-    s.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: the scheduler's)")
-    s.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale (default 7.5)")
-    s.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
-    s.add_argument("--size", type=int, metavar="PX", help="width and height in pixels (default: the model's)")
-    s.add_argument("--width", type=int, metavar="PX", help="width in pixels")
-    s.add_argument("--height", type=int, metavar="PX", help="height in pixels")
-    s.add_argument("--scheduler", metavar="NAME", help=f"one of {', '.join(SCHEDULERS)} (default ddpm)")
-    s.add_argument("--negative-prompt", metavar="TEXT", help="what no level should show")
-    s.add_argument("--photo", metavar="IMG", help="a photo the outermost level must show (photo zoom)")
-    s.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N or mps")
-    s.add_argument("--micro-batch", type=int, metavar="K",
-                   help="UNet rows per model call (default: the largest that fits; same result)")
-    s.add_argument("--family", metavar="NAME", help="force the model family: sd, sdxl or if")
-    s.add_argument("--upscale", nargs="?", const="4", metavar="F",
-                   help="output size / sampled size: 1, 4 (alone: 4) or 16 (DeepFloyd IF only); "
-                   "every x4 stage is sampled jointly (default: IF 4, SD/SDXL 1)")
-    s.add_argument("--upscaler", metavar="ID[,ID]",
-                   help="models of the x4 stages, comma-separated (IF: stage II, then the x4 "
-                   "upscaler; SD/SDXL: stabilityai/stable-diffusion-x4-upscaler), or 'none'")
-    s.add_argument("--pixel-blend", type=float, metavar="FRAC",
-                   help="latent models: blend decoded pixels (decode, blend, encode) for the last "
-                   "FRAC of the timesteps (default 0: latents only)")
+    _settings_options(s, SCHEDULERS)
+    s.add_argument("--photo", metavar="IMG", help="a photo one level must show exactly (photo zoom)")
+    s.add_argument("--photo-level", type=int, metavar="K", help="the photo's level: 0 = outermost "
+                   "(default: zoom into the photo), -1 = finest (zoom out of it)")
     o = g.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="the stack folder to create (required unless --dry-run)")
     o.add_argument("--force", action="store_true", help="replace DIR if it exists")
@@ -84,6 +64,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the memory/time estimate and the micro-batch; load and write nothing")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    e = sub.add_parser("extend", help="add levels to a stack folder (deeper, or wider with --outward)",
+                       description="Extend a zoom stack: new levels beyond its finest one (or, with "
+                       "--outward, in front of its outermost one), sampled in windows whose "
+                       "overlapping old levels are known. The old levels stay unchanged.")
+    e.add_argument("stack", metavar="STACK", help="the stack folder to extend")
+    src = e.add_argument_group("new prompts (outermost first)")
+    src.add_argument("--prompt", action="append", metavar="TEXT", help="one new level; repeat it")
+    src.add_argument("--prompts", metavar="FILE", help="a .txt or .json prompt file of new levels")
+    x = e.add_argument_group("extension")
+    x.add_argument("--outward", action="store_true", help="add coarser levels in front (zoom out)")
+    x.add_argument("--overlap", type=int, default=2, metavar="K",
+                   help="known old levels in every window (default 2)")
+    x.add_argument("--window", type=int, metavar="W",
+                   help="levels sampled at once (default 4): sets the peak memory")
+    _settings_options(e.add_argument_group("settings (default: the stack's)"), SCHEDULERS)
+    _stack_output_options(e)
+
+    r = sub.add_parser("regenerate", help="re-sample some levels of a stack folder",
+                       description="Re-sample levels of a zoom stack with every other level known.")
+    r.add_argument("stack", metavar="STACK", help="the stack folder")
+    r.add_argument("--level", type=int, action="append", required=True, metavar="K",
+                   help="a level to re-sample (0 = outermost, -1 = finest); repeat for several")
+    r.add_argument("--prompt", action="append", metavar="TEXT",
+                   help="a new prompt for that level (one per --level; default: the stack's)")
+    _settings_options(r.add_argument_group("settings (default: the stack's)"), SCHEDULERS)
+    _stack_output_options(r)
 
     v = sub.add_parser("video", help="(re)render a stack folder's zoom video",
                        description="Render the continuous zoom through a stack folder as an H.264 MP4.")
@@ -100,6 +107,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _settings_options(s, schedulers) -> None:
+    """Model and sampling options shared by generate, extend and regenerate."""
+    s.add_argument("--zoom", type=int, metavar="P", help="relative zoom between levels: 2, 4 or 8 (default 2)")
+    s.add_argument("--model", metavar="ID_OR_PATH", help="hub id, model folder or .safetensors file")
+    s.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: the scheduler's)")
+    s.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale (default 7.5)")
+    s.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
+    s.add_argument("--size", type=int, metavar="PX", help="width and height in pixels (default: the model's)")
+    s.add_argument("--width", type=int, metavar="PX", help="width in pixels")
+    s.add_argument("--height", type=int, metavar="PX", help="height in pixels")
+    s.add_argument("--scheduler", metavar="NAME", help=f"one of {', '.join(schedulers)} (default ddpm)")
+    s.add_argument("--negative-prompt", metavar="TEXT", help="what no level should show")
+    s.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N or mps")
+    s.add_argument("--micro-batch", type=int, metavar="K",
+                   help="UNet rows per model call (default: the largest that fits; same result)")
+    s.add_argument("--family", metavar="NAME", help="force the model family: sd, sdxl or if")
+    s.add_argument("--upscale", nargs="?", const="4", metavar="F",
+                   help="output size / sampled size: 1, 4 (alone: 4) or 16 (DeepFloyd IF only); "
+                   "every x4 stage is sampled jointly (default: IF 4, SD/SDXL 1)")
+    s.add_argument("--upscaler", metavar="ID[,ID]",
+                   help="models of the x4 stages, comma-separated (IF: stage II, then the x4 "
+                   "upscaler; SD/SDXL: stabilityai/stable-diffusion-x4-upscaler), or 'none'")
+    s.add_argument("--pixel-blend", type=float, metavar="FRAC",
+                   help="latent models: blend decoded pixels (decode, blend, encode) for the last "
+                   "FRAC of the timesteps (default 0: latents only)")
+
+
+def _stack_output_options(g) -> None:
+    """Output options of extend and regenerate (a new stack folder, as for generate)."""
+    o = g.add_argument_group("output")
+    o.add_argument("--out", required=True, metavar="DIR", help="the stack folder to create")
+    o.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    o.add_argument("--video", action="store_true", help=f"also write DIR/{PREVIEW_NAME}")
+    _video_options(o)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def _video_options(group) -> None:
     group.add_argument("--frames-per-level", type=int, default=24, metavar="F",
                        help="frames per zoom level (default 24)")
@@ -110,8 +155,8 @@ def _video_options(group) -> None:
 
 # ---------------------------------------------------------------------------------- settings
 _OVERRIDES = ("zoom", "model", "steps", "guidance", "seed", "width", "height", "scheduler",
-              "negative_prompt", "photo", "device", "micro_batch", "family", "upscaler",
-              "upscale", "pixel_blend")
+              "negative_prompt", "photo", "photo_level", "device", "micro_batch", "family",
+              "upscaler", "upscale", "pixel_blend")
 
 
 def _read_prompts_source(source: str) -> tuple[list[str], dict]:
@@ -144,6 +189,8 @@ def settings_from_args(args: argparse.Namespace, warn: Callable[[str], None] | N
         raise UsageError("no prompts: give --prompt TEXT (once per zoom level) or --prompts FILE")
     if args.size is not None:
         args.width = args.height = args.size
+    if args.photo_level is not None and not (args.photo or data.get("photo")):
+        raise UsageError("--photo-level needs --photo IMG")
     data = dict(data, **{k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None})
     data["prompts"] = prompts
     settings = GenerateSettings.from_dict(data)
@@ -263,8 +310,6 @@ def _say(msg: str) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from .preview import check_video_options, write_preview_video
-    from .publish import StagedFolder
     from .settings import family_hint, output_size
 
     settings = settings_from_args(args, warn=lambda m: _say(f"warning: {m}"))
@@ -276,19 +321,29 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not args.out:
         raise UsageError("give the stack folder to create with --out DIR (or use --dry-run)")
-    if args.video:  # check the video options before the long run, not after it
-        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction)
     h, w = output_size(settings.family or family_hint(settings.model), settings.width,
                        settings.height, settings.upscaler, settings.upscale)
+    return _run_and_publish(
+        args, len(settings.prompts) * h * w * 3,
+        lambda: (lambda cancel, progress: _load_generate()(settings, progress=progress, cancel=cancel)))
+
+
+def _run_and_publish(args: argparse.Namespace, needed_bytes: int, make_job: Callable) -> int:
+    """Run the job ``make_job()`` returns (``job(cancel, progress) -> ZoomStack``) cancellably
+    and publish its stack (and video) at ``args.out``, all or nothing."""
+    from .preview import check_video_options, write_preview_video
+    from .publish import StagedFolder
+
+    if args.video:  # check the video options before the long run, not after it
+        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction)
     # The output folder is checked and its hidden sibling made before the model loads.
-    with StagedFolder(args.out, replace=args.force, needed_bytes=len(settings.prompts) * h * w * 3) \
-            as staged:
-        generate = _load_generate()
+    with StagedFolder(args.out, replace=args.force, needed_bytes=needed_bytes) as staged:
+        job = make_job()
         progress = _Progress(enabled=not args.quiet)
         problems = []
         try:
             stack = _run_cancellable(
-                lambda cancel: generate(settings, progress=progress, cancel=cancel),
+                lambda cancel: job(cancel, progress),
                 on_interrupt=lambda: (progress.stop(), _say("cancelling... (Ctrl-C again to quit at once)")))
             progress.close()
             try:
@@ -319,6 +374,61 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         _say(f"error: {'; '.join(problems)}")
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _load_known_levels() -> tuple[Callable, Callable]:
+    """``(extend, regenerate)`` of core.extend (a seam for tests; torch loads only when run)."""
+    from .extend import extend, regenerate
+    return extend, regenerate
+
+
+def _stack_options(args: argparse.Namespace) -> dict:
+    if args.size is not None and (args.width is not None or args.height is not None):
+        raise UsageError("give either --size or --width/--height, not both")
+    if args.size is not None:
+        args.width = args.height = args.size
+    keys = ("zoom", "model", "steps", "guidance", "width", "height", "scheduler", "negative_prompt",
+            "device", "micro_batch", "family", "upscaler", "upscale", "pixel_blend")
+    return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _stack_bytes(stack, levels: int) -> int:
+    _, h, w, _ = stack.layers.shape
+    return levels * h * w * 3
+
+
+def _cmd_extend(args: argparse.Namespace) -> int:
+    from .extend import check_extend
+    from .stack_io import ZoomStack
+
+    if args.prompt and args.prompts:
+        raise UsageError("give prompts either with --prompt (repeated) or with --prompts FILE, not both")
+    if args.prompts:
+        prompts, _ = _read_prompts_source(args.prompts)
+    else:
+        prompts = list(args.prompt or [])
+    stack = ZoomStack.load(Path(args.stack).expanduser())
+    kw = dict(outward=args.outward, overlap=args.overlap, window=args.window, seed=args.seed,
+              **_stack_options(args))
+    check_extend(stack, prompts, **kw)  # everything that can fail before a model loads
+    return _run_and_publish(
+        args, _stack_bytes(stack, len(stack.layers) + len(prompts)),
+        lambda: (lambda cancel, progress: _load_known_levels()[0](
+            stack, prompts, progress=progress, cancel=cancel, **kw)))
+
+
+def _cmd_regenerate(args: argparse.Namespace) -> int:
+    from .extend import check_regenerate
+    from .stack_io import ZoomStack
+
+    options = _stack_options(args)
+    stack = ZoomStack.load(Path(args.stack).expanduser())
+    check_regenerate(stack, args.level, args.prompt, seed=args.seed, **options)
+    return _run_and_publish(
+        args, _stack_bytes(stack, len(stack.layers)),
+        lambda: (lambda cancel, progress: _load_known_levels()[1](
+            stack, args.level, args.prompt, seed=args.seed, progress=progress, cancel=cancel,
+            **options)))
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
@@ -352,8 +462,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return run_models(args, _run_cancellable, _Progress, _say, UsageError)
 
 
-COMMANDS = {"generate": _cmd_generate, "video": _cmd_video, "examples": _cmd_examples,
-            "models": _cmd_models}
+COMMANDS = {"generate": _cmd_generate, "extend": _cmd_extend, "regenerate": _cmd_regenerate,
+            "video": _cmd_video, "examples": _cmd_examples, "models": _cmd_models}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -363,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with sigterm_raises():  # SIGTERM cleans up like Ctrl-C (default: die, leaving temp files)
             args = build_parser().parse_args(argv)
             if args.command is None:
-                raise UsageError("choose a command: generate, video, examples or models")
+                raise UsageError("choose a command: generate, extend, regenerate, video, examples "
+                                 "or models")
             return COMMANDS[args.command](args)
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else EXIT_OK

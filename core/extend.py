@@ -32,9 +32,10 @@ Progress = Callable[[str, int, int, "np.ndarray | None"], None]
 #: Settings a stack's manifest carries over to extend/regenerate (options may override the
 #: sampling ones; model, zoom and size must match).
 _FROM_MANIFEST = ("model", "zoom", "scheduler", "steps", "guidance", "negative_prompt",
-                  "family", "upscaler")
+                  "family", "upscaler", "upscale")
 SAMPLING_OPTIONS = ("model", "steps", "guidance", "scheduler", "negative_prompt", "device",
-                    "micro_batch", "family", "upscaler", "zoom", "width", "height")
+                    "micro_batch", "family", "upscaler", "upscale", "pixel_blend", "zoom",
+                    "width", "height")
 
 
 # ------------------------------------------------------------------------- provenance
@@ -105,7 +106,19 @@ def _check_int(value, name: str, low: int) -> int:
     return value
 
 
-def check_extend(stack: ZoomStack, prompts: Sequence[str], *, overlap: int = 2,
+def _check_known_levels(stack: ZoomStack, levels: Sequence[int]) -> None:
+    """The stack's levels that will be known must agree with each other (a hand-edited layer
+    would not): InvalidInputError naming both levels otherwise."""
+    import torch
+
+    from .known import check_known
+
+    layers = np.asarray(stack.layers, dtype=np.float32)
+    known = {i: torch.from_numpy(layers[i]).permute(2, 0, 1) for i in levels}
+    check_known(known, len(layers), tuple(known[levels[0]].shape), stack.zoom)
+
+
+def check_extend(stack: ZoomStack, prompts: Sequence[str], *, outward: bool = False, overlap: int = 2,
                  window: int | None = None, seed: int | None = None,
                  **options) -> tuple[GenerateSettings, int, int]:
     """Validate an extension before any model loads: (settings, overlap, window)."""
@@ -117,6 +130,7 @@ def check_extend(stack: ZoomStack, prompts: Sequence[str], *, overlap: int = 2,
         raise InvalidInputError(f"the window ({window} levels) must be larger than the overlap "
                                 f"({overlap} levels)")
     settings = stack_settings(stack, prompts, seed, options)
+    _check_known_levels(stack, list(range(overlap)) if outward else list(range(n - overlap, n)))
     return settings, overlap, window
 
 
@@ -153,15 +167,17 @@ def check_regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError(f"the stack's prompt of level {i} is empty: give one")
     settings = stack_settings(stack, all_prompts, seed, options)
+    _check_known_levels(stack, [i for i in range(n) if i not in chosen])
     return settings, sorted(chosen)
 
 
 # ------------------------------------------------------------------------- running
-def _runner(progress: Progress | None, windows: int, models, cancel):
+def _runner(progress: Progress | None, windows: int, models, cancel, generate=None):
     """generate() per window with one shared model cache and window-tagged progress."""
-    from .backends.loading import ModelCache
-    from .generate import generate
-
+    if generate is None:
+        from .generate import generate
+    if models is None:
+        from .backends.loading import ModelCache
     cache = models if models is not None else ModelCache()
 
     def run(settings: GenerateSettings, known: dict, index: int) -> ZoomStack:
@@ -187,21 +203,22 @@ def extend(stack: ZoomStack, prompts: Sequence[str], outward: bool = False, over
            *, window: int | None = None, seed: int | None = None,
            progress: Progress | None = None,
            cancel: "threading.Event | Callable[[], bool] | None" = None,
-           models=None, **options) -> ZoomStack:
+           models=None, generate: Callable | None = None, **options) -> ZoomStack:
     """A new ZoomStack: ``stack`` with one new level per prompt (outermost first) beyond its
     finest level, or with ``outward`` in front of its outermost level.
 
     Sampled in windows of ``window`` levels (default 4) whose ``overlap`` levels next to the old
     ones are known; each window's seed is ``seed + index`` (default: the stack's seed + 1).
     ``options``: model, steps, guidance, scheduler, negative_prompt, device, micro_batch, …
-    (the stack's by default; model, zoom and size must match it).
+    (the stack's by default; model, zoom and size must match it). ``models``: a ModelCache to
+    reuse; ``generate``: the generator to call (default ``core.generate.generate``; a seam).
     """
-    settings, overlap, window = check_extend(stack, prompts, overlap=overlap, window=window,
-                                             seed=seed, **options)
+    settings, overlap, window = check_extend(stack, prompts, outward=outward, overlap=overlap,
+                                             window=window, seed=seed, **options)
     new_prompts = list(settings.prompts)
     per_window = window - overlap
     windows = -(-len(new_prompts) // per_window)
-    run, cache = _runner(progress, windows, models, cancel)
+    run, cache = _runner(progress, windows, models, cancel, generate)
     layers = np.asarray(stack.layers, dtype=np.float32)
     records = level_records(stack.manifest)
     try:
@@ -238,11 +255,11 @@ def extend(stack: ZoomStack, prompts: Sequence[str], outward: bool = False, over
 def regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[str] | None = None,
                *, seed: int | None = None, progress: Progress | None = None,
                cancel: "threading.Event | Callable[[], bool] | None" = None,
-               models=None, **options) -> ZoomStack:
+               models=None, generate: Callable | None = None, **options) -> ZoomStack:
     """A new ZoomStack: ``levels`` re-sampled (with new ``prompts``, one per level, if given)
     with every other level of ``stack`` known. Default seed: the stack's seed + 1."""
     settings, chosen = check_regenerate(stack, levels, prompts, seed=seed, **options)
-    run, cache = _runner(progress, 1, models, cancel)
+    run, cache = _runner(progress, 1, models, cancel, generate)
     layers = np.asarray(stack.layers, dtype=np.float32)
     try:
         known = {i: layers[i] for i in range(len(layers)) if i not in chosen}

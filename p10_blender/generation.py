@@ -21,6 +21,7 @@ from ..core.errors import Cancelled, InvalidInputError, P10Error, is_out_of_memo
 from ..core.publish import check_output_location
 
 PREVIEW_PREFIX = "P10 Preview "
+STACK_JOBS = ("generate", "extend", "regenerate")  # jobs that end in a new stack folder
 LAYER_PREFIX = "P10 Layer "
 
 _models: Any = None  # core.backends.ModelCache, created by the first job (worker thread)
@@ -65,6 +66,8 @@ def build_settings(p10, photo_path: str | None = None):
     from ..core.settings import GenerateSettings
 
     values = settings_dict(p10)
+    if photo_path is not None:
+        values["photo_level"] = int(p10.photo_level)
     settings = GenerateSettings(prompts=[t.strip() for t in texts], photo=photo_path, **values)
     settings.validate()
     return settings
@@ -339,7 +342,7 @@ def status_lines(job: jobs.Job | None) -> list[str]:
             line += f" — about {int(left // 60)}:{int(left % 60):02d} left"
         return [line]
     if job.state == jobs.DONE:
-        return [f"Done: {Path(str(job.result)).name}"] if job.name == "generate" else ["Done."]
+        return [f"Done: {Path(str(job.result)).name}"] if job.name in STACK_JOBS else ["Done."]
     if job.state == jobs.CANCELLED:
         return ["Cancelled (file reloaded)." if job.data.get("reloaded") else "Cancelled."]
     return [job.error or "Failed."]

@@ -60,6 +60,53 @@ class P10_OT_generate(bpy.types.Operator):
         return report_job_end(self, job)
 
 
+class P10_OT_extend_stack(bpy.types.Operator):
+    """Add levels to the last stack: deeper from the prompt rows after its own, wider from the
+    rows before them (runs in the background; the old stack stays until the new one is done)"""
+
+    bl_idname = "p10.extend_stack"
+    bl_label = "Extend"
+    bl_options = {"REGISTER"}
+
+    direction: EnumProperty(items=[("DEEPER", "Deeper", "New levels beyond the finest one"),
+                                   ("WIDER", "Wider", "New levels in front of the outermost one")],
+                            name="Direction", default="DEEPER")
+
+    def execute(self, context):
+        from . import known_levels
+
+        return _start_known(self, lambda: known_levels.start_extend(
+            context, outward=self.direction == "WIDER"), "Extending…")
+
+
+class P10_OT_regenerate_level(bpy.types.Operator):
+    """Re-sample the level of the active prompt row, every other level of the last stack kept"""
+
+    bl_idname = "p10.regenerate_level"
+    bl_label = "Regenerate Level"
+    bl_options = {"REGISTER"}
+
+    def execute(self, context):
+        from . import known_levels
+
+        return _start_known(self, lambda: known_levels.start_regenerate(context), "Regenerating…")
+
+
+def _start_known(op, start, message: str) -> set:
+    global last_error
+    try:
+        job = start()
+    except P10Error as exc:
+        return _fail(op, str(exc))
+    except Exception as exc:  # never a traceback in the UI
+        return _fail(op, generation.friendly_error(exc))
+    last_error = None
+    if job.running:
+        op.report({"INFO"}, f"{message} (see the Zoom panel)")
+        return {"FINISHED"}
+    return report_job_end(op, job)
+
+
 def report_job_end(op, job: jobs.Job) -> set:
     """Report a finished synchronous job (background mode)."""
     if job.state == jobs.DONE:
@@ -356,5 +403,5 @@ CLASSES = [
     P10_OT_generate, P10_OT_cancel, P10_OT_release_model,
     P10_OT_prompt_add, P10_OT_prompt_remove, P10_OT_prompt_move, P10_OT_prompt_duplicate,
     P10_OT_prompts_import, P10_OT_prompts_export, P10_OT_preset_load, P10_OT_seed_randomise,
-    P10_OT_install_dependencies,
+    P10_OT_install_dependencies, P10_OT_extend_stack, P10_OT_regenerate_level,
 ]

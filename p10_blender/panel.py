@@ -72,7 +72,7 @@ def draw_progress(layout, job: jobs.Job) -> None:
         # progress bar widget only exists in 4.0+; a plain label elsewhere
         if hasattr(box, "progress"):
             box.progress(factor=job.fraction, type="BAR", text=f"{int(job.fraction * 100)} %")
-    if job.name == "generate":
+    if job.name in generation.STACK_JOBS:
         n = job.data.get("levels", 0)
         names = [f"{generation.PREVIEW_PREFIX}{i:02d}" for i in range(n)]
         have = [name for name in names if name in bpy.data.images]
@@ -131,6 +131,7 @@ def draw_sampling(layout, context) -> None:
     col.prop(p10, "use_photo")
     if p10.use_photo:
         col.template_ID(p10, "photo", open="image.open")
+        col.prop(p10, "photo_level")
 
 
 def draw_output(layout, context) -> None:
@@ -139,6 +140,23 @@ def draw_output(layout, context) -> None:
     if p10.last_stack_dir:
         layout.prop(p10, "last_stack_dir", text="Last")
     layout.operator("p10.load_stack", icon="FILE_FOLDER")
+
+
+def draw_known_levels(layout, context) -> None:
+    """Extend the last stack (the prompt rows after / before its own) or regenerate the level
+    of the active row; the previous stack stays until the new one is complete."""
+    p10 = p10_of(context)
+    col = layout.column()
+    col.enabled = _idle() and bool(p10.last_stack_dir)
+    row = col.row(align=True)
+    row.operator("p10.extend_stack", text="Extend Deeper", icon="ZOOM_IN").direction = "DEEPER"
+    row.operator("p10.extend_stack", text="Extend Wider", icon="ZOOM_OUT").direction = "WIDER"
+    row = col.row(align=True)
+    row.prop(p10, "extend_overlap")
+    row.prop(p10, "extend_window")
+    col.operator("p10.regenerate_level", icon="FILE_REFRESH")
+    if not p10.last_stack_dir:
+        layout.label(text="Generate or load a stack first", icon="INFO")
 
 
 def draw_animation(layout, context) -> None:
@@ -155,7 +173,8 @@ def draw_video(layout, context) -> None:
     scene_ops.draw_video_settings(layout, context, settings)
 
 
-SECTIONS = (draw_prompts, draw_model, draw_sampling, draw_output, draw_animation, draw_video)
+SECTIONS = (draw_prompts, draw_model, draw_sampling, draw_output, draw_known_levels,
+            draw_animation, draw_video)
 
 
 def draw_panel(layout, context) -> None:
@@ -223,6 +242,15 @@ class P10_PT_output(_SubPanel, bpy.types.Panel):
         _draw_safely(draw_output, self.layout, context)
 
 
+class P10_PT_known_levels(_SubPanel, bpy.types.Panel):
+    bl_idname = "P10_PT_known_levels"
+    bl_label = "Extend / Regenerate"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        _draw_safely(draw_known_levels, self.layout, context)
+
+
 class P10_PT_animation(_SubPanel, bpy.types.Panel):
     bl_idname = "P10_PT_animation"
     bl_label = "Animation"
@@ -243,4 +271,4 @@ class P10_PT_video(_SubPanel, bpy.types.Panel):
 
 # Parents before children: Blender registers a child panel only under a registered parent.
 CLASSES = [P10_UL_prompts, P10_PT_zoom, P10_PT_prompts, P10_PT_model, P10_PT_sampling,
-           P10_PT_output, P10_PT_animation, P10_PT_video]
+           P10_PT_output, P10_PT_known_levels, P10_PT_animation, P10_PT_video]

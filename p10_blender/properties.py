@@ -88,9 +88,19 @@ def _base_annotations() -> dict:
                                    description="UNet rows per model call (0: the largest that "
                                                "fits the free memory; less memory, same result)"),
         "use_photo": BoolProperty(name="Start From Photo", default=False,
-                                  description="Constrain the outermost level to a photo"),
+                                  description="One level shows a photo exactly"),
         "photo": PointerProperty(type=bpy.types.Image, name="Photo",
                                  description="Image the outermost level must match"),
+        "photo_level": IntProperty(name="Photo Level", default=0, min=-1, soft_max=16,
+                                   description="The level that shows the photo exactly: 0 = "
+                                               "outermost (zoom into it), -1 = finest (zoom out "
+                                               "of it)"),
+        "extend_overlap": IntProperty(name="Overlap", default=2, min=1, max=16,
+                                      description="Levels of the stack kept known in every "
+                                                  "window of an extension"),
+        "extend_window": IntProperty(name="Window", default=4, min=2, max=64,
+                                     description="Levels sampled at once while extending: sets "
+                                                 "the peak memory, whatever the total depth"),
         "output_dir": StringProperty(name="Output Folder", default="", subtype="DIR_PATH",
                                      options=compat.PATH_OPTIONS,
                                      description="Where stacks go (empty: the add-on's "

@@ -175,7 +175,7 @@ FAKE = {"steps": 4, "delay": 0.0, "fail": None, "calls": 0, "released": 0, "on_s
 class _FakeCache:
     def release(self):
         FAKE["released"] += 1
-def _fake_generate(settings, *, progress=None, cancel=None, models=None):
+def _fake_generate(settings, *, progress=None, cancel=None, models=None, known=None):
     FAKE["calls"] += 1
     FAKE["photo"] = settings.photo
     n, h, w = len(settings.prompts), settings.height or 64, settings.width or 64
@@ -189,7 +189,11 @@ def _fake_generate(settings, *, progress=None, cancel=None, models=None):
             progress("sampling", s + 1, FAKE["steps"],
                      _np.full((n, h // 4, w // 4, 3), (s + 1) / FAKE["steps"], _np.float32))
     layers = _np.full((n, h, w, 3), 0.5, _np.float32)
-    return _stack_io.ZoomStack(layers, {"prompts": list(settings.prompts), "zoom": settings.zoom})
+    for level, image in (known or {}).items():  # known levels come back as given
+        layers[level] = image
+    FAKE["known"] = sorted(known or {})
+    return _stack_io.ZoomStack(layers, {"prompts": list(settings.prompts), "zoom": settings.zoom,
+                                        "model": settings.model, "seed": settings.seed})
 _gen.engine = lambda: (_fake_generate, _FakeCache)
 _gen._models = None
 '''
