@@ -162,10 +162,10 @@ def test_a_hand_edited_stack_is_refused_before_any_model(capsys, base, tmp_path,
     shutil.copytree(base, edited)
     with Image.open(edited / "layer_01.png") as im:
         im.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(edited / "layer_01.png")
-    for argv in (["extend", edited, "--prompt", "x", "--overlap", "3"],
-                 ["regenerate", edited, "--level", "0"]):
+    for argv, pair in ((["extend", edited, "--prompt", "x", "--overlap", "3"], "0 and 1"),
+                       (["regenerate", edited, "--level", "0"], "1 and 2")):
         code, _, err = _run(capsys, *argv, "--out", tmp_path / "o")
-        assert code == 1 and "levels 1 and 2 disagree" in err and len(err.splitlines()) == 1, err
+        assert code == 1 and f"levels {pair} disagree" in err and len(err.splitlines()) == 1, err
         assert not (tmp_path / "o").exists()
 
 

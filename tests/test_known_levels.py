@@ -56,9 +56,10 @@ def test_pinned_level_is_held_and_the_rest_lands_on_its_scene(scenes, p, where, 
 
 def test_photo_loss_alone_fails_zooming_out_reconstruction_succeeds(scenes):
     # the method choice in docs/sampler.md: x̂-side photo loss cannot pull coarser levels over
-    photo = [run(scenes, 2, -1, s, known_guidance="photo")[1] for s in range(6)]
-    recon = [run(scenes, 2, -1, s, known_guidance="reconstruction")[1] for s in range(6)]
-    assert sum(recon) == 6 and sum(photo) <= 3, (photo, recon)
+    # (24 seeds, docs/sampler.md: photo loss 5/24, reconstruction 23/24 at p = 4)
+    photo = [run(scenes, 4, -1, s, known_guidance="photo")[1] for s in range(6)]
+    recon = [run(scenes, 4, -1, s, known_guidance="reconstruction")[1] for s in range(6)]
+    assert sum(recon) == 6 and sum(photo) <= 2, (photo, recon)
 
 
 @pytest.mark.parametrize("scheduler", [
