@@ -88,6 +88,10 @@ def validate_geometry(manifest: dict[str, Any], where: Path) -> None:
         value = manifest[key]
         if not isinstance(value, list) or len(value) != n:
             raise StackFormatError(f"{where}: '{key}' must list {n} entries, one per level")
+    records = manifest.get("levels")
+    if records is not None and (not isinstance(records, list) or len(records) != n
+                                or not all(isinstance(r, dict) for r in records)):
+        raise StackFormatError(f"{where}: 'levels' must list {n} records, one per level")
     if any(not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".")
            for name in manifest["layers"]):
         raise StackFormatError(f"{where}: layer names must be plain file names")
