@@ -46,18 +46,7 @@ class P10_OT_generate(bpy.types.Operator):
         return why is None or compat.poll_message(cls, why)
 
     def execute(self, context):
-        global last_error
-        try:
-            job = generation.start(context)
-        except P10Error as exc:
-            return _fail(self, str(exc))
-        except Exception as exc:  # never a traceback in the UI
-            return _fail(self, generation.friendly_error(exc))
-        last_error = None
-        if job.running:
-            self.report({"INFO"}, "Generating… (see the Zoom panel)")
-            return {"FINISHED"}
-        return report_job_end(self, job)
+        return _start_job(self, lambda: generation.start(context), "Generating…")
 
 
 class P10_OT_extend_stack(bpy.types.Operator):
@@ -75,7 +64,7 @@ class P10_OT_extend_stack(bpy.types.Operator):
     def execute(self, context):
         from . import known_levels
 
-        return _start_known(self, lambda: known_levels.start_extend(
+        return _start_job(self, lambda: known_levels.start_extend(
             context, outward=self.direction == "WIDER"), "Extending…")
 
 
@@ -89,10 +78,11 @@ class P10_OT_regenerate_level(bpy.types.Operator):
     def execute(self, context):
         from . import known_levels
 
-        return _start_known(self, lambda: known_levels.start_regenerate(context), "Regenerating…")
+        return _start_job(self, lambda: known_levels.start_regenerate(context), "Regenerating…")
 
 
-def _start_known(op, start, message: str) -> set:
+def _start_job(op, start, message: str) -> set:
+    """Start a background job with ``start()``; one-line report of bad input or the end."""
     global last_error
     try:
         job = start()

@@ -173,3 +173,21 @@ def test_old_manifests_get_level_records():
     m = {"prompts": ["a", "b"], "seed": 4}
     assert level_records(m) == [{"prompt": "a", "made_by": "generate", "seed": 4},
                                 {"prompt": "b", "made_by": "generate", "seed": 4}]
+
+
+def test_backend_denoiser_is_differentiable_only_on_request(model):
+    cache = loading.ModelCache()
+    try:
+        backend = cache.get(model, device="cpu")
+        cond = backend.encode_prompts(["a cat", "a dog"], "", height=64, width=64)
+        z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        frozen = backend.make_denoiser(cond, 7.5)
+        assert not frozen(z, 500, torch.arange(2)).requires_grad
+        live = backend.make_denoiser(cond, 7.5, micro_batch=1, differentiable=True)
+        x0 = live(z, 500, torch.arange(2))
+        assert x0.requires_grad and live.differentiable and not frozen.differentiable
+        (grad,) = torch.autograd.grad(x0[1].sum(), z)
+        assert grad[1].abs().sum() > 0 and grad[0].abs().sum() == 0  # levels stay independent
+        torch.testing.assert_close(x0.detach(), frozen(z, 500, torch.arange(2)), atol=1e-5, rtol=0)
+    finally:
+        cache.release()
