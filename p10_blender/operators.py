@@ -61,6 +61,11 @@ class P10_OT_extend_stack(bpy.types.Operator):
                                    ("WIDER", "Wider", "New levels in front of the outermost one")],
                             name="Direction", default="DEEPER")
 
+    @classmethod
+    def poll(cls, context):
+        why = generation.check_can_start()
+        return why is None or compat.poll_message(cls, why)
+
     def execute(self, context):
         from . import known_levels
 
@@ -74,6 +79,11 @@ class P10_OT_regenerate_level(bpy.types.Operator):
     bl_idname = "p10.regenerate_level"
     bl_label = "Regenerate Level"
     bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        why = generation.check_can_start()
+        return why is None or compat.poll_message(cls, why)
 
     def execute(self, context):
         from . import known_levels
