@@ -59,7 +59,10 @@ class P10_OT_extend_stack(bpy.types.Operator):
 
     direction: EnumProperty(items=[("DEEPER", "Deeper", "New levels beyond the finest one"),
                                    ("WIDER", "Wider", "New levels in front of the outermost one")],
-                            name="Direction", default="DEEPER")
+                            name="Direction", default="DEEPER",
+                            description="Deeper: levels beyond the finest one, from the rows "
+                                        "after the stack's prompts; wider: levels in front of "
+                                        "the outermost one, from the rows before them")
 
     @classmethod
     def poll(cls, context):
