@@ -145,6 +145,11 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     photo = None
     photo_level = s.photo_level % n_levels
     known = {k % n_levels: v for k, v in known.items()}
+    for k, v in known.items():  # before minutes of sampling: the stack's size, a multiple of ours
+        kh, kw = np.shape(v)[:2]
+        if np.ndim(v) != 3 or kh % height or kw % width or kh // height != kw // width:
+            raise InvalidInputError(f"the known image of level {k} is {kw}x{kh} pixels; this "
+                                    f"model samples {width}x{height}")
     known_x = {k: encode_known(backend, v, width, height, micro_batch) for k, v in known.items()}
     if s.photo is not None:
         photo = backend.encode_photo(load_photo(s.photo, width, height), micro_batch)
