@@ -188,6 +188,6 @@ def test_backend_denoiser_is_differentiable_only_on_request(model):
         assert x0.requires_grad and live.differentiable and not frozen.differentiable
         (grad,) = torch.autograd.grad(x0[1].sum(), z)
         assert grad[1].abs().sum() > 0 and grad[0].abs().sum() == 0  # levels stay independent
-        torch.testing.assert_close(x0.detach(), frozen(z, 500, torch.arange(2)), atol=1e-5, rtol=0)
+        torch.testing.assert_close(x0.detach(), frozen(z, 500, torch.arange(2)), atol=1e-4, rtol=0)
     finally:
         cache.release()
