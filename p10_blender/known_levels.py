@@ -17,7 +17,7 @@ import bpy
 
 from . import generation, jobs
 from .properties import prompts_of, settings_scene
-from ..core.errors import InvalidInputError, P10Error
+from ..core.errors import Cancelled, InvalidInputError, P10Error
 
 
 def stack_rows(rows: list[str], stack_prompts: list[str]) -> int:
@@ -106,7 +106,7 @@ def _work(call, out_dir: Path):
         stack = call(generate=generate, models=generation._models, progress=progress,
                      cancel=reporter.cancel_event)
         if reporter.cancelled():
-            raise InvalidInputError("Cancelled.")
+            raise Cancelled("Cancelled.")
         reporter.progress("saving", 0, 1)
         stack.save(out_dir)  # a new folder: the previous stack stays until this one is complete
         return str(out_dir)
@@ -116,6 +116,7 @@ def _work(call, out_dir: Path):
 def _start(context, name: str, call, levels: int, sync: bool | None) -> jobs.Job:
     scene = settings_scene(context.scene)  # a rig or video scene works for its source
     out_dir = generation.new_stack_dir(scene.p10)
+    generation.check_output_location(out_dir)  # a read-only folder fails now, not after the run
     job = jobs.Job(name=name, work=_work(call, out_dir), on_message=generation._on_message,
                    on_finish=generation._on_finish)
     job.data.update(epoch=generation._epoch, scene=scene.name, out_dir=str(out_dir), levels=levels)
