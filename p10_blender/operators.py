@@ -49,7 +49,16 @@ class P10_OT_generate(bpy.types.Operator):
         return _start_job(self, lambda: generation.start(context), "Generating…")
 
 
-class P10_OT_extend_stack(bpy.types.Operator):
+class _StackJob:
+    """Extend / Regenerate: greyed out, saying why, while a job runs or dependencies are missing."""
+
+    @classmethod
+    def poll(cls, context):
+        why = generation.check_can_start()
+        return why is None or compat.poll_message(cls, why)
+
+
+class P10_OT_extend_stack(_StackJob, bpy.types.Operator):
     """Add levels to the last stack: deeper from the prompt rows after its own, wider from the
     rows before them (runs in the background; the old stack stays until the new one is done)"""
 
@@ -64,11 +73,6 @@ class P10_OT_extend_stack(bpy.types.Operator):
                                         "after the stack's prompts; wider: levels in front of "
                                         "the outermost one, from the rows before them")
 
-    @classmethod
-    def poll(cls, context):
-        why = generation.check_can_start()
-        return why is None or compat.poll_message(cls, why)
-
     def execute(self, context):
         from . import known_levels
 
@@ -76,17 +80,12 @@ class P10_OT_extend_stack(bpy.types.Operator):
             context, outward=self.direction == "WIDER"), "Extending…")
 
 
-class P10_OT_regenerate_level(bpy.types.Operator):
+class P10_OT_regenerate_level(_StackJob, bpy.types.Operator):
     """Re-sample the level of the active prompt row, every other level of the last stack kept"""
 
     bl_idname = "p10.regenerate_level"
     bl_label = "Regenerate Level"
     bl_options = {"REGISTER"}
-
-    @classmethod
-    def poll(cls, context):
-        why = generation.check_can_start()
-        return why is None or compat.poll_message(cls, why)
 
     def execute(self, context):
         from . import known_levels
