@@ -52,7 +52,8 @@ def _options(p10, stack) -> dict:
     """The panel's sampling settings; model, zoom and size come from the stack."""
     options = {"model": p10.model, "device": p10.device, "guidance": float(p10.guidance),
                "scheduler": p10.scheduler, "negative_prompt": p10.negative_prompt,
-               "steps": p10.steps or None}
+               "steps": p10.steps or None,
+               "micro_batch": int(getattr(p10, "micro_batch", 0) or 0) or None}
     # the panel's seed if it was changed since the stack was made; else the stack's + 1
     seed = int(p10.seed) if int(p10.seed) != stack.manifest.get("seed") else None
     return options, seed
