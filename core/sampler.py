@@ -18,7 +18,8 @@ Structure (k-diffusion / diffusers style: short functions, one concern each):
                           + known levels: their x̂, and the reconstruction-guidance direction
     consolidate           L = Blending(x̂), x = Π_image(L), known levels imposed   (layer hook)
     MODE_STEPS[mode]      step_joint / step_iterative / step_independent -> (layers, x)
-    update_rule(sched)    UPDATE_RULES table by scheduler class -> update_ddpm / update_solver
+    update_rule(sched)    UPDATE_RULES table by scheduler class -> update_ddpm (DDPM),
+                          update_renoise (LCM), update_solver (any other scheduler)
     run_steps             the loop: z_in -> mode step -> update rule -> callback
 Constraints that act on x̂ or on the layers belong in ``estimate`` / ``consolidate``; ones
 that act on z_{t'} go after the update in ``run_steps``.
@@ -103,10 +104,19 @@ def x0_to_epsilon(z_t: torch.Tensor, x0: torch.Tensor, alpha: torch.Tensor,
 
 
 # --------------------------------------------------------------------- scheduler adapters
+#: Spacing every scheduler the sampler runs gets, whatever the model's config says: the first
+#: timestep is T-1 and the last update lands on t = 0 at any step count. SD/SDXL/IF configs
+#: say "leading" (+ steps_offset), which at 256 steps starts at t = 766 (ᾱ = 0.05, not ≈ 0):
+#: sampling would start from an image that is already a quarter signal, and miss it.
+SPACING_OVERRIDES = {"timestep_spacing": "trailing", "steps_offset": 0}
+
+
 def _private_scheduler(scheduler):
-    """A copy of the user's scheduler that takes ε̂ and never clips x0 (clipping is pointwise
-    and would break zoom consistency; the estimate is already consolidated)."""
-    wanted = {"prediction_type": "epsilon", "clip_sample": False, "thresholding": False}
+    """A copy of the user's scheduler that takes ε̂, never clips x0 (clipping is pointwise
+    and would break zoom consistency; the estimate is already consolidated) and spaces its
+    timesteps from T (``SPACING_OVERRIDES``)."""
+    wanted = {"prediction_type": "epsilon", "clip_sample": False, "thresholding": False,
+              **SPACING_OVERRIDES}
     overrides = {k: v for k, v in wanted.items() if k in scheduler.config}
     return type(scheduler).from_config(scheduler.config, **overrides)
 
@@ -299,16 +309,64 @@ def update_solver(run: SamplingRun, z: torch.Tensor, z_in: torch.Tensor, x: torc
                   step: int, t) -> torch.Tensor:
     """Deterministic schedulers (DDIM, DPM-Solver++, Euler): hand them the ε̂ implied by the
     consolidated x (x0_to_epsilon) and let them take their own step."""
+    return run.sched.step(_implied_epsilon(run, z_in, x, step, t), t, z).prev_sample
+
+
+def _implied_epsilon(run: SamplingRun, z_in: torch.Tensor, x: torch.Tensor, step: int,
+                     t) -> torch.Tensor:
     acc = run.acc
     alpha, sigma = _vp_coefficients(run.sched, step, _timestep(run.sched, t), acc)
     eps = x0_to_epsilon(z_in.to(acc), x.to(acc), alpha.to(run.device), sigma.to(run.device))
-    return run.sched.step(eps.to(run.dtype), t, z).prev_sample
+    return eps.to(run.dtype)
+
+
+def update_dpmsolver(run: SamplingRun, z: torch.Tensor, z_in: torch.Tensor, x: torch.Tensor,
+                     step: int, t) -> torch.Tensor:
+    """DPM-Solver(++): the solver step; its SDE variants ("sde-dpmsolver++") get their fresh
+    noise as Π_noise (``variance_noise``) instead of drawing their own."""
+    if not str(run.sched.config.algorithm_type).startswith("sde"):
+        return update_solver(run, z, z_in, x, step, t)
+    eps = _implied_epsilon(run, z_in, x, step, t)
+    return run.sched.step(eps, t, z, variance_noise=run.fresh_noise()).prev_sample
+
+
+def update_renoise(run: SamplingRun, z: torch.Tensor, z_in: torch.Tensor, x: torch.Tensor,
+                   step: int, t) -> torch.Tensor:
+    """Consistency-model / LCM sampling: the consolidated clean image, re-noised to the next
+    timestep with zoom-consistent noise, z_{t'} = α_{t'} x + σ_{t'} Π_noise(E). The last step
+    returns x itself (no draw). LCM's boundary condition c_skip·z_t is left out: it is below
+    1e-5 at every timestep used (t ≥ 19) and would mix the unconsolidated z_t into x."""
+    sched = run.sched
+    if step + 1 >= len(sched.timesteps):
+        return x
+    t_next = _timestep(sched, sched.timesteps[step + 1])
+    ab = sched.alphas_cumprod[t_next].to(device=run.device, dtype=run.acc)
+    noise = run.fresh_noise()
+    return (ab.sqrt() * x.to(run.acc) + (1 - ab).sqrt() * noise.to(run.acc)).to(run.dtype)
+
+
+def renoise_timesteps(config, num_inference_steps: int) -> list[int]:
+    """Timesteps of the renoise sampler, from T-1 down to near 0.
+
+    Up to the model's distillation schedule length (LCM: ``original_inference_steps`` = 50,
+    timesteps 19, 39, …, 999) they are evenly spaced picks of that grid including both ends
+    (diffusers' own LCM pick stops at t=139 for 8 steps); beyond it, "trailing" spacing.
+    """
+    n, total = int(num_inference_steps), int(config.num_train_timesteps)
+    orig = int(getattr(config, "original_inference_steps", None) or 50)
+    if n <= orig:
+        k = total // orig
+        grid = [(i + 1) * k - 1 for i in range(orig)]
+        picks = torch.linspace(orig - 1, 0, n).round().long().tolist() if n > 1 else [orig - 1]
+        return [grid[i] for i in picks]
+    return [round(total - i * total / n) - 1 for i in range(n)]
 
 
 def _default_update_rules() -> list[tuple[type, Callable]]:
-    from diffusers import DDPMScheduler
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler
 
-    return [(DDPMScheduler, update_ddpm)]
+    return [(DDPMScheduler, update_ddpm), (LCMScheduler, update_renoise),
+            (DPMSolverMultistepScheduler, update_dpmsolver)]
 
 
 #: (scheduler class, update rule), first isinstance match wins; anything else is a solver.
@@ -324,6 +382,15 @@ def update_rule(scheduler) -> Callable:
         if isinstance(scheduler, cls):
             return rule
     return update_solver
+
+
+def _set_timesteps(sched, num_inference_steps: int, device: torch.device) -> None:
+    if update_rule(sched) is update_renoise:  # the renoise rule never calls sched.step
+        ts = renoise_timesteps(sched.config, num_inference_steps)
+        sched.timesteps = torch.tensor(ts, dtype=torch.long, device=device)
+        sched.num_inference_steps = len(ts)
+    else:
+        sched.set_timesteps(num_inference_steps, device=device)
 
 
 def _timestep(sched, t) -> int:
@@ -440,7 +507,7 @@ def sample_zoom_stack(
     reconstruct = bool(known) and (known_guidance == "reconstruction" or (
         known_guidance == "auto" and needs_reconstruction(known, num_levels)))
     sched = _private_scheduler(scheduler)
-    sched.set_timesteps(num_inference_steps, device=device)
+    _set_timesteps(sched, num_inference_steps, device)
     run = SamplingRun(
         denoiser=denoiser, sched=sched, num_levels=num_levels, zoom=p, shape=tuple(shape),
         generator=generator, device=device, dtype=dtype,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..sampler import SPACING_OVERRIDES
 from ..settings import SCHEDULERS
 
 # name -> diffusers class and the overrides that make it a plain sampler of the model's
@@ -18,6 +19,12 @@ _CLASSES = {
                                                     "solver_order": 2, "thresholding": False,
                                                     "variance_type": None}),
     "euler": ("EulerDiscreteScheduler", {}),
+    # the stochastic DPM-Solver++(2M) SDE: the sampler hands it Π_noise as its fresh noise
+    "sde-dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++",
+                                                        "solver_order": 2, "thresholding": False,
+                                                        "variance_type": None}),
+    # LCM / consistency sampling: x̂ → blend → render → re-noise with Π_noise (update_renoise)
+    "lcm": ("LCMScheduler", {"clip_sample": False, "thresholding": False}),
 }
 
 
@@ -40,13 +47,14 @@ def check_scheduler_name(name: str) -> str:
 
 def make_scheduler(name: str, config: dict[str, Any]):
     """A fresh scheduler ``name`` ("ddpm", "ddim", "dpmsolver++", "euler") on ``config``'s
-    training schedule (betas, timestep spacing, prediction type, steps offset)."""
+    training schedule (betas, prediction type), spaced "trailing" from T (``SPACING_OVERRIDES``)."""
     import diffusers
 
     cls_name, overrides = _CLASSES[check_scheduler_name(name)]
     base = {k: v for k, v in dict(config).items() if not k.startswith("_")}
     # DeepFloyd IF's schedule is squaredcos_cap_v2; everything else keeps its own betas.
-    return getattr(diffusers, cls_name).from_config({**base, **overrides})
+    # Timesteps from T whatever the config's spacing (the sampler enforces it too).
+    return getattr(diffusers, cls_name).from_config({**base, **overrides, **SPACING_OVERRIDES})
 
 
 __all__ = ["check_scheduler_name", "default_steps", "make_scheduler", "scheduler_names"]

@@ -1,0 +1,124 @@
+"""Success rate vs model evaluations per level, for every sampler, on both analytic priors.
+
+Every sampler of ``core.settings.SCHEDULERS`` (built by ``make_scheduler`` on a plain DDPM
+training schedule, the way generate() builds them) at several step counts, joint sampling:
+
+* "mixture" (K=3 multi-scale scenes, exact posterior mean): success = share of seeds whose
+  levels all land on one scene (RMSE to the nearest consistent scene < 0.02).
+* "gaussian" (scale-invariant Gaussian field, exact posterior mean): no right answer, but
+  blur and missing structure are measurable: detail (finest-band energy) and low-frequency
+  RMS (8 x 8 block means), both ÷ those of exact prior draws, and the seam ratio.
+
+Model evaluations per level = steps (× 2 with classifier-free guidance for a real model).
+Prints JSON (one object; ``--out`` also writes it).
+
+    nice -n 10 python benchmarks/samplers.py [--seeds 24] [--priors mixture,gaussian]
+        [--zooms 2,4] [--samplers ddpm:10,20,50;lcm:4,8;...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)  # many tiny ops: threads only contend
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.analytic import (  # noqa: E402
+    GaussianFieldDenoiser, MixtureDenoiser, detail_energy, make_scenes, nearest_scene_error,
+    seam_ratio,
+)
+from core.backends.schedulers import make_scheduler  # noqa: E402
+from core.sampler import sample_zoom_stack  # noqa: E402
+from core.zoom_stack import downsample  # noqa: E402
+
+TRAIN = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001,
+         "beta_end": 0.02, "clip_sample": False}
+SETUPS = {  # (prior, zoom) -> levels, shape
+    ("mixture", 2): dict(num_levels=4, shape=(3, 32, 32)),
+    ("mixture", 4): dict(num_levels=3, shape=(3, 64, 64)),  # 64 px: the 1/16 overlap must tell scenes apart
+    ("gaussian", 2): dict(num_levels=3, shape=(3, 32, 32)),
+    ("gaussian", 4): dict(num_levels=3, shape=(3, 32, 32)),
+}
+DEFAULT_SAMPLERS = ("ddpm:10,15,25,50;ddim:25;dpmsolver++:10,20;euler:25;"
+                    "sde-dpmsolver++:10,15,20;lcm:4,8")
+SUCCESS_RMSE = 0.02
+
+
+def parse_samplers(text: str) -> list[tuple[str, int]]:
+    out = []
+    for part in filter(None, text.split(";")):
+        name, steps = part.split(":")
+        out += [(name, int(s)) for s in steps.split(",")]
+    return out
+
+
+def low_rms(x: torch.Tensor) -> float:
+    return float(downsample(x, 2, times=3).pow(2).mean().sqrt())
+
+
+def run_setup(prior: str, zoom: int, samplers, seeds: int) -> list[dict]:
+    setup = SETUPS[(prior, zoom)]
+    probe = make_scheduler("ddpm", TRAIN)
+    if prior == "mixture":
+        scenes = make_scenes(3, setup["num_levels"], setup["shape"], zoom,
+                             torch.Generator().manual_seed(0), detail=8)
+        denoiser = MixtureDenoiser(scenes, probe.alphas_cumprod)
+    else:
+        denoiser = GaussianFieldDenoiser(setup["shape"], probe.alphas_cumprod)
+        prior_draws = denoiser.sample_prior(128, torch.Generator().manual_seed(123))
+        ref_detail, ref_low = detail_energy(prior_draws), low_rms(prior_draws)
+    rows = []
+    for name, steps in samplers:
+        start = time.perf_counter()
+        images = [sample_zoom_stack(denoiser, make_scheduler(name, TRAIN), zoom=zoom,
+                                    num_inference_steps=steps,
+                                    generator=torch.Generator().manual_seed(s), **setup).images
+                  for s in range(seeds)]
+        row = {"sampler": name, "steps": steps, "evaluations_per_level": steps}
+        if prior == "mixture":
+            errors = [nearest_scene_error(x, scenes)[0] for x in images]
+            row["success_rate"] = round(statistics.fmean(e < SUCCESS_RMSE for e in errors), 3)
+            row["rmse"] = round(statistics.fmean(errors), 4)
+        else:
+            row["detail_vs_prior"] = round(statistics.fmean(map(detail_energy, images)) / ref_detail, 3)
+            row["low_freq_rms_vs_prior"] = round(statistics.fmean(map(low_rms, images)) / ref_low, 3)
+            row["seam_ratio"] = round(statistics.fmean(seam_ratio(x, zoom) for x in images), 3)
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        rows.append(row)
+        print(json.dumps({"prior": prior, "zoom": zoom, **row}), file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=24)
+    parser.add_argument("--priors", default="mixture,gaussian")
+    parser.add_argument("--zooms", default="2,4")
+    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    samplers = parse_samplers(args.samplers)
+    result = {"seeds": args.seeds, "train_schedule": TRAIN, "success_rmse": SUCCESS_RMSE,
+              "setups": {}}
+    for prior in args.priors.split(","):
+        for zoom in map(int, args.zooms.split(",")):
+            setup = SETUPS[(prior, zoom)]
+            result["setups"][f"{prior}_p{zoom}"] = {
+                "num_levels": setup["num_levels"], "shape": list(setup["shape"]),
+                "rows": run_setup(prior, zoom, samplers, args.seeds)}
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
