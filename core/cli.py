@@ -34,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 # ------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
-    from .settings import SCHEDULERS
+    from .settings import SCHEDULER_CHOICES
 
     parser = _Parser(prog="python -m core", description="Powers of Ten: generate semantic-zoom "
                      "stacks from one prompt per zoom level (Generative Powers of Ten, CVPR 2024).")
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a .txt file (one prompt per line), a .json file (prompts + settings) "
                      "or the name of a bundled example (see `python -m core examples`)")
     s = g.add_argument_group("settings")
-    _settings_options(s, SCHEDULERS)
+    _settings_options(s, SCHEDULER_CHOICES)
     s.add_argument("--photo", metavar="IMG", help="a photo one level must show exactly (photo zoom)")
     s.add_argument("--photo-level", type=int, metavar="K", help="the photo's level: 0 = outermost "
                    "(default: zoom into the photo), -1 = finest (zoom out of it)")
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="known old levels in every window (default 2)")
     x.add_argument("--window", type=int, metavar="W",
                    help="levels sampled at once (default 4): sets the peak memory")
-    _settings_options(e.add_argument_group("settings (default: the stack's)"), SCHEDULERS)
+    _settings_options(e.add_argument_group("settings (default: the stack's)"), SCHEDULER_CHOICES)
     _stack_output_options(e)
 
     r = sub.add_parser("regenerate", help="re-sample some levels of a stack folder",
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a level to re-sample (0 = outermost, -1 = finest); repeat for several")
     r.add_argument("--prompt", action="append", metavar="TEXT",
                    help="a new prompt for that level (one per --level; default: the stack's)")
-    _settings_options(r.add_argument_group("settings (default: the stack's)"), SCHEDULERS)
+    _settings_options(r.add_argument_group("settings (default: the stack's)"), SCHEDULER_CHOICES)
     _stack_output_options(r)
 
     v = sub.add_parser("video", help="(re)render a stack folder's zoom video",
@@ -112,12 +112,16 @@ def _settings_options(s, schedulers) -> None:
     s.add_argument("--zoom", type=int, metavar="P", help="relative zoom between levels: 2, 4 or 8 (default 2)")
     s.add_argument("--model", metavar="ID_OR_PATH", help="hub id, model folder or .safetensors file")
     s.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: the scheduler's)")
-    s.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale (default 7.5)")
+    s.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale "
+                   "(default: 7.5; 1 = none for LCM/Turbo models; <= 1 turns guidance off)")
     s.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
     s.add_argument("--size", type=int, metavar="PX", help="width and height in pixels (default: the model's)")
     s.add_argument("--width", type=int, metavar="PX", help="width in pixels")
     s.add_argument("--height", type=int, metavar="PX", help="height in pixels")
-    s.add_argument("--scheduler", metavar="NAME", help=f"one of {', '.join(schedulers)} (default ddpm)")
+    s.add_argument("--scheduler", metavar="NAME", help=f"one of {', '.join(schedulers)} "
+                   "(default auto: the model's best; lcm for LCM, LCM-LoRA and Turbo models)")
+    s.add_argument("--lora", metavar="ID_OR_FILE", help="a LoRA to load into the model (hub id, "
+                   "folder or .safetensors), e.g. LCM-LoRA: then lcm, 8 steps, no guidance")
     s.add_argument("--negative-prompt", metavar="TEXT", help="what no level should show")
     s.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N or mps")
     s.add_argument("--micro-batch", type=int, metavar="K",
@@ -156,7 +160,7 @@ def _video_options(group) -> None:
 # ---------------------------------------------------------------------------------- settings
 _OVERRIDES = ("zoom", "model", "steps", "guidance", "seed", "width", "height", "scheduler",
               "negative_prompt", "photo", "photo_level", "device", "micro_batch", "family",
-              "upscaler", "upscale", "pixel_blend")
+              "upscaler", "upscale", "pixel_blend", "lora")
 
 
 def _read_prompts_source(source: str) -> tuple[list[str], dict]:

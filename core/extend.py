@@ -194,8 +194,10 @@ def _result(stack: ZoomStack, layers: np.ndarray, records: list[dict], settings)
     manifest = {k: v for k, v in stack.manifest.items()
                 if k not in ("layers", "num_levels", "created")}
     manifest.update(prompts=[r["prompt"] for r in records], levels=records,
-                    num_levels=len(records), scheduler=settings.scheduler,
-                    steps=settings.resolved_steps(), guidance=float(settings.guidance))
+                    num_levels=len(records))
+    choice = settings.resolved(stack.manifest.get("family"))  # "auto" recorded as what ran
+    manifest.update(scheduler=choice["scheduler"], steps=choice["steps"],
+                    guidance=choice["guidance"])
     return ZoomStack(np.ascontiguousarray(layers, dtype=np.float32), manifest)
 
 

@@ -21,6 +21,7 @@ from .estimate import fit_micro_batch
 from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_memory,
                      raise_if_cancelled)
 from .known import impose_known, make_consistent, needs_reconstruction
+from .fast_models import LCM_EMBEDDED_GUIDANCE
 from .sampler import sample_zoom_stack
 from .settings import GenerateSettings
 from .stack_io import ZoomStack
@@ -115,7 +116,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     fetch_model(s.model, report, cancel)  # a hub model not cached yet: "downloading" first
     report("loading model", 0, 1)
     raise_if_cancelled(cancel)
-    backend = cache.get(s.model, family=s.family, device=s.device)
+    backend = cache.get(s.model, family=s.family, device=s.device, lora=s.lora)
     state["device"] = "GPU" if backend.device.type != "cpu" else "CPU"
     s.validate(family=backend.family)
     report("loading model", 1, 1)
@@ -128,15 +129,21 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
             raise InvalidInputError(
                 f"{name} {n} must be a multiple of {2 * p * f} pixels for zoom {p} with this model"
             )
-    steps = s.resolved_steps()
-    scheduler = make_scheduler(s.scheduler, backend.scheduler_config)
+    # scheduler/steps/guidance: explicit settings, else the few-step model's, else the family's
+    choice = s.resolved(backend.family, backend.scheduler_config.get("_class_name", ""))
+    steps = choice["steps"]
+    scheduler = make_scheduler(choice["scheduler"],
+                               {**backend.scheduler_config, **choice["scheduler_config"]})
     train_steps = int(scheduler.config.get("num_train_timesteps", steps))
     if steps > train_steps:  # settings allow MAX_STEPS; this model's schedule may be shorter
         raise InvalidInputError(f"steps {steps} exceed this model's {train_steps}-step schedule")
+    guidance = choice["guidance"]
+    if s.guidance is None and getattr(backend, "guidance_embedded", False):
+        guidance = LCM_EMBEDDED_GUIDANCE
     plan = backend.upscale_plan(s.upscale, s.upscaler)  # models checked before sampling
     micro_batch = s.micro_batch  # an explicit value wins; else the largest that fits
     if micro_batch is None:
-        micro_batch = fit_micro_batch(backend, len(s.prompts), float(s.guidance), height, width)
+        micro_batch = fit_micro_batch(backend, len(s.prompts), guidance, height, width)
     n_levels = len(s.prompts)
 
     raise_if_cancelled(cancel)
@@ -165,7 +172,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         report("sampling", step, total, preview)
 
     report("sampling", 0, steps)
-    denoiser = backend.make_denoiser(cond, float(s.guidance), micro_batch,
+    denoiser = backend.make_denoiser(cond, guidance, micro_batch,
                                      differentiable=needs_reconstruction(known_x, n_levels))
     denoiser = backend.pixel_blending(denoiser, p, s.pixel_blend, micro_batch)
     result = sample_zoom_stack(
@@ -218,9 +225,9 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         "num_levels": n_levels,
         "model": s.model,
         "family": backend.family,
-        "scheduler": s.scheduler,
+        "scheduler": choice["scheduler"],
         "steps": steps,
-        "guidance": float(s.guidance),
+        "guidance": guidance,
         "seed": int(s.seed),
         "photo": s.photo is not None,
         "levels": [{"prompt": prompt, "made_by": "generate", "seed": int(s.seed)}
@@ -235,6 +242,10 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     if s.photo is not None:
         manifest["photo_level"] = photo_level
         manifest["levels"][photo_level]["made_by"] = "photo"
+    if s.lora:
+        manifest["lora"] = s.lora
+    if choice["fast_model"]:
+        manifest["fast_model"] = choice["fast_model"]
     return ZoomStack(layers, manifest)
 
 

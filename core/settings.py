@@ -20,15 +20,27 @@ from .geometry import check_zoom
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 
 #: Scheduler names -> default number of steps. "ddpm" is the paper's sampler (it used 256 steps
-#: with Imagen); 100 is a practical default, the deterministic solvers need fewer.
-SCHEDULERS: dict[str, int] = {"ddpm": 100, "ddim": 50, "dpmsolver++": 25, "euler": 30}
-
-#: One line per scheduler, for menus (keys as SCHEDULERS).
+#: with Imagen); "sde-dpmsolver++" is the stochastic DPM-Solver++(2M) with zoom-consistent
+#: noise; "lcm" the renoise (consistency) sampler of LCM / LCM-LoRA / Turbo models.
+SCHEDULERS: dict[str, int] = {"ddpm": 100, "ddim": 50, "dpmsolver++": 25, "euler": 30,
+                              "sde-dpmsolver++": 20, "lcm": 8}
+#: "auto": the family's default below, or the few-step model's (core.fast_models).
+SCHEDULER_CHOICES = ("auto", *SCHEDULERS)
+#: Scheduler per model family when the settings say "auto": the best success at the fewest
+#: model evaluations on the analytic priors (benchmarks/samplers.py, docs/sampler.md).
+DEFAULT_SCHEDULER: dict[str, str] = {"sd": "sde-dpmsolver++", "sdxl": "sde-dpmsolver++",
+                                     "if": "sde-dpmsolver++"}
+#: One line per scheduler, for menus (keys as SCHEDULER_CHOICES; the add-on's enum is built
+#: from this).
 SCHEDULER_INFO: dict[str, tuple[str, str]] = {
+    "auto": ("Auto", "The model's best: SDE DPM-Solver++, or LCM for LCM/LCM-LoRA/Turbo models"),
     "ddpm": ("DDPM", "Ancestral sampler used in the paper"),
-    "ddim": ("DDIM", "Deterministic, fewer steps"),
-    "dpmsolver++": ("DPM-Solver++", "Multistep solver, fewest steps"),
+    "ddim": ("DDIM", "Deterministic, fewer steps; loses levels at zoom 4"),
+    "dpmsolver++": ("DPM-Solver++", "Deterministic multistep solver; loses levels at zoom 4"),
     "euler": ("Euler", "Euler discrete"),
+    "sde-dpmsolver++": ("SDE DPM-Solver++", "Stochastic multistep solver with zoom-consistent "
+                        "noise: keeps levels together at few steps"),
+    "lcm": ("LCM", "Few-step renoise sampler for LCM, LCM-LoRA and Turbo models"),
 }
 
 #: Devices by name -> (label, description); validate() also accepts "cuda:<index>".
@@ -70,6 +82,7 @@ PIXEL_COPIES = 8
 PIPELINE_CLASSES = {
     "StableDiffusionPipeline": "sd",
     "StableDiffusionImg2ImgPipeline": "sd",
+    "LatentConsistencyModelPipeline": "sd",  # LCM-distilled SD (guidance embedded in the UNet)
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusionXLImg2ImgPipeline": "sdxl",
     "IFPipeline": "if",
@@ -205,7 +218,10 @@ class GenerateSettings:
     """One zoom-stack generation. ``prompts`` run outermost (level 0) to innermost.
 
     width/height are the sampled size in pixels (None: the model's native size; DeepFloyd IF
-    samples 64 x 64). steps None: the scheduler's default (``SCHEDULERS``). ``upscale``:
+    samples 64 x 64). scheduler "auto", steps None and guidance None take the model's defaults
+    (``resolved``: the family's ``DEFAULT_SCHEDULER`` and 7.5, or a few-step model's, see
+    core.fast_models); guidance <= 1 means no classifier-free guidance. ``lora``: a LoRA (hub
+    id, folder or .safetensors file) loaded into the model, e.g. LCM-LoRA. ``upscale``:
     output size ÷ sampled size, 1, 4 or 16 (``UPSCALE_FACTORS``; None: the family's default,
     4 for DeepFloyd IF = its stage II, 1 otherwise); every ×4 stage is sampled jointly.
     ``upscaler``: the models of those stages, comma-separated in order (None: the defaults,
@@ -224,8 +240,8 @@ class GenerateSettings:
     width: int | None = None
     height: int | None = None
     steps: int | None = None
-    guidance: float = 7.5
-    scheduler: str = "ddpm"
+    guidance: float | None = None
+    scheduler: str = "auto"
     seed: int = 0
     negative_prompt: str = ""
     photo: str | None = None
@@ -236,6 +252,7 @@ class GenerateSettings:
     family: str | None = None
     upscale: int | None = None
     pixel_blend: float = 0.0
+    lora: str | None = None
     extra: dict = field(default_factory=dict, repr=False)  # unknown keys kept from from_dict
 
     # ------------------------------------------------------------------ validation
@@ -261,9 +278,9 @@ class GenerateSettings:
                 raise InvalidInputError(f"{name} must be text, got {getattr(self, name)!r}")
         if self.photo is not None and not isinstance(self.photo, (str, os.PathLike)):
             raise InvalidInputError(f"photo must be a file path, got {self.photo!r}")
-        if self.scheduler not in SCHEDULERS:
+        if self.scheduler not in SCHEDULER_CHOICES:
             raise InvalidInputError(
-                f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}"
+                f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULER_CHOICES)}"
             )
         if self.steps is not None:
             steps = _whole(self.steps)
@@ -272,8 +289,11 @@ class GenerateSettings:
                     f"steps must be a whole number from 1 to {MAX_STEPS} (the models' training "
                     f"schedule), got {self.steps!r}")
             self.steps = steps
-        if not isinstance(self.guidance, (int, float)) or isinstance(self.guidance, bool) \
-                or not math.isfinite(self.guidance) or not 0 <= self.guidance <= MAX_GUIDANCE:
+        if self.lora is not None and (not isinstance(self.lora, str) or not self.lora.strip()):
+            raise InvalidInputError("lora must be a hub id, a LoRA folder or a .safetensors file")
+        if self.guidance is not None and (
+                not isinstance(self.guidance, (int, float)) or isinstance(self.guidance, bool)
+                or not math.isfinite(self.guidance) or not 0 <= self.guidance <= MAX_GUIDANCE):
             raise InvalidInputError(
                 f"guidance must be a number from 0 to {MAX_GUIDANCE:g}, got {self.guidance!r}")
         seed = _whole(self.seed)
@@ -348,8 +368,28 @@ class GenerateSettings:
     def num_levels(self) -> int:
         return len(self.prompts)
 
+    def resolved(self, family: str | None = None, scheduler_class: str = "") -> dict:
+        """The sampler this run uses: {"scheduler", "steps", "guidance", "fast_model",
+        "scheduler_config"}. Explicit settings win; "auto"/None take the few-step model's
+        defaults (LCM, LCM-LoRA, Turbo: core.fast_models) or the family's."""
+        from .fast_models import DEFAULT_GUIDANCE, detect_fast_model
+
+        fast = detect_fast_model(self.model, self.lora, scheduler_class)
+        family = family or self.family or family_hint(self.model)
+        scheduler = self.scheduler
+        if scheduler == "auto":
+            scheduler = fast.scheduler if fast else DEFAULT_SCHEDULER.get(family, "ddpm")
+        on_profile = fast is not None and scheduler == fast.scheduler
+        steps = self.steps if self.steps is not None else (
+            fast.steps if on_profile else SCHEDULERS[scheduler])
+        guidance = self.guidance if self.guidance is not None else (
+            fast.guidance if fast else DEFAULT_GUIDANCE)
+        return {"scheduler": scheduler, "steps": steps, "guidance": float(guidance),
+                "fast_model": fast.name if fast else None,
+                "scheduler_config": dict(fast.scheduler_config) if on_profile else {}}
+
     def resolved_steps(self) -> int:
-        return self.steps if self.steps is not None else SCHEDULERS[self.scheduler]
+        return self.resolved()["steps"]
 
     # ------------------------------------------------------------------ (de)serialising
     def to_dict(self) -> dict:
@@ -378,8 +418,9 @@ class GenerateSettings:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "DEVICES", "FAMILIES", "GenerateSettings", "LATENT_FAMILIES", "MAX_GUIDANCE",
-    "MAX_SEED", "MAX_SIZE_FACTOR", "MAX_STEPS", "NATIVE_SIZE", "PIPELINE_CLASSES", "SCHEDULER_INFO",
+    "DEFAULT_MODEL", "DEFAULT_SCHEDULER", "DEVICES", "FAMILIES", "GenerateSettings", "LATENT_FAMILIES", "MAX_GUIDANCE",
+    "MAX_SEED", "MAX_SIZE_FACTOR", "MAX_STEPS", "NATIVE_SIZE", "PIPELINE_CLASSES",
+    "SCHEDULER_CHOICES", "SCHEDULER_INFO",
     "SCHEDULERS", "UPSCALE_FACTORS", "VAE_SCALE", "available_memory", "check_memory",
     "family_hint", "output_size", "parse_upscale", "size_multiple", "upscaler_models",
 ]

@@ -11,7 +11,8 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
 
 from ..core import prompts as core_prompts
 from ..core.geometry import ZOOM_FACTORS
-from ..core.settings import (DEFAULT_MODEL, DEVICES, SCHEDULER_INFO, SCHEDULERS, UPSCALE_FACTORS,
+from ..core.settings import (DEFAULT_MODEL, DEVICES, SCHEDULER_CHOICES, SCHEDULER_INFO, SCHEDULERS,
+                             UPSCALE_FACTORS,
                              parse_upscale)
 from . import compat
 
@@ -23,8 +24,9 @@ SOURCE_KEYS = ("p10_video_of", "p10_home")
 ZOOM_ITEMS = [(str(p), f"{p}×", f"Each level shows the centre 1/{p} of the previous one")
               for p in ZOOM_FACTORS]
 SCHEDULER_ITEMS = [(name, SCHEDULER_INFO.get(name, (name.upper(), ""))[0],
-                    f"{SCHEDULER_INFO.get(name, ('', name))[1]} ({steps} steps by default)")
-                   for name, steps in SCHEDULERS.items()]
+                    SCHEDULER_INFO.get(name, ("", name))[1]
+                    + (f" ({SCHEDULERS[name]} steps by default)" if name in SCHEDULERS else ""))
+                   for name in SCHEDULER_CHOICES]
 DEVICE_ITEMS = [(name, label, text) for name, (label, text) in DEVICES.items()]
 UPSCALE_ITEMS = [("0", "Model Default", "DeepFloyd IF: 4× (its stage II); SD/SDXL: none")] + [
     (str(f), f"{f}×" if f > 1 else "None",
@@ -69,9 +71,15 @@ def _base_annotations() -> dict:
         "steps": IntProperty(name="Steps", default=0, min=0, max=1000,
                              description="Denoising steps (0: the scheduler's default)"),
         "guidance": FloatProperty(name="Guidance", default=7.5, min=0.0, max=50.0,
-                                  description="Classifier-free guidance scale"),
-        "scheduler": EnumProperty(name="Scheduler", items=SCHEDULER_ITEMS, default="ddpm",
+                                  description="Classifier-free guidance scale (<= 1: none)"),
+        "guidance_auto": BoolProperty(name="Auto Guidance", default=True,
+                                      description="The model's guidance: 7.5, or none for "
+                                                  "LCM, LCM-LoRA and Turbo models"),
+        "scheduler": EnumProperty(name="Scheduler", items=SCHEDULER_ITEMS, default="auto",
                                   description="Sampler that steps the joint diffusion"),
+        "lora": StringProperty(name="LoRA", default="",
+                               description="Optional LoRA: hub id, folder or .safetensors "
+                                           "file (LCM-LoRA: fast, 8 steps)"),
         "seed": IntProperty(name="Seed", default=0, min=0, description="Random seed"),
         "upscale": EnumProperty(name="Upscale", items=UPSCALE_ITEMS, default="0",
                                 description="Layer size ÷ sampled size: ×4 super-resolution "
@@ -174,6 +182,12 @@ def apply_settings(settings, values: dict) -> list[str]:
                 setattr(settings, key, 0)
             elif key == "upscale":
                 settings.upscale = str(parse_upscale(value) or 0)
+            elif key == "guidance":
+                settings.guidance_auto = value is None
+                if value is not None:
+                    settings.guidance = float(value)
+            elif key == "lora":
+                settings.lora = value or ""
             elif key in SIMPLE_KEYS and value is not None:
                 setattr(settings, key, type(getattr(settings, key))(value))
             else:
@@ -190,4 +204,7 @@ def settings_dict(settings) -> dict:
     out["steps"] = out["steps"] or None  # 0 means the scheduler's default
     out["micro_batch"] = out["micro_batch"] or None  # 0: the largest that fits
     out["upscale"] = int(settings.upscale) or None  # 0 means the model family's default
+    out["lora"] = settings.lora.strip() or None
+    if settings.guidance_auto:
+        out["guidance"] = None
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import InvalidInputError
-from core.settings import DEFAULT_MODEL, SCHEDULERS, GenerateSettings, family_hint, size_multiple
+from core.settings import DEFAULT_MODEL, DEFAULT_SCHEDULER, SCHEDULERS, GenerateSettings, family_hint, size_multiple
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,8 +21,9 @@ def ok(**kw):
 def test_defaults_validate():
     s = GenerateSettings(prompts=["a", "b"])
     assert s.validate() is s
-    assert s.model == DEFAULT_MODEL and s.zoom == 2 and s.scheduler == "ddpm"
-    assert s.resolved_steps() == SCHEDULERS["ddpm"]
+    assert s.model == DEFAULT_MODEL and s.zoom == 2 and s.scheduler == "auto"
+    assert s.resolved_steps() == SCHEDULERS[DEFAULT_SCHEDULER["sd"]]
+    assert ok(scheduler="ddpm").resolved_steps() == SCHEDULERS["ddpm"]
     assert ok(steps=7).resolved_steps() == 7
 
 

@@ -85,6 +85,11 @@ class Backend:
         """The UNet input for rows of ``levels`` (super-resolution stages append their image)."""
         return z_t
 
+    @property
+    def guidance_embedded(self) -> bool:
+        """LCM-distilled UNets take the guidance scale as an input (w-embedding), not CFG."""
+        return bool(getattr(self.unet.config, "time_cond_proj_dim", None))
+
     def make_denoiser(self, cond: Conditioning, guidance: float,
                       micro_batch: int | None = None, differentiable: bool = False) -> Callable:
         """denoiser(z_t, t, levels) -> x̂0 for core.sampler (docs/architecture.md).
@@ -93,7 +98,12 @@ class Backend:
         (reconstruction guidance for known levels: one backward pass per step, and the
         activations of every call are kept until then — see docs/sampler.md for the cost).
         """
-        use_cfg = guidance != 1.0
+        use_cfg = guidance > 1.0  # diffusers' convention: <= 1 (Turbo's 0) means no CFG
+        w_emb = None
+        if self.guidance_embedded:  # one conditional pass with w embedded (LCM distillation)
+            use_cfg = False
+            w_emb = guidance_embedding(guidance, self.unet.config.time_cond_proj_dim).to(
+                self.device, self.dtype)
         grad_mode = torch.enable_grad if differentiable else torch.no_grad
 
         @grad_mode()
@@ -103,6 +113,8 @@ class Backend:
             t_b = t_b.expand(b) if t_b.dim() == 0 else t_b
             idx = torch.as_tensor(levels, device=self.device).long()
             rows = {k: v[idx] for k, v in cond.cond.items()}
+            if w_emb is not None:
+                rows["timestep_cond"] = w_emb.expand(b, -1)
             out = guided_prediction(
                 self._unet, self._model_input(z_t.to(self.device, self.dtype), idx), t_b, rows,
                 cond.uncond if use_cfg else None, guidance, micro_batch,
@@ -158,6 +170,17 @@ class Backend:
             stage.release()
         self._stages = {}
         self.pipe = self.unet = None
+
+
+def guidance_embedding(w: float, dim: int) -> torch.Tensor:
+    """(1, dim) sinusoidal embedding of w - 1, as LatentConsistencyModelPipeline computes it
+    (VDM appendix; the LCM UNet's timestep_cond)."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32)
+                      * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
+    arg = (float(w) - 1) * 1000.0 * freqs
+    emb = torch.cat([torch.sin(arg), torch.cos(arg)])
+    return torch.nn.functional.pad(emb, (0, dim % 2))[None]
 
 
 # SD 1.x/2.x latents -> approximate RGB (a least-squares fit popularised by ComfyUI/A1111

@@ -273,13 +273,42 @@ def _backend_class(family: str) -> type[Backend]:
     return cls
 
 
+def load_lora(pipe, lora: str) -> None:
+    """Load a LoRA (hub id, folder or .safetensors file; e.g. LCM-LoRA) into ``pipe`` and fuse
+    it into the weights (no per-step LoRA cost). Cache first, the hub only when not offline."""
+    try:
+        import peft  # noqa: F401 - diffusers' LoRA loader needs it
+    except ImportError:
+        raise InvalidInputError("loading a LoRA needs the peft package: "
+                                "pip install peft==0.21.2") from None
+    kind, where = model_source(lora)
+    if kind == "file":
+        args, kwargs = (os.path.dirname(where),), {"weight_name": os.path.basename(where)}
+    else:
+        args, kwargs = (where,), {}
+    try:
+        pipe.load_lora_weights(*args, local_files_only=True, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - classified into one line
+        if kind != "hub" or _offline():
+            where_ = "" if kind != "hub" else " (not in the Hugging Face cache and HF_HUB_OFFLINE is set)"
+            raise ModelNotFoundError(f"cannot load the LoRA {lora!r}{where_}: {_first_line(exc)}") from None
+        try:
+            pipe.load_lora_weights(*args, **kwargs)
+        except Exception as exc2:  # noqa: BLE001
+            raise ModelNotFoundError(f"cannot load the LoRA {lora!r}: {_first_line(exc2)}") from None
+    pipe.fuse_lora()
+
+
 def load_backend(model: str, *, family: str | None = None, device: str | torch.device = "auto",
-                 dtype: torch.dtype | None = None) -> Backend:
-    """Load ``model`` (hub id, folder or checkpoint file) onto ``device`` as a Backend."""
+                 dtype: torch.dtype | None = None, lora: str | None = None) -> Backend:
+    """Load ``model`` (hub id, folder or checkpoint file) onto ``device`` as a Backend, with
+    ``lora`` fused into its weights when given."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     dtype = dtype or default_dtype(dev)
     fam = detect_family(model, family)
     pipe = load_pipeline(model, fam, dtype)
+    if lora:
+        load_lora(pipe, lora)
     pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     return _backend_class(fam)(pipe, dev, dtype, model)
@@ -343,18 +372,19 @@ class ModelCache:
         self._backend: Backend | None = None
 
     @staticmethod
-    def _key_of(model: str, family: str | None, device: torch.device, dtype: torch.dtype) -> tuple:
+    def _key_of(model: str, family: str | None, device: torch.device, dtype: torch.dtype,
+                lora: str | None = None) -> tuple:
         kind, where = model_source(model)
-        return (where, family, str(device), str(dtype))
+        return (where, family, str(device), str(dtype), lora)
 
     def get(self, model: str, *, family: str | None = None, device: str | torch.device = "auto",
-            dtype: torch.dtype | None = None) -> Backend:
+            dtype: torch.dtype | None = None, lora: str | None = None) -> Backend:
         dev = device if isinstance(device, torch.device) else resolve_device(device)
         dtype = dtype or default_dtype(dev)
-        key = self._key_of(model, family, dev, dtype)
+        key = self._key_of(model, family, dev, dtype, lora)
         if self._backend is None or key != self._key:
             self.release()
-            self._backend = load_backend(model, family=family, device=dev, dtype=dtype)
+            self._backend = load_backend(model, family=family, device=dev, dtype=dtype, lora=lora)
             self._key = key
         return self._backend
 

@@ -49,9 +49,10 @@ class SDXLBackend(LatentBackend):
         )
 
     def _unet(self, x: torch.Tensor, t: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
-              text_embeds: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+              text_embeds: torch.Tensor, time_ids: torch.Tensor,
+              timestep_cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.unet(
-            x, t, encoder_hidden_states=encoder_hidden_states,
+            x, t, encoder_hidden_states=encoder_hidden_states, timestep_cond=timestep_cond,
             added_cond_kwargs={"text_embeds": text_embeds, "time_ids": time_ids},
             return_dict=False,
         )[0]

@@ -21,6 +21,7 @@ class StableDiffusionBackend(LatentBackend):
         return Conditioning({"encoder_hidden_states": cond.to(self.dtype)},
                             {"encoder_hidden_states": uncond.to(self.dtype)})
 
-    def _unet(self, x: torch.Tensor, t: torch.Tensor, *,
-              encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.unet(x, t, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, *, encoder_hidden_states: torch.Tensor,
+              timestep_cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=encoder_hidden_states,
+                         timestep_cond=timestep_cond, return_dict=False)[0]

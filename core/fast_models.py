@@ -1,0 +1,78 @@
+"""Few-step models: LCM-distilled checkpoints, LCM-LoRA, SD-Turbo / SDXL-Turbo.
+
+Torch-free (the add-on and ``GenerateSettings`` use it before dependencies are installed).
+What can be told from the model picks the sampler, the steps and the guidance when the
+settings leave them on auto; explicit settings always win.
+
+* LCM (consistency-distilled, Luo et al. 2023): a scheduler config of class LCMScheduler, a
+  model name with "lcm", or a LoRA whose name has "lcm" (LCM-LoRA). Renoise sampler
+  (``update_renoise``), 8 steps, no classifier-free guidance (LCM-LoRA's recommended 1–2).
+* Turbo (adversarial diffusion distillation, Sauer et al. 2023): a model name with "turbo".
+  Renoise sampler on the student's 4-timestep grid (999, 749, 499, 249), 4 steps, no
+  guidance (diffusers' guidance_scale=0: the same single conditional evaluation).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+#: Guidance when the settings leave it on auto and the model is not a few-step model.
+DEFAULT_GUIDANCE = 7.5
+#: LCM-distilled UNets with a guidance embedding (time_cond_proj_dim): the w they were
+#: distilled around (LatentConsistencyModelPipeline's default 8.0); no CFG pass.
+LCM_EMBEDDED_GUIDANCE = 8.0
+
+
+@dataclass(frozen=True)
+class FastProfile:
+    name: str
+    scheduler: str
+    steps: int
+    guidance: float
+    #: scheduler config overrides: the timestep grid the student was distilled on
+    scheduler_config: dict = field(default_factory=dict)
+
+
+PROFILES = {
+    "lcm": FastProfile("lcm", "lcm", 8, 1.0),
+    "turbo": FastProfile("turbo", "lcm", 4, 1.0, {"original_inference_steps": 4}),
+}
+
+
+def _name(source: str | None) -> str:
+    return os.path.basename(str(source or "").rstrip("/\\")).lower()
+
+
+def detect_fast_model(model: str, lora: str | None = None,
+                      scheduler_class: str = "") -> FastProfile | None:
+    """The few-step profile of ``model`` (+ ``lora``), or None for an ordinary model.
+
+    ``scheduler_class``: ``_class_name`` of the model's scheduler config, when known.
+    """
+    if lora and "lcm" in str(lora).lower():
+        return PROFILES["lcm"]
+    if scheduler_class == "LCMScheduler":
+        return PROFILES["lcm"]
+    name = str(model or "").lower()
+    if "turbo" in _name(model) or "turbo" in name.rsplit("/", 1)[-1]:
+        return PROFILES["turbo"]
+    if "lcm" in _name(model):
+        return PROFILES["lcm"]
+    return None
+
+
+def scheduler_class_of(model: str) -> str:
+    """``_class_name`` of a local diffusers folder's scheduler config ("" when unknown)."""
+    import json
+
+    path = os.path.join(os.path.expanduser(str(model)), "scheduler", "scheduler_config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return str(json.load(f).get("_class_name", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+__all__ = ["DEFAULT_GUIDANCE", "LCM_EMBEDDED_GUIDANCE", "FastProfile", "PROFILES", "detect_fast_model",
+           "scheduler_class_of"]
