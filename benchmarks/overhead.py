@@ -1,13 +1,14 @@
 """Cost of joint sampling over independent sampling, per step, with the same UNet and batch.
 
-A UNet2DConditionModel with random weights (tiny config, and Stable Diffusion 1.5's config
-at 64x64 latents) denoises N levels in one batch. Per N we time, in the same process:
+A UNet2DConditionModel with random weights (tiny, SD 1.5, SD 2.1-base or SDXL config:
+benchmarks/unets.py) denoises N levels in one batch (in chunks of --micro-batch rows). Per N we time, in the same process:
   model   one UNet forward of batch N (what both modes pay),
   stack   blend + render_image + render_noise + the DDPM update (what joint adds),
   joint / independent   end-to-end sample_zoom_stack seconds per step,
 and report ratio = (model + stack) / model and the end-to-end ratio. Prints JSON.
 
     python benchmarks/overhead.py [--configs tiny,sd15] [--levels 2,4,8,16] [--device cpu]
+    python benchmarks/overhead.py --device cuda --dtype fp16 --configs sdxl --levels 8 [--micro-batch 4]
 """
 
 from __future__ import annotations
@@ -20,25 +21,16 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from unets import UNETS, latent_size, make_unet, parse_dtype, unet_call, unet_inputs  # noqa: E402
+
+from core.backends.guidance import batched_call  # noqa: E402
 from core.sampler import ddpm_update, sample_zoom_stack  # noqa: E402
 from core.zoom_stack import blend, render_image, render_noise  # noqa: E402
-
-UNETS = {
-    "tiny": dict(sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
-                 block_out_channels=(32, 64), cross_attention_dim=32, attention_head_dim=4,
-                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D")),
-    "sd15": dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
-                 attention_head_dim=8,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3),
-}
-
 
 def timed(fn, repeats: int, sync) -> float:
     times = []
@@ -51,28 +43,28 @@ def timed(fn, repeats: int, sync) -> float:
     return statistics.median(times)
 
 
-def measure(name: str, levels: list[int], steps: int, device: str, zoom: int) -> list[dict]:
-    cfg = UNETS[name]
-    torch.manual_seed(0)
-    dtype = torch.float16 if device == "cuda" else torch.float32
-    unet = UNet2DConditionModel(**cfg).eval().to(device)
-    if dtype != torch.float32:
-        unet = unet.half()
-    size = cfg["sample_size"]
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+def measure(name: str, levels: list[int], steps: int, device: str, zoom: int,
+            dtype_name: str = "auto", micro_batch: int | None = None) -> list[dict]:
+    dtype = parse_dtype(dtype_name, torch.device(device))
+    unet = make_unet(name, device, dtype)
+    size = latent_size(name)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
     rows = []
     for n in levels:
-        text = torch.randn(n, 77, cfg["cross_attention_dim"], device=device, dtype=dtype)
+        cond = unet_inputs(name, n, device, dtype)
 
         @torch.no_grad()
         def denoiser(z, t, lv):
-            eps = unet(z.to(dtype), t, encoder_hidden_states=text[lv]).sample.float()
+            t_b = torch.full((len(lv),), t, device=device)
+            eps = batched_call(lambda x, tt, **r: unet_call(unet, x, tt, **r), z.to(dtype), t_b,
+                               {k: v[lv] for k, v in cond.items()}, micro_batch).float()
             ab = sched.alphas_cumprod[t]
             return (z - (1 - ab).sqrt() * eps) / ab.sqrt()
 
         z = torch.randn(n, 4, size, size, device=device)
-        reps = 3 if name == "sd15" and device == "cpu" else 10
+        big = name != "tiny" and device == "cpu"
+        reps = 3 if big else 10
         model = timed(lambda: denoiser(z, 500, torch.arange(n, device=device)), reps, sync)
         ab = torch.tensor(0.5, dtype=torch.float64, device=device)
 
@@ -82,7 +74,7 @@ def measure(name: str, levels: list[int], steps: int, device: str, zoom: int) ->
             ddpm_update(z.double(), x.double(), noise.double(), ab, ab * 1.1)
 
         stack = timed(stack_ops, 20, sync)
-        repeats = 1 if name == "sd15" and device == "cpu" else 3
+        repeats = 1 if big else 3
         per_step = {"joint": [], "independent": []}
         for _ in range(repeats):  # interleaved, so drifting machine load hits both modes
             for mode in per_step:
@@ -95,6 +87,7 @@ def measure(name: str, levels: list[int], steps: int, device: str, zoom: int) ->
         per_step = {mode: statistics.median(v) for mode, v in per_step.items()}
         rows.append({
             "unet": name, "levels": n, "latent": [4, size, size], "device": device,
+            "dtype": str(dtype).replace("torch.", ""), "micro_batch": micro_batch,
             "model_s": round(model, 5), "stack_s": round(stack, 6),
             "stack_share": round(stack / (model + stack), 4),
             "ratio_model_plus_stack": round((model + stack) / model, 4),
@@ -108,19 +101,21 @@ def measure(name: str, levels: list[int], steps: int, device: str, zoom: int) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="tiny,sd15")
+    parser.add_argument("--configs", default="tiny,sd15", help=f"any of {','.join(UNETS)}")
     parser.add_argument("--levels", default="2,4,8,16")
     parser.add_argument("--sd15-levels", default=None,
-                        help="levels for sd15 (default: same as --levels)")
+                        help="levels for the real-size configs (default: same as --levels)")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--zoom", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="auto", help="auto (fp16 on GPU), fp16, bf16, fp32")
+    parser.add_argument("--micro-batch", type=int, default=None, help="UNet rows per call")
     args = parser.parse_args()
     levels = [int(v) for v in args.levels.split(",")]
     rows = []
     for name in args.configs.split(","):
-        lv = [int(v) for v in args.sd15_levels.split(",")] if name == "sd15" and args.sd15_levels else levels
-        rows += measure(name, lv, args.steps, args.device, args.zoom)
+        lv = [int(v) for v in args.sd15_levels.split(",")] if name != "tiny" and args.sd15_levels else levels
+        rows += measure(name, lv, args.steps, args.device, args.zoom, args.dtype, args.micro_batch)
     print(json.dumps({"target": "ratio <= 1.05 at N=8 with sd15", "rows": rows}, indent=2))
 
 

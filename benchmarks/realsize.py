@@ -1,13 +1,16 @@
-"""Real-size cost of joint zoom sampling: SD 1.5's UNet (random weights), N levels, 64x64 latents.
+"""Real-size cost of joint zoom sampling: SD 1.5 / SD 2.1 / SDXL UNets (random weights), N levels.
 
-    python benchmarks/realsize.py                       # CPU, N=8, 1 step per mode (minutes)
-    python benchmarks/realsize.py --device cuda --steps 5 --micro-batch 4
+    python benchmarks/realsize.py                       # CPU, SD 1.5, N=8, 1 step per mode
+    python benchmarks/realsize.py --device cuda --dtype fp16 --config sdxl --steps 5 --micro-batch 4
+    python benchmarks/realsize.py --modes joint --steps 2 --scheduler lcm --guidance 1 --zoom-steps 8
 
-Joint (Alg. 2: blend + render every step) vs independent sampling, both with classifier-free
-guidance (2N UNet rows per step). Prints JSON: seconds per step and peak memory per mode
-(torch.cuda.max_memory_allocated on GPU; peak process RSS on CPU). Each mode runs in its own
-subprocess so that the peaks do not mix. No weights are downloaded: the UNet is random, which
-costs exactly what the trained one does.
+Joint (Alg. 2: blend + render every step) vs independent sampling, with classifier-free
+guidance when --guidance > 1 (2N UNet rows per step; N without). Prints JSON: seconds per step
+and peak memory per mode (torch.cuda.max_memory_allocated on GPU; peak process RSS on CPU).
+With --zoom-steps S, also seconds_per_zoom = S x the steady per-step time (extrapolated from
+--steps measured steps: every step of a sampler costs the same UNet batch). Each mode runs in
+its own subprocess so that the peaks do not mix. No weights are downloaded: the UNet is random,
+which costs exactly what the trained one does.
 """
 
 from __future__ import annotations
@@ -23,17 +26,7 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, cross_attention_dim=768,
-    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                      "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
-                    "CrossAttnUpBlock2D"),
-)
-SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                      clip_sample=False, steps_offset=1)
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def peak_rss_bytes() -> int:
@@ -46,25 +39,29 @@ def peak_rss_bytes() -> int:
 
 def run_mode(args) -> dict:
     import torch
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler
     from diffusers.utils import logging as dlog
+    from unets import SD_SCHEDULER, latent_size, make_unet, parse_dtype, unet_call, unet_inputs
 
-    from core.backends.base import Conditioning
-    from core.backends.loading import default_dtype, resolve_device
-    from core.backends.stable_diffusion import StableDiffusionBackend
+    from core.backends.base import Backend, Conditioning
+    from core.backends.loading import resolve_device
+    from core.backends.schedulers import make_scheduler
     from core.sampler import sample_zoom_stack
 
+    class RandomBackend(Backend):
+        def _unet(self, x, t, **rows):
+            return unet_call(self.unet, x, t, **rows)
+
     device = resolve_device(args.device)
-    dtype = default_dtype(device) if args.dtype == "auto" else getattr(torch, args.dtype)
+    dtype = parse_dtype(args.dtype, device)
     dlog.set_verbosity_error()
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD15_UNET).to(device, dtype).eval()
-    sched = DDPMScheduler(**SD15_SCHEDULER)
-    backend = StableDiffusionBackend(SimpleNamespace(unet=unet, scheduler=sched), device, dtype,
-                                     "random SD 1.5 UNet")
-    n = args.levels
-    emb = torch.randn(n + 1, 77, 768, device=device, dtype=dtype)  # stands in for CLIP output
-    cond = Conditioning({"encoder_hidden_states": emb[:n]}, {"encoder_hidden_states": emb[n:]})
+    unet = make_unet(args.config, device, dtype)
+    backend = RandomBackend(SimpleNamespace(unet=unet, scheduler=DDPMScheduler.from_config(SD_SCHEDULER)),
+                            device, dtype, f"random {args.config} UNet")
+    sched = make_scheduler(args.scheduler, SD_SCHEDULER)
+    n, size = args.levels, latent_size(args.config)
+    rows = unet_inputs(args.config, n + 1, device, dtype)  # stand-ins for the text encoders
+    cond = Conditioning({k: v[:n] for k, v in rows.items()}, {k: v[n:] for k, v in rows.items()})
     denoiser = backend.make_denoiser(cond, args.guidance, args.micro_batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -81,7 +78,7 @@ def run_mode(args) -> dict:
 
     with torch.inference_mode():
         last[0] = time.perf_counter()
-        sample_zoom_stack(denoiser, sched, num_levels=n, zoom=args.zoom, shape=(4, 64, 64),
+        sample_zoom_stack(denoiser, sched, num_levels=n, zoom=args.zoom, shape=(4, size, size),
                           num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0),
                           mode=args.single, callback=on_step, device=device)
     # the first step pays one-off costs (kernel selection, allocator): report it apart
@@ -90,6 +87,10 @@ def run_mode(args) -> dict:
         "mode": args.single, "seconds_per_step": sum(steady) / len(steady),
         "first_step_seconds": times[0], "steps": len(times),
     }
+    if args.zoom_steps:
+        out["zoom_steps"] = args.zoom_steps
+        out["seconds_per_zoom"] = out["seconds_per_step"] * args.zoom_steps
+        out["seconds_per_zoom_kind"] = f"extrapolated from {len(steady)} steady step(s)"
     if device.type == "cuda":
         out["peak_memory_bytes"] = int(torch.cuda.max_memory_allocated())
         out["peak_memory_kind"] = "torch.cuda.max_memory_allocated"
@@ -104,10 +105,15 @@ def run_mode(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
-    ap.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), float32, ...")
+    ap.add_argument("--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp16, bf16, fp32")
+    ap.add_argument("--config", default="sd15", choices=("tiny", "sd15", "sd21", "sdxl"),
+                    help="UNet config with random weights (default sd15)")
     ap.add_argument("--levels", type=int, default=8)
     ap.add_argument("--zoom", type=int, default=2)
     ap.add_argument("--steps", type=int, default=1, help="sampling steps per mode (default 1)")
+    ap.add_argument("--scheduler", default="ddpm", help="core scheduler name (default ddpm)")
+    ap.add_argument("--zoom-steps", type=int, default=None,
+                    help="also report seconds per zoom at this many steps (extrapolated)")
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--micro-batch", type=int, default=None)
     ap.add_argument("--modes", default="joint,independent")
@@ -119,19 +125,23 @@ def main() -> None:
     results = {}
     for mode in args.modes.split(","):
         cmd = [sys.executable, __file__, "--single", mode, "--device", args.device,
-               "--dtype", args.dtype, "--levels", str(args.levels), "--zoom", str(args.zoom),
-               "--steps", str(args.steps), "--guidance", str(args.guidance)]
+               "--dtype", args.dtype, "--config", args.config, "--levels", str(args.levels),
+               "--zoom", str(args.zoom), "--steps", str(args.steps), "--scheduler",
+               args.scheduler, "--guidance", str(args.guidance)]
         if args.micro_batch:
             cmd += ["--micro-batch", str(args.micro_batch)]
+        if args.zoom_steps:
+            cmd += ["--zoom-steps", str(args.zoom_steps)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         if proc.returncode:
             sys.stderr.write(proc.stderr[-4000:])
             raise SystemExit(proc.returncode)
         results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     summary = {
-        "benchmark": "realsize", "unet": "SD 1.5 config, random weights",
-        "levels": args.levels, "latent": [4, 64, 64], "zoom": args.zoom,
-        "guidance": args.guidance, "unet_batch": args.micro_batch or 2 * args.levels,
+        "benchmark": "realsize", "unet": f"{args.config} config, random weights",
+        "levels": args.levels, "zoom": args.zoom, "scheduler": args.scheduler,
+        "guidance": args.guidance, "micro_batch": args.micro_batch,
+        "unet_rows_per_step": (2 if args.guidance > 1 else 1) * args.levels,
         "results": results,
     }
     if "joint" in results and "independent" in results:
