@@ -272,7 +272,7 @@ def test_sub_panels_tooltips_enums_from_core_and_poll_messages(ur):
         as_settings.append(p10.upscale)
         emit(drawn=drawn, missing=missing, enums=enums, polls=polls, appended=appended,
              upscale=[upscale_items, [str(f) for f in core_settings.UPSCALE_FACTORS], as_settings],
-             core=[[str(z) for z in core_geometry.ZOOM_FACTORS], list(core_settings.SCHEDULERS),
+             core=[[str(z) for z in core_geometry.ZOOM_FACTORS], list(core_settings.SCHEDULER_CHOICES),
                    list(core_settings.DEVICES)],
              subtypes={k: rna[k].subtype for k in ("model", "output_dir")})
     '''), ur)
