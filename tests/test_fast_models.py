@@ -137,3 +137,32 @@ def test_turbo_model_runs_the_renoise_sampler_on_its_grid(tiny, monkeypatch):
     plain = generate(GenerateSettings(prompts=PROMPTS, model=tiny["sd"], steps=2))
     assert plain.manifest["scheduler"] == DEFAULT_SCHEDULER["sd"]
     assert plain.manifest["guidance"] == 7.5 and "fast_model" not in plain.manifest
+
+
+def test_lcm_distilled_checkpoint_embeds_guidance_without_cfg(tmp_path, monkeypatch):
+    from tests.tiny_models import make_tiny_lcm
+
+    model = make_tiny_lcm(tmp_path / "tiny-distilled")  # no "lcm" in the name: the config tells
+    seen = spy_scheduler(monkeypatch)
+    cache = ModelCache()
+    try:
+        stack = generate(GenerateSettings(prompts=PROMPTS, model=model, steps=2), models=cache)
+        m = stack.manifest
+        assert (m["scheduler"], m["steps"], m["guidance"], m["fast_model"]) == ("lcm", 2, 8.0, "lcm")
+        backend = cache.get(model)
+        calls = []
+        real = backend.unet.forward
+
+        def spy(x, t, **kw):
+            calls.append((x.shape[0], kw.get("timestep_cond")))
+            return real(x, t, **kw)
+
+        monkeypatch.setattr(backend.unet, "forward", spy)
+        cond = backend.encode_prompts(PROMPTS, "", height=64, width=64)
+        z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+        a = backend.make_denoiser(cond, 8.0)(z, 500, torch.arange(2))
+        b = backend.make_denoiser(cond, 2.0)(z, 500, torch.arange(2))
+        assert [n for n, _ in calls] == [2, 2]  # one conditional pass: no CFG doubling
+        assert calls[0][1].shape == (2, 16) and not torch.allclose(a, b)
+    finally:
+        cache.release()

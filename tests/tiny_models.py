@@ -262,3 +262,27 @@ if __name__ == "__main__":  # quick smoke: python tests/tiny_models.py /tmp/tiny
                      ("x4", make_tiny_x4_upscaler)):
         t0 = time.time()
         print(name, fn(root / name), f"{time.time() - t0:.1f}s")
+
+
+def make_tiny_lcm(path) -> str:
+    """A tiny LCM-distilled-style pipeline (LatentConsistencyModelPipeline, LCMScheduler, a UNet
+    with a guidance embedding input: time_cond_proj_dim), 64 px like make_tiny_sd."""
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+
+    path = Path(path)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TEXT_DIM,
+        attention_head_dim=8, norm_num_groups=32, time_cond_proj_dim=16,
+    ).eval()
+    scheduler = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                             clip_sample=False, set_alpha_to_one=True, steps_offset=1)
+    pipe = LatentConsistencyModelPipeline(
+        vae=_vae(), text_encoder=_clip_text(), tokenizer=_clip_tokenizer(), unet=unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(path), safe_serialization=True)
+    return str(path)
