@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+torch.set_num_threads(1)  # many tiny ops: threads only contend
 from diffusers import DDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -14,7 +14,6 @@ settings leave them on auto; explicit settings always win.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 #: Guidance when the settings leave it on auto and the model is not a few-step model.
@@ -40,8 +39,10 @@ PROFILES = {
 }
 
 
-def _name(source: str | None) -> str:
-    return os.path.basename(str(source or "").rstrip("/\\")).lower()
+def _name(source: str | None, parts: int = 1) -> str:
+    """The last ``parts`` components of a path or hub id, lower case."""
+    bits = str(source or "").replace("\\", "/").rstrip("/").split("/")
+    return "/".join(bits[-parts:]).lower()
 
 
 def detect_fast_model(model: str, lora: str | None = None,
@@ -50,29 +51,17 @@ def detect_fast_model(model: str, lora: str | None = None,
 
     ``scheduler_class``: ``_class_name`` of the model's scheduler config, when known.
     """
-    if lora and "lcm" in str(lora).lower():
+    # a LoRA file's folder counts too: lcm-lora-sdxl/pytorch_lora_weights.safetensors
+    if lora and "lcm" in _name(lora, 2):
         return PROFILES["lcm"]
     if scheduler_class == "LCMScheduler":
         return PROFILES["lcm"]
-    name = str(model or "").lower()
-    if "turbo" in _name(model) or "turbo" in name.rsplit("/", 1)[-1]:
+    if "turbo" in _name(model):
         return PROFILES["turbo"]
     if "lcm" in _name(model):
         return PROFILES["lcm"]
     return None
 
 
-def scheduler_class_of(model: str) -> str:
-    """``_class_name`` of a local diffusers folder's scheduler config ("" when unknown)."""
-    import json
-
-    path = os.path.join(os.path.expanduser(str(model)), "scheduler", "scheduler_config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return str(json.load(f).get("_class_name", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
-
-
-__all__ = ["DEFAULT_GUIDANCE", "LCM_EMBEDDED_GUIDANCE", "FastProfile", "PROFILES", "detect_fast_model",
-           "scheduler_class_of"]
+__all__ = ["DEFAULT_GUIDANCE", "LCM_EMBEDDED_GUIDANCE", "FastProfile", "PROFILES",
+           "detect_fast_model"]

@@ -28,6 +28,9 @@ def test_detection_from_names_and_scheduler_class():
     assert detect_fast_model("some/model", scheduler_class="LCMScheduler") is PROFILES["lcm"]
     assert detect_fast_model("stabilityai/stable-diffusion-2-1-base") is None
     assert detect_fast_model("some/model", lora="/loras/watercolor.safetensors") is None
+    assert detect_fast_model("some/model", lora="/home/lcmuser/loras/water.safetensors") is None
+    assert detect_fast_model("some/model", lora="/loras/lcm-lora-sdxl/pytorch_lora_weights"
+                                                 ".safetensors") is PROFILES["lcm"]
 
 
 def test_resolved_defaults_and_explicit_settings_win():

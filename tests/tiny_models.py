@@ -109,18 +109,25 @@ def _sd_scheduler(prediction_type: str = "epsilon"):
     )
 
 
-def make_tiny_sd(path, prediction_type: str = "epsilon") -> str:
-    """Save a tiny Stable-Diffusion-like pipeline (64 px) to ``path``; return the folder as str."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+def _sd_unet(**extra):
+    """The tiny SD UNet (8 x 8 latents); ``extra`` adds config (e.g. time_cond_proj_dim)."""
+    from diffusers import UNet2DConditionModel
 
-    path = Path(path)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TEXT_DIM,
-        attention_head_dim=8, norm_num_groups=32,
+        attention_head_dim=8, norm_num_groups=32, **extra,
     ).eval()
+
+
+def make_tiny_sd(path, prediction_type: str = "epsilon") -> str:
+    """Save a tiny Stable-Diffusion-like pipeline (64 px) to ``path``; return the folder as str."""
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(path)
+    torch.manual_seed(0)
+    unet = _sd_unet()
     pipe = StableDiffusionPipeline(
         vae=_vae(), text_encoder=_clip_text(), tokenizer=_clip_tokenizer(),
         unet=unet, scheduler=_sd_scheduler(prediction_type), safety_checker=None,
@@ -267,16 +274,11 @@ if __name__ == "__main__":  # quick smoke: python tests/tiny_models.py /tmp/tiny
 def make_tiny_lcm(path) -> str:
     """A tiny LCM-distilled-style pipeline (LatentConsistencyModelPipeline, LCMScheduler, a UNet
     with a guidance embedding input: time_cond_proj_dim), 64 px like make_tiny_sd."""
-    from diffusers import LatentConsistencyModelPipeline, LCMScheduler, UNet2DConditionModel
+    from diffusers import LatentConsistencyModelPipeline, LCMScheduler
 
     path = Path(path)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=TEXT_DIM,
-        attention_head_dim=8, norm_num_groups=32, time_cond_proj_dim=16,
-    ).eval()
+    unet = _sd_unet(time_cond_proj_dim=16)
     scheduler = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                              clip_sample=False, set_alpha_to_one=True, steps_offset=1)
     pipe = LatentConsistencyModelPipeline(
