@@ -39,7 +39,7 @@ def low_rms(x: torch.Tensor) -> float:
     return float(downsample(x, 2, times=3).pow(2).mean().sqrt())
 
 
-def run(spacing: str, steps: int, seeds: int, levels: int) -> dict:
+def run(spacing: str, steps: int, seeds: int, levels: int, first_seed: int = 0) -> dict:
     sched = DDPMScheduler.from_config(SD_CONFIG)
     gauss = GaussianFieldDenoiser(SHAPE, sched.alphas_cumprod)
     saved = sampler.SPACING_OVERRIDES
@@ -50,7 +50,8 @@ def run(spacing: str, steps: int, seeds: int, levels: int) -> dict:
         samples = [sampler.sample_zoom_stack(
             lambda z, t, lv: (seen.append(t), gauss(z, t, lv))[1], sched, num_levels=levels,
             zoom=2, shape=SHAPE, num_inference_steps=steps,
-            generator=torch.Generator().manual_seed(s)).images for s in range(seeds)]
+            generator=torch.Generator().manual_seed(s)).images
+            for s in range(first_seed, first_seed + seeds)]
     finally:
         sampler.SPACING_OVERRIDES = saved
     prior = gauss.sample_prior(256, torch.Generator().manual_seed(123))
@@ -65,11 +66,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--steps", default="256,512")
     parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="to split a run over processes")
     args = parser.parse_args()
-    rows = [run(sp, int(n), args.seeds, args.levels)
+    rows = [run(sp, int(n), args.seeds, args.levels, args.first_seed)
             for n in args.steps.split(",") for sp in ("leading", "trailing")]
     print(json.dumps({"prior": "gaussian field", "shape": list(SHAPE), "levels": args.levels,
-                      "seeds": args.seeds, "rows": rows}, indent=2))
+                      "seeds": args.seeds, "first_seed": args.first_seed, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
