@@ -344,7 +344,7 @@ def device_info(device: str = "auto", max_age: float = 30.0) -> DeviceInfo:
 
 # ------------------------------------------------------------------------------- the estimate
 def unet_rows(levels: int, guidance: float) -> int:
-    return 2 * levels if guidance != 1.0 else levels
+    return 2 * levels if guidance > 1.0 else levels  # <= 1: no classifier-free guidance
 
 
 def sample_size(spec: ModelSpec, width: int | None, height: int | None) -> tuple[int, int, int, int]:
@@ -419,15 +419,17 @@ def estimate(settings: GenerateSettings, *, info: DeviceInfo | None = None,
     info = info or device_info(settings.device)
     e = info.bytes_per_element
     levels = len(settings.prompts)
-    rows = unet_rows(levels, float(settings.guidance))
+    choice = settings.resolved(spec.family)  # scheduler/steps/guidance "auto" resolved
+    guidance = choice["guidance"]
+    rows = unet_rows(levels, guidance)
     budget = info.free_bytes * USABLE_FRACTION if info.free_bytes else None
     micro, auto = settings.micro_batch, False
     if micro is None and budget is not None:
-        micro, auto = largest_micro_batch(spec, levels, float(settings.guidance), settings.height,
+        micro, auto = largest_micro_batch(spec, levels, guidance, settings.height,
                                           settings.width, e, budget), True
     peak, weights, unet, decode, overhead = peak_bytes(
-        spec, levels, float(settings.guidance), micro, settings.height, settings.width, e)
-    steps = settings.resolved_steps()
+        spec, levels, guidance, micro, settings.height, settings.width, e)
+    steps = choice["steps"]
     sps = seconds_per_step(spec, rows, settings.height, settings.width, info)
     total = steps * sps
     fits = None if budget is None else peak <= budget
