@@ -106,7 +106,8 @@ def test_largest_micro_batch_fits_and_explicit_value_wins():
 
 def test_cpu_time_warns_when_it_takes_hours():
     cpu = DeviceInfo("cpu", "x86", 24e9, 20e9, cores=2)
-    slow = est.estimate(GenerateSettings(prompts=["a"] * 8), info=cpu, spec=est.SPECS["sd"])
+    slow = est.estimate(GenerateSettings(prompts=["a"] * 8, scheduler="ddpm"), info=cpu,
+                        spec=est.SPECS["sd"])  # the paper's sampler, 100 steps
     assert slow.total_seconds > 3600 and any("hours on the CPU" in w for w in slow.warnings)
     # calibration: SD at 512 px, 16 rows, 2 busy cores measured 126-181 s per step
     assert 80 < slow.seconds_per_step < 250
