@@ -23,7 +23,7 @@ from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_me
 from .known import impose_known, make_consistent, needs_reconstruction
 from .fast_models import LCM_EMBEDDED_GUIDANCE
 from .sampler import sample_zoom_stack
-from .settings import GenerateSettings
+from .settings import DEFAULT_SCHEDULER, SCHEDULERS, GenerateSettings
 from .stack_io import ZoomStack
 from .zoom_stack import SR_BLEND, blend_coarse, render_image, sr_blend_method
 
@@ -189,8 +189,13 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     report("decoding", 1, 1)
 
     if plan:  # ×4 stages, each sampled jointly across the levels (Backend.upscale)
+        # the SR models are not few-step models: the renoise sampler is for distilled ones
+        sr_scheduler, sr_steps = choice["scheduler"], steps
+        if sr_scheduler == "lcm":
+            sr_scheduler = DEFAULT_SCHEDULER.get(backend.family, "ddpm")
+            sr_steps = SCHEDULERS[sr_scheduler]
         pixels = backend.upscale(pixels, cond, list(s.prompts), s.negative_prompt, plan, zoom=p,
-                                 scheduler=s.scheduler, steps=steps, seed=s.seed,
+                                 scheduler=sr_scheduler, steps=sr_steps, seed=s.seed,
                                  micro_batch=micro_batch, cancel=cancel,
                                  progress=lambda phase, i, n: report(phase, i, n))
 
