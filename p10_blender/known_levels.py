@@ -50,7 +50,8 @@ def _last_stack(p10):
 
 def _options(p10, stack) -> dict:
     """The panel's sampling settings; model, zoom and size come from the stack."""
-    options = {"model": p10.model, "device": p10.device, "guidance": float(p10.guidance),
+    options = {"model": p10.model, "device": p10.device,
+               "guidance": None if p10.guidance_auto else float(p10.guidance),
                "scheduler": p10.scheduler, "negative_prompt": p10.negative_prompt,
                "steps": p10.steps or None,
                "micro_batch": int(getattr(p10, "micro_batch", 0) or 0) or None}
