@@ -13,6 +13,8 @@ Memory (bytes; ``e`` = bytes per element: 2 for fp16 on GPUs, 4 for fp32 on the 
     K_unet       = c0 · (25 + 0.5 · L)  if the first UNet level has attention (SD 1.x/2.x)
                    c0 · (12 + 1.9 · L)  otherwise (SDXL, DeepFloyd IF)
     VAE decode   = levels_per_call · (4 + L_vae) · c0_vae · H · W · e_vae   (H, W: pixels)
+                   on a GPU (e = 2) × (1.25 + 0.5 / levels_per_call): cuDNN's convolution
+                   workspaces and upsampling temporaries, measured on an H200 (docs/backends.md)
     overhead     = 3 % of the weights + 256 MB (sampler state, text encoding, allocator slack)
 
 c0 is the first entry of the UNet's (VAE decoder's) ``block_out_channels``, L its
@@ -354,14 +356,27 @@ def sample_size(spec: ModelSpec, width: int | None, height: int | None) -> tuple
     return H, W, max(1, H // f), max(1, W // f)
 
 
+#: GPU VAE decode over the traced live-tensor peak: (GPU_DECODE_SCALE · levels +
+#: GPU_DECODE_EXTRA) per-level peaks. Fitted on an H200 (SD 2.1 VAE fp16 at 1 and 4 levels,
+#: SDXL VAE fp32 at 1 and 2 levels; benchmarks/estimate_check.py --device cuda): the traced
+#: peak alone read 0.65-0.76 of torch.cuda.max_memory_allocated there.
+GPU_DECODE_SCALE, GPU_DECODE_EXTRA = 1.25, 0.5
+
+
 def activation_bytes(spec: ModelSpec, rows_per_call: int, levels_per_decode: int,
-                     height: int | None, width: int | None, e: int) -> tuple[int, int]:
-    """(UNet activations, decode activations) at the peak of one call, in bytes."""
+                     height: int | None, width: int | None, e: int,
+                     gpu: bool | None = None) -> tuple[int, int]:
+    """(UNet activations, decode activations) at the peak of one call, in bytes.
+    ``gpu``: add the GPU decode workspaces (default: when ``e`` is 2, i.e. an fp16 GPU run)."""
     H, W, h, w = sample_size(spec, width, height)
+    gpu = e == 2 if gpu is None else gpu
     unet = rows_per_call * spec.k_unet() * h * w * e
     if spec.latent:
         e_vae = 4 if spec.upcast_vae else e
-        decode = levels_per_decode * spec.k_vae() * H * W * e_vae
+        per_level = spec.k_vae() * H * W * e_vae
+        levels = (GPU_DECODE_SCALE * levels_per_decode + GPU_DECODE_EXTRA) if gpu \
+            else levels_per_decode
+        decode = levels * per_level
     else:  # IF stage II: 2 guided rows per level at 4x the size
         sr_rows = max(2, 2 * max(1, levels_per_decode // 2))
         decode = sr_rows * (spec.sr_c0 or spec.unet_c0) * 13.8 * (4 * H) * (4 * W) * e
