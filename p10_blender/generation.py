@@ -206,7 +206,7 @@ def _on_finish(job: jobs.Job) -> None:
 
 
 def load_result(scene, stack_dir: str) -> None:
-    """Hand the stack to helper D's scene builder if present, else load the layer images."""
+    """Hand the stack to the scene builder if present, else load the layer images."""
     if hasattr(bpy.types, "P10_OT_load_stack"):  # bpy.types, not bpy.ops: ops always "exist"
         with bpy.context.temp_override(scene=scene):
             bpy.ops.p10.load_stack(directory=stack_dir)

@@ -124,7 +124,7 @@ class P10_SceneSettings(bpy.types.PropertyGroup):
 
 
 def make_classes(animation_type=None) -> list:
-    """Property classes in registration order; hooks helper D's animation settings if present."""
+    """Property classes in registration order; hooks the animation settings if present."""
     ann = _base_annotations()
     if animation_type is not None:
         ann["animation"] = PointerProperty(type=animation_type, name="Animation",

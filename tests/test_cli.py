@@ -264,7 +264,7 @@ def test_ctrl_c_while_writing_leaves_nothing(capsys, tmp_path, monkeypatch, fake
 
 # ------------------------------------------------------------------------------ end to end
 def test_end_to_end_on_tiny_sd(capsys, tmp_path):
-    from tests.tiny_models import make_tiny_sd  # helper A's tiny random-weight pipeline
+    from tests.tiny_models import make_tiny_sd  # a tiny random-weight pipeline
 
     model = make_tiny_sd(tmp_path / "tiny_sd")
     prompts = tmp_path / "p.json"
