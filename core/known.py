@@ -210,8 +210,6 @@ def impose_known(images: torch.Tensor, known: Mapping[int, torch.Tensor], zoom: 
     return torch.stack(rows)
 
 
-
-
 def needs_reconstruction(known_levels, num_levels: int) -> bool:
     """True when some unknown level is coarser than a known one (zooming out of it): the photo
     loss on x̂ then fails (docs/sampler.md) and the gradient through the denoiser is needed."""
