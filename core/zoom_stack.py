@@ -25,7 +25,7 @@ from .geometry import centre_box, check_size, check_zoom, max_observation_depth,
 #: upscaler invented ("laplacian-srk": blend(..., invented_bands=k, feather=SR_FEATHER)).
 SR_BLEND = {f"laplacian-sr{k}": k for k in (1, 2)}
 #: Rim (band pixels) along a layer's border where a coarser level's invented band still counts.
-SR_FEATHER = 2
+SR_FEATHER = 1
 BLEND_METHODS = ("laplacian", "naive", *SR_BLEND)
 
 
