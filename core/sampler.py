@@ -214,9 +214,10 @@ def estimate(run: SamplingRun, z_in: torch.Tensor, t: int, rows: slice) -> torch
     if run.known and not run.reconstruct:
         for k, image in run.known.items():
             x0 = photo_guidance(x0, levels, image, run.zoom, photo_level=k)
-    for r, lv in enumerate(levels.tolist()):  # the known levels override x̂
-        if lv in run.known:
-            x0 = torch.cat([x0[:r], run.known[lv][None], x0[r + 1:]])
+    hits = [(r, lv) for r, lv in enumerate(levels.tolist()) if lv in run.known]
+    if hits:  # the known levels override x̂ (one indexed write, out of place: autograd-safe)
+        rows_known = torch.tensor([r for r, _ in hits], device=x0.device)
+        x0 = x0.index_copy(0, rows_known, torch.stack([run.known[lv] for _, lv in hits]).to(x0))
     return x0
 
 
