@@ -11,8 +11,8 @@ its band"), then turned into a zoom-consistent stack by:
 * after — the SR model's denoiser through sample_zoom_stack (blend + Π_noise at every SR
   step, per-level conditioning), no final averaging needed: ``joint_plain_blend`` with the
   stage-I blending, ``joint_sr_blend`` with the SR stage's blending (``laplacian-sr2``: a
-  coarser level's invented bands are not averaged into bands the finer level knows from
-  stage I, except in a 2 px rim); ``joint_sr+disagreement_*``: that result with independent
+  coarser level's invented bands do not count in a finer layer, except in a 1 band-pixel
+  rim); ``joint_sr+disagreement_*``: that result with independent
   per-level noise of std ``--disagreement`` (a decoder's rounding-level disagreement), then
   a final pass that blends all bands / only the coarse bands (the 2 finest, i.e. the SR
   octaves, kept per level) / nothing (render only).
@@ -21,9 +21,13 @@ Metrics: ``energy_band_k`` = energy of Laplacian band k (1 = finest) ÷ that of 
 independently upscaled levels (the SR model's own detail; same sampler, so its
 discretisation cancels); ``seam_ratio`` = differences across the border of the finer level's
 footprint ÷ typical neighbour differences (1 = seamless); ``inconsistency`` = RMS of
-centre(image i) − D_p(image i+1). Prints JSON.
+centre(image i) − D_p(image i+1); ``stage_1_seam_ratio`` = the seam of the base stack the SR
+stage starts from. Prints JSON.
 
-    python benchmarks/sr_detail.py [--seeds 8] [--steps 50] [--out docs/sr_detail_results.json]
+    python benchmarks/sr_detail.py [--seeds 8] [--steps 50] [--scheduler ddpm] [--out FILE]
+
+``--scheduler`` takes the CLI's names (``sde-dpmsolver++`` is what ``auto``, the default, picks
+for these models, at 20 steps); both stages use it and ``--steps``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from diffusers import DDPMScheduler  # noqa: E402
 
+from core.backends.schedulers import make_scheduler, scheduler_names  # noqa: E402
 from core.analytic import (GaussianFieldDenoiser, SuperResolutionDenoiser,  # noqa: E402
                            band_energies, inconsistency, seam_ratio)
 from core.sampler import sample_zoom_stack  # noqa: E402
@@ -66,6 +71,7 @@ def run_seed(seed: int, args, scheduler) -> dict[str, torch.Tensor]:
                                  blending=sr_blend_method(p)).images
     noisy = joint_sr + args.disagreement * torch.randn(joint_sr.shape, generator=g)
     return {
+        "stage_1_base": base,  # not a method: its seam is stage I's own (the SR input's)
         "reference_independent_unconsolidated": indep,
         "independent_blend_all": render_image(blend(indep, p), p),
         "independent_render_only": render_image(indep, p),
@@ -84,15 +90,19 @@ def main() -> None:
     parser.add_argument("--levels", type=int, default=5)
     parser.add_argument("--zoom", type=int, default=2)
     parser.add_argument("--size", type=int, default=64, help="base size in px (SR: 4x)")
+    parser.add_argument("--scheduler", default="ddpm", choices=scheduler_names())
     parser.add_argument("--disagreement", type=float, default=0.02)
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     scheduler = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    if args.scheduler != "ddpm":
+        scheduler = make_scheduler(args.scheduler, dict(scheduler.config))
     start = time.perf_counter()
     runs = [run_seed(seed, args, scheduler) for seed in range(args.seeds)]
     ref = [statistics.fmean(band_energies(r["reference_independent_unconsolidated"], args.zoom,
                                           BANDS)[k] for r in runs) for k in range(BANDS)]
     table = {}
+    base_seam = statistics.fmean(seam_ratio(r.pop("stage_1_base"), args.zoom) for r in runs)
     for name in runs[0]:
         energy = [statistics.fmean(band_energies(r[name], args.zoom, BANDS)[k] for r in runs)
                   for k in range(BANDS)]
@@ -102,8 +112,9 @@ def main() -> None:
                                                       for r in runs), 4)
         table[name] = row
     result = {"levels": args.levels, "zoom": args.zoom, "base_px": args.size,
-              "sr_px": args.size * 4, "scheduler": "DDPM", "steps": args.steps,
-              "seeds": args.seeds, "disagreement_std": args.disagreement,
+              "sr_px": args.size * 4, "scheduler": args.scheduler, "steps": args.steps,
+              "seeds": args.seeds, "stage_1_seam_ratio": round(base_seam, 3),
+              "disagreement_std": args.disagreement,
               "seconds": round(time.perf_counter() - start, 1), "methods": table}
     text = json.dumps(result, indent=2)
     print(text)

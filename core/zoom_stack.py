@@ -22,10 +22,14 @@ import torch.nn.functional as F
 from .geometry import centre_box, check_size, check_zoom, max_observation_depth, pyramid_depth
 
 #: Laplacian blending of a ×4 super-resolution stage whose k finest bands each level's
-#: upscaler invented ("laplacian-srk": blend(..., invented_bands=k, feather=SR_FEATHER)).
+#: upscaler invented ("laplacian-srk": blend(..., invented_bands=k, feather=SR_FEATHER,
+#: rim_weight=SR_RIM_WEIGHT)).
 SR_BLEND = {f"laplacian-sr{k}": k for k in (1, 2)}
-#: Rim (band pixels) along a layer's border where a coarser level's invented band still counts.
+#: Rim (band pixels) along a layer's border where a coarser level's invented band still counts,
+#: and its weight there against the layer's own (1): at its border the layer has no context
+#: beyond it, the coarser level has (sweep in docs/backends.md: 1 -> 1.199, 2 -> 1.173 seam).
 SR_FEATHER = 1
+SR_RIM_WEIGHT = 2.0
 BLEND_METHODS = ("laplacian", "naive", *SR_BLEND)
 
 
@@ -149,7 +153,7 @@ def collapse_pyramid(bands: list[torch.Tensor]) -> torch.Tensor:
 
 
 def blend(images: torch.Tensor, zoom: int, method: str = "laplacian",
-          invented_bands: int = 0, feather: int = 0) -> torch.Tensor:
+          invented_bands: int = 0, feather: int = 0, rim_weight: float = 1.0) -> torch.Tensor:
     """Fuse N per-level observations ``(N, C, H, W)`` into one zoom stack (Sec. 4.2).
 
     Layer i fuses image i with the centre 1/p^d crop of every coarser image i-d (d >= 1, up to
@@ -159,20 +163,26 @@ def blend(images: torch.Tensor, zoom: int, method: str = "laplacian",
 
     ``invented_bands = s`` (super-resolution stages): each image's s finest bands were invented
     by an upscaler that saw only that level's low-resolution conditioning, while its coarser
-    bands come from the consistent stage-I stack. A coarser level's invented band is then not
-    averaged into a band the layer itself knows from stage I (observation band k - d < s <= k):
-    in the footprint of level i, level i-1's upscaler guessed content that level i's own
-    stage-I image has. Invented bands that both sides invented are averaged as usual (Alg. 2).
+    bands come from the consistent stage-I stack. A coarser level's invented band (observation
+    band k - d < s) then does not count in a finer layer: where the layer knows that band from
+    stage I (k >= s) the coarser upscaler guessed content the layer has, and where the layer
+    invented it too (k < s) the layer's own upscaler saw the footprint at p^d times the
+    resolution, so its guess is the better-informed one. Averaging the two independent guesses
+    (Alg. 2 as written) halves their variance: measured in docs/backends.md, excluding the
+    coarser guess raises band 3's kept energy from 0.95 to 1.00 and lowers the seams from 1.22
+    to 1.20. The finer guess reaches the coarser images through Π_image, so consistency is
+    untouched.
     ``feather`` > 0 lets the excluded observation still count in a rim of that many band
-    pixels along the layer's border, fading to 0 inwards, so that the known content does not
-    start at a hard edge (measured in docs/backends.md: seams 1.45 -> 1.22). The methods in
-    ``SR_BLEND`` set both. A consistent stack stays a fixed point either way.
+    pixels along the layer's border, with ``rim_weight`` (the layer's own weighs 1) at the
+    border pixel fading to 0 inwards, so that the layer's content does not start at a hard
+    edge (no rim: seams 1.75). The methods in ``SR_BLEND`` set all three. A consistent stack
+    stays a fixed point either way.
     """
     p = _check_stack(images, zoom, "images")
     if method not in BLEND_METHODS:
         raise ValueError(f"blending method must be one of {BLEND_METHODS}, got {method!r}")
     if method in SR_BLEND:
-        invented_bands, feather = SR_BLEND[method], SR_FEATHER
+        invented_bands, feather, rim_weight = SR_BLEND[method], SR_FEATHER, SR_RIM_WEIGHT
     n, _, height, width = images.shape
     depth = min(n - 1, max_observation_depth(height, width, p))
     level = torch.arange(n, device=images.device)
@@ -191,12 +201,13 @@ def blend(images: torch.Tensor, zoom: int, method: str = "laplacian",
         observed = crop_centre(images[: n - d], p**d)  # image i-d's view of layer i
         for k, band in enumerate(laplacian_pyramid(observed, p, top - d), start=d):
             weight = 1.0
-            if k - d < invented_bands <= k:
-                # a guess of the coarser upscaler where the layer knows better: it counts
-                # only in a rim of ``feather`` px along the layer's border, fading inwards
+            if k - d < invented_bands:
+                # a guess of the coarser upscaler, where the layer knows (stage I) or guesses
+                # from more pixels: it counts only in a rim of ``feather`` px along the
+                # layer's border, fading inwards
                 if not feather:
                     continue
-                weight = _rim(band.shape[-2], band.shape[-1], feather, band)
+                weight = rim_weight * _rim(band.shape[-2], band.shape[-1], feather, band)
             sums[k] = torch.cat([sums[k][:d], sums[k][d:] + weight * band])
             counts[k] = counts[k] + torch.cat([torch.zeros_like(level[:d]), torch.ones_like(level[d:])]
                                               ).view(n, 1, 1, 1).to(band.dtype) * weight
@@ -248,7 +259,7 @@ def consolidate(images: torch.Tensor, zoom: int, method: str = "laplacian") -> t
 
 
 __all__ = [
-    "BLEND_METHODS", "SR_BLEND", "SR_FEATHER", "blend", "blend_coarse", "sr_blend_method", "centre_box", "check_size", "check_zoom", "collapse_pyramid",
+    "BLEND_METHODS", "SR_BLEND", "SR_FEATHER", "SR_RIM_WEIGHT", "blend", "blend_coarse", "sr_blend_method", "centre_box", "check_size", "check_zoom", "collapse_pyramid",
     "consolidate", "crop_centre", "downsample", "downsample_weights", "laplacian_pyramid",
     "max_observation_depth", "noise_gain", "pyramid_depth", "render_image", "render_noise",
     "upsample",

@@ -105,6 +105,53 @@ def test_invented_bands_of_coarser_levels_stay_out_of_known_bands():
     assert sr < 0.3 * plain  # plain blending averages the guess into what layer 1 knows
 
 
+def test_coarser_guess_does_not_enter_bands_the_finer_level_invented_too():
+    """Layer 1's two finest bands are its own upscaler's guess from 2x the pixels: level 0's
+    guess of the same content stays out of them too (not averaged, as Alg. 2 would), except
+    in the rim along the layer's border."""
+    torch.manual_seed(0)
+    layers = torch.nn.functional.interpolate(torch.randn(3, 3, 8, 8), (32, 32), mode="bilinear")
+    images = render_image(layers, 2)
+    noisy = images.clone()
+    noisy[:1] += 0.3 * _fine(torch.randn(1, 3, 32, 32))  # level 0's own invented detail
+
+    def fine_change(**kw):  # how much layer 1's two finest bands move, inside / near the border
+        change = _fine((blend(noisy, 2, **kw) - blend(images, 2, **kw))[1:2]).pow(2)
+        return float(change[..., 6:-6, 6:-6].mean()), float(change.mean())
+
+    plain, hard, rim = fine_change(), fine_change(invented_bands=2), fine_change(invented_bands=2,
+                                                                                feather=1)
+    assert plain[0] > 1e-4
+    assert hard[1] < 0.02 * plain[1]  # no rim: level 0's guess is not in layer 1 at all
+    assert rim[0] < 0.05 * plain[0] and rim[1] > 2 * hard[1]  # the rim lets it in at the border
+
+
+def test_rim_weight_sets_the_coarser_share_at_the_layer_border():
+    """Level 1 all zero, level 0 fine detail: layer 1's border pixels show level 0's guess in
+    proportion to w / (1 + w) for the rim weight w, which SR blending sets to SR_RIM_WEIGHT."""
+    from core.zoom_stack import SR_RIM_WEIGHT, laplacian_pyramid
+
+    torch.manual_seed(0)
+    images = torch.zeros(2, 3, 32, 32)
+    images[0] = _fine(torch.randn(1, 3, 32, 32))[0]
+    observed = laplacian_pyramid(images[:1, :, 8:24, 8:24], 2, 1)[0]  # level 0's band in view
+
+    def border_share(**kw):  # fitted share of that band in layer 1's band 1, on the border ring
+        band = laplacian_pyramid(blend(images, 2, **kw)[1:2], 2, 2)[1]
+        ring = torch.ones(16, 16, dtype=torch.bool)
+        ring[1:-1, 1:-1] = False
+        a, b = band[..., ring], observed[..., ring]
+        return float((a * b).sum() / (b * b).sum())
+
+    one, two = border_share(invented_bands=2, feather=1), border_share(invented_bands=2, feather=1,
+                                                                        rim_weight=2)
+    # the band's own border is smeared by the pyramid's expand step, by the same factor for
+    # every w: the shares keep the ratio of w / (1 + w) (w = 1: 1/2, w = 2: 2/3)
+    assert one > 0.1 and two / one == pytest.approx((2 / 3) / (1 / 2), rel=0.02)
+    assert border_share(method="laplacian-sr2") == pytest.approx(
+        border_share(invented_bands=2, feather=1, rim_weight=SR_RIM_WEIGHT))
+
+
 def _fine(x):
     """The two finest Laplacian bands of x, collapsed (x minus its twice-reduced remainder)."""
     from core.zoom_stack import _detail
@@ -277,6 +324,37 @@ def test_sr_tiles_are_blended_without_seams(tiny, cache, monkeypatch):
     borders = sorted({4 * (a + 16) - 1 for a in starts[:-1]} | {4 * a - 1 for a in starts[1:]})
     assert float(dx[borders].mean() / dx.mean()) < 1.5
     assert np.abs(tiled - whole).mean() < 0.1  # and the picture is the untiled one, nearly
+
+
+def test_sr_stage_fits_its_own_tile_micro_batch(tiny, cache, monkeypatch):
+    """Stage I's micro-batch (None on a roomy device) says nothing of the SR stage's tiles:
+    with little free memory the stage cuts its tile rows itself, same picture."""
+    import core.backends.upscale as up
+    from core.backends.loading import load_stage
+    from core.estimate import DeviceInfo, spec_from_backend
+
+    monkeypatch.setattr(X4Upscaler, "tile_size", 16)
+    monkeypatch.setattr(X4Upscaler, "tile_overlap", 6)
+    stage = load_stage(cache.get(tiny["sd"], device="cpu"), "x4", tiny["x4"])
+    row = spec_from_backend(stage).k_unet() * 16 * 16 * 4  # one 16 x 16 fp32 tile row
+    assert up.fit_tile_micro_batch(stage, 2, (32, 32), free_bytes=10**13) is None
+    tight = int(5 * row / 0.9) + 8  # room for 5 rows of 2 levels x 2 (guidance) x 9 tiles
+    assert up.fit_tile_micro_batch(stage, 2, (32, 32), free_bytes=tight) == 5
+    assert up.fit_tile_micro_batch(stage, 2, (32, 32), free_bytes=10) == 1
+
+    s = GenerateSettings(prompts=PROMPTS[:2], model=tiny["sd"], width=32, height=32, steps=1,
+                         upscale=4, upscaler=tiny["x4"], seed=3)
+    whole = generate(s, models=cache, consolidate=False).layers
+    from diffusers import UNet2DConditionModel
+
+    calls, real = [], UNet2DConditionModel.forward
+    monkeypatch.setattr(UNet2DConditionModel, "forward",
+                        lambda self, x, *a, **k: calls.append(tuple(x.shape)) or real(self, x, *a, **k))
+    monkeypatch.setattr(up, "device_info", lambda *a, **k: DeviceInfo("cpu", "cpu", None, tight))
+    cut = generate(s, models=cache, consolidate=False).layers
+    sr_calls = [c[0] for c in calls if c[1] == 7]
+    assert max(sr_calls) == 5 and sum(sr_calls) % 36 == 0  # 36 tile rows per step, in fives
+    np.testing.assert_allclose(cut, whole, atol=2e-3)
 
 
 def test_cancel_during_super_resolution_writes_nothing(tiny, capsys, tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ sampled consistently, and nothing has to be averaged afterwards (docs/backends.m
 why averaging independently upscaled levels is not good enough). The blending is the SR
 variant ``laplacian-sr*`` (core.zoom_stack.blend): a coarser level's upscaler invents the
 octaves above its own input, which in a finer level's footprint that level knows from its
-input, so there those guesses are not averaged in.
+input or invents from more pixels, so there those guesses are not averaged in. Memory: the
+stage fits its own tile micro-batch (``fit_tile_micro_batch``) unless the user set one.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import torch
 
 from ..downloads import fetch_model
 from ..errors import InvalidInputError, raise_if_cancelled
+from ..estimate import USABLE_FRACTION, device_info, spec_from_backend, unet_rows
 from ..sampler import sample_zoom_stack
 from ..settings import UPSCALE_FACTORS, upscaler_models
 from ..zoom_stack import sr_blend_method
 from .base import Backend, Conditioning
 from .loading import check_upscaler, load_stage
 from .schedulers import make_scheduler
-from .super_resolution import DEFAULT_MODELS, STAGES
+from .super_resolution import DEFAULT_MODELS, STAGES, tile_starts
 
 _FAMILY_NAMES = {"sd": "Stable Diffusion", "sdxl": "SDXL", "if": "DeepFloyd IF"}
 
@@ -69,6 +71,36 @@ def stage_seed(seed: int, stage: int) -> int:
     return (int(seed) * 1_000_003 + 7919 * (stage + 1)) % 2**63
 
 
+def fit_tile_micro_batch(stage: Backend, levels: int, sample_hw: tuple[int, int],
+                         free_bytes: int | None = None) -> int | None:
+    """UNet rows (tiles) per call of an SR stage that fit the free device memory; None = all.
+
+    A stage's UNet sees every level's tiles times two (guidance): 4 levels of 2048 px through
+    the x4 upscaler are 200 rows of 128 x 128 latents, 27 GB at once (measured on an H200,
+    docs/backends.md), which stage I's micro-batch, fitted to 64 x 64 latents, knows nothing
+    of. One row costs the estimate's UNet activations (``ModelSpec.k_unet`` per sample pixel
+    and byte). ``free_bytes`` defaults to the device's free memory now (the stage is loaded).
+    """
+    try:
+        if free_bytes is None:
+            dev = stage.device
+            free_bytes = device_info(f"{dev.type}:{dev.index}" if dev.index is not None
+                                     else dev.type, max_age=0.0).free_bytes
+        spec = spec_from_backend(stage)
+    except Exception:  # noqa: BLE001 - an unusual pipeline or device: all rows, as before
+        return None
+    if not free_bytes:
+        return None
+    h, w = sample_hw
+    tile, overlap = stage.tile_size, stage.tile_overlap
+    tiles = len(tile_starts(h, tile, overlap)) * len(tile_starts(w, tile, overlap))
+    row = spec.k_unet() * min(h, tile) * min(w, tile) * (4 if stage.dtype.itemsize >= 4 else 2)
+    budget = free_bytes * USABLE_FRACTION
+    if unet_rows(levels, stage.guidance) * tiles * row <= budget:
+        return None
+    return max(1, int(budget // row))
+
+
 @torch.no_grad()
 def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts: list[str],
             negative_prompt: str, plan: list[tuple[str, str]], *, zoom: int, scheduler: str,
@@ -82,7 +114,8 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
     ``scheduler`` (a name) for min(steps, stage default) steps -> decode to [0, 1] pixels.
     ``progress(phase, step, total)``: "downloading" (a hub model not cached yet), "loading
     model", then "super-resolution" per step.
-    ``cancel`` raises ``Cancelled`` within one SR step.
+    ``cancel`` raises ``Cancelled`` within one SR step. ``micro_batch`` None: the stage fits
+    its own (``fit_tile_micro_batch``).
     """
     def report(phase: str, step: int, total: int) -> None:
         if progress is not None:
@@ -98,19 +131,21 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
         generator = torch.Generator("cpu").manual_seed(stage_seed(seed, i))
         stage.prepare(images, zoom, generator)
         n_steps = min(int(steps), stage.default_steps)
+        shape = stage.sample_shape(images.shape[-2], images.shape[-1])
+        micro = micro_batch if micro_batch is not None else fit_tile_micro_batch(
+            stage, images.shape[0], shape[1:])
         report("super-resolution", 0, n_steps)
         result = sample_zoom_stack(
-            stage.make_denoiser(stage_cond, stage.guidance, micro_batch),
+            stage.make_denoiser(stage_cond, stage.guidance, micro),
             make_scheduler(scheduler, stage.scheduler_config),
-            num_levels=images.shape[0], zoom=zoom,
-            shape=stage.sample_shape(images.shape[-2], images.shape[-1]),
+            num_levels=images.shape[0], zoom=zoom, shape=shape,
             num_inference_steps=n_steps, generator=generator, blending=sr_blend_method(zoom),
             callback=lambda step, total, _layers: report("super-resolution", step, total),
             cancel=cancel, device=stage.device, dtype=torch.float32,
         )
         raise_if_cancelled(cancel)
-        images = stage.decode(result.images, micro_batch)
+        images = stage.decode(result.images, micro)
     return images
 
 
-__all__ = ["stage_count", "stage_seed", "upscale", "upscale_plan"]
+__all__ = ["fit_tile_micro_batch", "stage_count", "stage_seed", "upscale", "upscale_plan"]
