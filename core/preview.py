@@ -50,6 +50,7 @@ import numpy as np
 from .errors import Cancelled, InvalidInputError, WriteError, is_cancelled
 from .geometry import check_zoom
 from .publish import make_hidden_file
+from .signals import signals_deferred
 
 #: Bounds of the video options, checked before any work (docs/faults.md).
 MAX_FRAMES_PER_LEVEL = 10_000
@@ -298,6 +299,23 @@ def check_video_file(path: str | os.PathLike, frames: int, name: str | None = No
                          f"{size} bytes): is the disk full or a file-size limit set?")
 
 
+def _temporary_video(out_path: Path) -> Path:
+    """The hidden sibling the video is written to (mode: the umask's)."""
+    try:
+        return make_hidden_file(out_path.parent, f".{out_path.stem}.", ".mp4")
+    except OSError as exc:
+        raise WriteError(f"cannot write the video in {out_path.parent}: "
+                         f"{(exc.strerror or str(exc)).lower()}") from None
+
+
+def _discard(writer, tmp: Path | None) -> None:
+    """Stop FFmpeg (closing the writer waits for it to exit), then remove its file."""
+    if writer is not None:
+        writer.close()
+    if tmp is not None:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def write_preview_video(stack, out_path: str | os.PathLike, frames_per_level: int = 24, fps: float = 24,
                         size: int | Sequence[int] | None = None, *, direction: str = "in", hold: int = 0,
                         zoom: int | None = None, quality_crf: int = 18,
@@ -323,32 +341,33 @@ def write_preview_video(stack, out_path: str | os.PathLike, frames_per_level: in
 
     # libx264 ships in imageio-ffmpeg's bundled binary; +faststart lets players start at once.
     params = ["-movflags", "+faststart", "-crf", str(int(quality_crf)), "-preset", "medium"]
+    tmp: Path | None = None
+    writer = None
     try:
-        tmp = make_hidden_file(out_path.parent, f".{out_path.stem}.", ".mp4")  # umask's mode
-    except OSError as exc:
-        raise WriteError(f"cannot write the video in {out_path.parent}: "
-                         f"{(exc.strerror or str(exc)).lower()}") from None
-    try:
-        writer = imageio_ffmpeg.write_frames(tmp, (w, h), fps=fps, codec="libx264", quality=None,
-                                             macro_block_size=2, output_params=params)
-        writer.send(None)
-        try:
-            for n, lv in enumerate(levels):
-                if is_cancelled(cancel):
-                    raise Cancelled("preview video cancelled; nothing was written")
-                frame = render_zoom_frame(images, p, lv, (h, w))
-                writer.send(np.ascontiguousarray(np.round(frame * 255), dtype=np.uint8))
-                if progress is not None:
-                    progress(n + 1, len(levels))
-        finally:
-            writer.close()
+        # Ctrl-C / SIGTERM wait until the temporary file and FFmpeg both exist and this try can
+        # clean them up: one arriving inside Popen would orphan an FFmpeg that then recreates
+        # the file this process had already removed.
+        with signals_deferred(redeliver=True):
+            tmp = _temporary_video(out_path)
+            writer = imageio_ffmpeg.write_frames(tmp, (w, h), fps=fps, codec="libx264",
+                                                 quality=None, macro_block_size=2,
+                                                 output_params=params)
+            writer.send(None)
+        for n, lv in enumerate(levels):
+            if is_cancelled(cancel):
+                raise Cancelled("preview video cancelled; nothing was written")
+            frame = render_zoom_frame(images, p, lv, (h, w))
+            writer.send(np.ascontiguousarray(np.round(frame * 255), dtype=np.uint8))
+            if progress is not None:
+                progress(n + 1, len(levels))
+        writer.close()  # FFmpeg finishes the file
         check_video_file(tmp, len(levels), out_path.name)  # only a complete file may replace the old one
         os.replace(tmp, out_path)
     except OSError as exc:  # FFmpeg died (its pipe broke), or the rename failed
-        Path(tmp).unlink(missing_ok=True)
+        _discard(writer, tmp)
         raise WriteError(f"could not write the video {out_path.name}: "
                          f"{' '.join(str(exc).split())[:160]}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(writer, tmp)
         raise
     return out_path

@@ -39,9 +39,11 @@ def sigterm_raises() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def signals_deferred() -> Iterator[list[int]]:
+def signals_deferred(redeliver: bool = False) -> Iterator[list[int]]:
     """Hold SIGINT / SIGTERM back for a short critical section (e.g. moving the old output aside
-    and renaming the new one in); the yielded list records the signals that arrived."""
+    and renaming the new one in); the yielded list records the signals that arrived.
+    ``redeliver``: on leaving, raise them again under the restored handlers (for a section that
+    only arms its own cleanup, such as creating a temporary file and the process writing it)."""
     if not _in_main_thread():
         yield []
         return
@@ -53,3 +55,6 @@ def signals_deferred() -> Iterator[list[int]]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if redeliver:
+            for s in dict.fromkeys(pending):  # each signal once, in the order it came
+                signal.raise_signal(s)

@@ -477,6 +477,40 @@ def test_b7_sigterm_while_generate_writes_the_video_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_b7_signal_while_ffmpeg_starts_waits_for_the_cleanup(tmp_path, monkeypatch):
+    """A SIGTERM that lands while FFmpeg starts (inside Popen, in a loaded machine's long
+    window) is held until the temporary file and the writer can both be cleaned up: FFmpeg
+    is stopped and waited for before the file is removed, so it cannot recreate it."""
+    import imageio_ffmpeg
+
+    from core.preview import write_preview_video
+    from core.signals import Terminated, sigterm_raises
+
+    real, started = imageio_ffmpeg.write_frames, []
+
+    class Starting:  # the real writer; SIGTERM arrives just as FFmpeg is up
+        def __init__(self, *a, **k):
+            self.gen = real(*a, **k)
+            started.append(self.gen)
+
+        def send(self, value):
+            out = self.gen.send(value)
+            if value is None:
+                signal.raise_signal(signal.SIGTERM)
+            return out
+
+        def close(self):
+            self.gen.close()
+
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", Starting)
+    stack = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    with pytest.raises(Terminated), sigterm_raises():
+        write_preview_video(stack, tmp_path / "v.mp4", frames_per_level=4, zoom=2)
+    assert started and started[0].gi_frame is None  # FFmpeg was stopped and waited for
+    time.sleep(0.5)  # an orphaned FFmpeg would have recreated its file by now
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_b7_sigterm_on_video_keeps_the_old_video(tmp_path):
     good = _good_stack_with_video(tmp_path / "s")
     proc = _cli_process(["video", tmp_path / "s", "--frames-per-level", "5000", "--quiet"])

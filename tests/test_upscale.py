@@ -338,7 +338,7 @@ def test_sr_stage_fits_its_own_tile_micro_batch(tiny, cache, monkeypatch):
     stage = load_stage(cache.get(tiny["sd"], device="cpu"), "x4", tiny["x4"])
     row = spec_from_backend(stage).k_unet() * 16 * 16 * 4  # one 16 x 16 fp32 tile row
     assert up.fit_tile_micro_batch(stage, 2, (32, 32), free_bytes=10**13) is None
-    tight = int(5 * row / 0.9) + 8  # room for 5 rows of 2 levels x 2 (guidance) x 9 tiles
+    tight = int((5 * row + up.TILE_FIXED_BYTES) / 0.9) + 8  # 5 of the 2 x 2 x 9 tile rows
     assert up.fit_tile_micro_batch(stage, 2, (32, 32), free_bytes=tight) == 5
     assert up.fit_tile_micro_batch(stage, 2, (32, 32), free_bytes=10) == 1
 
