@@ -156,4 +156,5 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
     return images
 
 
-__all__ = ["TILE_FIXED_BYTES", "fit_tile_micro_batch", "stage_count", "stage_seed", "upscale", "upscale_plan"]
+__all__ = ["TILE_FIXED_BYTES", "fit_tile_micro_batch", "stage_count", "stage_seed", "upscale",
+           "upscale_plan"]
