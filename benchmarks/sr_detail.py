@@ -26,8 +26,12 @@ stage starts from. Prints JSON.
 
     python benchmarks/sr_detail.py [--seeds 8] [--steps 50] [--scheduler ddpm] [--out FILE]
 
-``--scheduler`` takes the CLI's names (``sde-dpmsolver++`` is what ``auto``, the default, picks
-for these models, at 20 steps); both stages use it and ``--steps``.
+``--continued``: the SR model's detail continues the base's spectrum at the same energy per
+octave (``SuperResolutionDenoiser(continued=True)``); by default it has 1/1.39 of it, which
+makes a finer level's base content inside a footprint look rougher than the coarser level's
+invented detail around it at p = 4. ``--scheduler`` takes the CLI's names
+(``sde-dpmsolver++`` is what ``auto``, the default, picks for these models, at 20 steps);
+both stages use it and ``--steps``.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def run_seed(seed: int, args, scheduler) -> dict[str, torch.Tensor]:
     base = sample_zoom_stack(GaussianFieldDenoiser((3, size, size), scheduler.alphas_cumprod),
                              scheduler, num_levels=n, zoom=p, shape=(3, size, size),
                              num_inference_steps=args.steps, generator=g).images
-    sr = SuperResolutionDenoiser(base, f, scheduler.alphas_cumprod)
+    sr = SuperResolutionDenoiser(base, f, scheduler.alphas_cumprod, continued=args.continued)
     shape = (3, size * f, size * f)
     indep = sample_zoom_stack(sr, scheduler, num_levels=n, zoom=p, shape=shape,
                               num_inference_steps=args.steps, generator=g, mode="independent").images
@@ -91,6 +95,8 @@ def main() -> None:
     parser.add_argument("--zoom", type=int, default=2)
     parser.add_argument("--size", type=int, default=64, help="base size in px (SR: 4x)")
     parser.add_argument("--scheduler", default="ddpm", choices=scheduler_names())
+    parser.add_argument("--continued", action="store_true",
+                        help="SR detail continues the base's 1/f² law (same energy per octave)")
     parser.add_argument("--disagreement", type=float, default=0.02)
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
@@ -113,7 +119,8 @@ def main() -> None:
         table[name] = row
     result = {"levels": args.levels, "zoom": args.zoom, "base_px": args.size,
               "sr_px": args.size * 4, "scheduler": args.scheduler, "steps": args.steps,
-              "seeds": args.seeds, "stage_1_seam_ratio": round(base_seam, 3),
+              "seeds": args.seeds, "continued_detail": args.continued,
+              "stage_1_seam_ratio": round(base_seam, 3),
               "disagreement_std": args.disagreement,
               "seconds": round(time.perf_counter() - start, 1), "methods": table}
     text = json.dumps(result, indent=2)

@@ -107,10 +107,16 @@ class SuperResolutionDenoiser:
         x̂0 = U(b_i) + F⁻¹[α S_d / (α² S_d + σ²) · F(z_t − α U(b_i))].
     Different levels draw independent detail, like an upscaler run on each level alone; the
     conditioning is picked per row by level index, as a real SR stage's is.
+
+    ``continued``: the detail continues the base prior's 1/f² law (a GaussianFieldDenoiser
+    of the base's size and ``std``) at the same energy per octave. By default the large field
+    is normalised to pixel variance std² on its own grid, which spreads the same variance
+    over two more octaves: its detail has 1/1.39 of the base's energy per octave (×4 from
+    64 px), a step in the spectrum at the base's Nyquist that a real upscaler would not make.
     """
 
     def __init__(self, base: torch.Tensor, factor: int, alphas_cumprod: torch.Tensor,
-                 std: float = 0.5):
+                 std: float = 0.5, continued: bool = False):
         n, c, h, w = base.shape
         big = (c, h * factor, w * factor)
         self.upsampled = upsample(base, big[1:])
@@ -119,6 +125,9 @@ class SuperResolutionDenoiser:
         fx = torch.fft.rfftfreq(big[2], dtype=torch.float64)[None, :]
         r4 = ((fy**2 + fx**2) * (2 * factor) ** 2) ** 2
         self.spectrum = field.spectrum * r4 / (1 + r4)
+        if continued:  # S = k / (f² + f0²) in cycles per pixel: the same k as the base's field
+            self.spectrum = self.spectrum * (_field_constant(GaussianFieldDenoiser(
+                (c, h, w), alphas_cumprod, std)) / _field_constant(field))
         self.shape, self.alphas_cumprod = big, alphas_cumprod.double()
 
     def sample_detail(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -132,6 +141,12 @@ class SuperResolutionDenoiser:
         gain = ab.sqrt() * self.spectrum / (ab * self.spectrum + (1 - ab))
         f = torch.fft.rfft2((z_t - ab.sqrt().to(z_t.dtype) * up).double(), norm="ortho") * gain
         return up + torch.fft.irfft2(f, s=z_t.shape[-2:], norm="ortho").to(z_t.dtype)
+
+
+def _field_constant(field: GaussianFieldDenoiser) -> float:
+    """k of a field's spectrum S(f) = k / (|f|² + f0²) (f in cycles per pixel)."""
+    _, h, w = field.shape
+    return float(field.spectrum[0, 1] * ((1.0 / w) ** 2 + (1.0 / max(h, w)) ** 2))
 
 
 def band_energies(x: torch.Tensor, zoom: int, bands: int) -> list[float]:

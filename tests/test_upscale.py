@@ -159,6 +159,25 @@ def _fine(x):
     return _detail(x, 2, 2)
 
 
+def test_continued_sr_detail_keeps_the_bases_energy_per_octave():
+    """The synthetic SR model's detail, ``continued``: the 64 px base field's spectrum, read at
+    the same physical frequency 4x finer (S_256(f) = 16 S_64(4 f), times the high-pass); by
+    default the 256 px field has less energy per octave (it is normalised on its own grid)."""
+    from diffusers import DDPMScheduler
+
+    ac = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
+    base = torch.zeros(2, 3, 16, 16)
+    plain = SuperResolutionDenoiser(base, 4, ac)
+    continued = SuperResolutionDenoiser(base, 4, ac, continued=True)
+    small = GaussianFieldDenoiser((3, 16, 16), ac).spectrum
+    k = torch.tensor([1, 3, 5])  # index k: frequency k/64 on the 64 px grid, k/16 on the base's
+    r4 = ((k.double() / 64) ** 2 * 8**2) ** 2  # the high-pass above the base's Nyquist
+    torch.testing.assert_close(continued.spectrum[0, k], 16 * small[0, k] * r4 / (1 + r4),
+                               rtol=1e-9, atol=0)
+    ratio = float(continued.spectrum.sum() / plain.spectrum.sum())
+    assert 1.2 < ratio < 1.8  # the default's detail is weaker per octave
+
+
 def test_consolidation_keeps_each_levels_detail_bands():
     torch.manual_seed(0)
     base = render_image(torch.nn.functional.interpolate(torch.rand(3, 3, 4, 4), (32, 32),
