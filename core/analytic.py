@@ -90,10 +90,15 @@ class GaussianFieldDenoiser:
         return torch.fft.irfft2(f, s=self.shape[1:], norm="ortho").float()
 
     def __call__(self, z_t: torch.Tensor, t: int, levels: torch.Tensor) -> torch.Tensor:
-        ab = self.alphas_cumprod[t]
-        gain = ab.sqrt() * self.spectrum / (ab * self.spectrum + (1 - ab))
-        f = torch.fft.rfft2(z_t.double(), norm="ortho") * gain
-        return torch.fft.irfft2(f, s=z_t.shape[-2:], norm="ortho").to(z_t.dtype)
+        return _wiener(z_t, self.spectrum, self.alphas_cumprod[t])
+
+
+def _wiener(y: torch.Tensor, spectrum: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """E[x | y = √ᾱ x + √(1-ᾱ) ε] for x ~ the periodic Gaussian field with ``spectrum``:
+    F⁻¹[√ᾱ S / (ᾱ S + 1 - ᾱ) · F(y)] (diagonal in the orthonormal Fourier basis)."""
+    gain = ab.sqrt() * spectrum / (ab * spectrum + (1 - ab))
+    f = torch.fft.rfft2(y.double(), norm="ortho") * gain
+    return torch.fft.irfft2(f, s=y.shape[-2:], norm="ortho").to(y.dtype)
 
 
 class SuperResolutionDenoiser:
@@ -130,17 +135,10 @@ class SuperResolutionDenoiser:
                 (c, h, w), alphas_cumprod, std)) / _field_constant(field))
         self.shape, self.alphas_cumprod = big, alphas_cumprod.double()
 
-    def sample_detail(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        white = torch.randn((n, *self.shape), generator=generator, dtype=torch.float64)
-        f = torch.fft.rfft2(white, norm="ortho") * self.spectrum.sqrt()
-        return torch.fft.irfft2(f, s=self.shape[1:], norm="ortho").float()
-
     def __call__(self, z_t: torch.Tensor, t: int, levels: torch.Tensor) -> torch.Tensor:
         ab = self.alphas_cumprod[t]
         up = self.upsampled[levels].to(z_t)
-        gain = ab.sqrt() * self.spectrum / (ab * self.spectrum + (1 - ab))
-        f = torch.fft.rfft2((z_t - ab.sqrt().to(z_t.dtype) * up).double(), norm="ortho") * gain
-        return up + torch.fft.irfft2(f, s=z_t.shape[-2:], norm="ortho").to(z_t.dtype)
+        return up + _wiener(z_t - ab.sqrt().to(z_t.dtype) * up, self.spectrum, ab)
 
 
 def _field_constant(field: GaussianFieldDenoiser) -> float:

@@ -488,19 +488,24 @@ def fit_micro_batch(backend, levels: int, guidance: float, height: int, width: i
     """The largest micro-batch that fits the free memory left next to the loaded model
     (None: all rows at once, or nothing known about the device/model: run as before)."""
     try:
-        dev = backend.device
-        name = f"{dev.type}:{dev.index}" if dev.index is not None else dev.type
-        info = device_info(name, max_age=0.0)
+        free = free_bytes_now(backend.device)
         e = 4 if backend.dtype.itemsize >= 4 else 2
         spec = spec_from_backend(backend)
     except Exception:  # noqa: BLE001 - an unusual pipeline or device: no micro-batch, as before
         return None
-    if not info.free_bytes:
+    if not free:
         return None
     return largest_micro_batch(spec, levels, guidance, height, width, e,
-                               info.free_bytes * USABLE_FRACTION, with_weights=False)
+                               free * USABLE_FRACTION, with_weights=False)
+
+
+def free_bytes_now(device) -> int | None:
+    """Free memory of a torch device now (None: unknown), next to what is loaded on it."""
+    name = f"{device.type}:{device.index}" if device.index is not None else device.type
+    return device_info(name, max_age=0.0).free_bytes
 
 
 __all__ = ["DeviceInfo", "Estimate", "ModelSpec", "SPECS", "activation_bytes", "device_info",
-           "estimate", "fit_micro_batch", "largest_micro_batch", "model_spec", "peak_bytes", "seconds_per_step",
-           "spec_from_backend", "spec_from_folder", "weights_bytes"]
+           "estimate", "fit_micro_batch", "free_bytes_now", "largest_micro_batch", "model_spec",
+           "peak_bytes", "seconds_per_step", "spec_from_backend", "spec_from_folder",
+           "weights_bytes"]

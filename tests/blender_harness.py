@@ -197,3 +197,30 @@ def _fake_generate(settings, *, progress=None, cancel=None, models=None, known=N
 _gen.engine = lambda: (_fake_generate, _FakeCache)
 _gen._models = None
 '''
+
+
+# FAKE_ENGINE plus a scene ready to generate into the folder OUT (which the script defines
+# first): three prompts at 64 px, ``run_op(name, **kw)`` -> (sorted result, None) or
+# (None, the operator's error), and listings of what the run left.
+FAKE_SCENE = FAKE_ENGINE + '''
+import json, os, time
+from pathlib import Path
+p10 = bpy.context.scene.p10
+p10.width = p10.height = 64
+p10.output_dir = OUT
+for t in ("a galaxy", "a star", "a planet"):
+    p10.prompts.add().text = t
+def run_op(name="generate", **kw):
+    try:
+        return sorted(getattr(bpy.ops.p10, name)(**kw)), None
+    except RuntimeError as e:
+        return None, str(e)
+def stacks():
+    return sorted(p.name for p in Path(OUT).iterdir()) if Path(OUT).exists() else []
+def listing():
+    return sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []
+def previews():
+    return sorted(i.name for i in bpy.data.images if i.name.startswith("P10 Preview"))
+def manifest():
+    return json.load(open(os.path.join(p10.last_stack_dir, "manifest.json")))
+'''

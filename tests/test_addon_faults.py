@@ -7,26 +7,9 @@ import textwrap
 
 import pytest
 
-from blender_harness import FAKE_ENGINE, install_extension, run_blender
+from blender_harness import FAKE_SCENE, install_extension, run_blender
 
-SETUP = FAKE_ENGINE + '''
-import os, time
-from pathlib import Path
-p10 = bpy.context.scene.p10
-p10.width = p10.height = 64
-p10.output_dir = OUT
-for t in ("a galaxy", "a star", "a planet"):
-    p10.prompts.add().text = t
-def run_op(name="generate", **kw):
-    try:
-        return sorted(getattr(bpy.ops.p10, name)(**kw)), None
-    except RuntimeError as e:
-        return None, str(e)
-def listing():
-    return sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []
-def previews():
-    return sorted(i.name for i in bpy.data.images if i.name.startswith("P10 Preview"))
-'''
+SETUP = FAKE_SCENE
 
 
 @pytest.fixture(scope="module")

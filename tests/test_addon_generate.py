@@ -7,25 +7,9 @@ import textwrap
 
 import pytest
 
-from blender_harness import FAKE_ENGINE, install_extension, run_blender
+from blender_harness import FAKE_SCENE, install_extension, run_blender
 
-SETUP = FAKE_ENGINE + '''
-import os
-from pathlib import Path
-p10 = bpy.context.scene.p10
-p10.width = p10.height = 64
-p10.output_dir = OUT
-for t in ("a galaxy", "a star", "a planet"):
-    p10.prompts.add().text = t
-def run_op(name="generate"):
-    try:
-        r = getattr(bpy.ops.p10, name)()
-        return sorted(r), None
-    except RuntimeError as e:
-        return None, str(e)
-def stacks():
-    return sorted(p.name for p in Path(OUT).iterdir()) if Path(OUT).exists() else []
-'''
+SETUP = FAKE_SCENE
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +18,7 @@ def ur(tmp_path_factory):
 
 
 def script(tmp_path, body: str) -> str:
-    return f"OUT = {str(tmp_path / 'stacks')!r}\nimport json\n" + SETUP + textwrap.dedent(body)
+    return f"OUT = {str(tmp_path / 'stacks')!r}\n" + SETUP + textwrap.dedent(body)
 
 
 def test_generate_sync_writes_stack_and_loads_it(ur, tmp_path):

@@ -8,26 +8,9 @@ import textwrap
 
 import pytest
 
-from blender_harness import FAKE_ENGINE, install_extension, run_blender
+from blender_harness import FAKE_SCENE, install_extension, run_blender
 
-SETUP = FAKE_ENGINE + '''
-import json, os
-from pathlib import Path
-p10 = bpy.context.scene.p10
-p10.width = p10.height = 64
-p10.output_dir = OUT
-for t in ("a galaxy", "a star", "a planet"):
-    p10.prompts.add().text = t
-def run_op(name, **kw):
-    try:
-        return sorted(getattr(bpy.ops.p10, name)(**kw)), None
-    except RuntimeError as e:
-        return None, str(e)
-def stacks():
-    return sorted(p.name for p in Path(OUT).iterdir()) if Path(OUT).exists() else []
-def manifest():
-    return json.load(open(os.path.join(p10.last_stack_dir, "manifest.json")))
-'''
+SETUP = FAKE_SCENE
 
 
 @pytest.fixture(scope="module")

@@ -350,7 +350,7 @@ def test_sr_stage_fits_its_own_tile_micro_batch(tiny, cache, monkeypatch):
     with little free memory the stage cuts its tile rows itself, same picture."""
     import core.backends.upscale as up
     from core.backends.loading import load_stage
-    from core.estimate import DeviceInfo, spec_from_backend
+    from core.estimate import spec_from_backend
 
     monkeypatch.setattr(X4Upscaler, "tile_size", 16)
     monkeypatch.setattr(X4Upscaler, "tile_overlap", 6)
@@ -369,7 +369,7 @@ def test_sr_stage_fits_its_own_tile_micro_batch(tiny, cache, monkeypatch):
     calls, real = [], UNet2DConditionModel.forward
     monkeypatch.setattr(UNet2DConditionModel, "forward",
                         lambda self, x, *a, **k: calls.append(tuple(x.shape)) or real(self, x, *a, **k))
-    monkeypatch.setattr(up, "device_info", lambda *a, **k: DeviceInfo("cpu", "cpu", None, tight))
+    monkeypatch.setattr(up, "free_bytes_now", lambda device: tight)
     cut = generate(s, models=cache, consolidate=False).layers
     sr_calls = [c[0] for c in calls if c[1] == 7]
     assert max(sr_calls) == 5 and sum(sr_calls) % 36 == 0  # 36 tile rows per step, in fives

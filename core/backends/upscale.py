@@ -19,7 +19,7 @@ import torch
 
 from ..downloads import fetch_model
 from ..errors import InvalidInputError, raise_if_cancelled
-from ..estimate import USABLE_FRACTION, device_info, spec_from_backend, unet_rows
+from ..estimate import USABLE_FRACTION, free_bytes_now, spec_from_backend, unet_rows
 from ..sampler import sample_zoom_stack
 from ..settings import UPSCALE_FACTORS, upscaler_models
 from ..zoom_stack import sr_blend_method
@@ -91,9 +91,7 @@ def fit_tile_micro_batch(stage: Backend, levels: int, sample_hw: tuple[int, int]
     """
     try:
         if free_bytes is None:
-            dev = stage.device
-            free_bytes = device_info(f"{dev.type}:{dev.index}" if dev.index is not None
-                                     else dev.type, max_age=0.0).free_bytes
+            free_bytes = free_bytes_now(stage.device)
         spec = spec_from_backend(stage)
     except Exception:  # noqa: BLE001 - an unusual pipeline or device: all rows, as before
         return None
