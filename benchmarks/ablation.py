@@ -35,11 +35,11 @@ from diffusers import DDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.analytic import (  # noqa: E402
+from core.zoom.analytic import (  # noqa: E402
     GaussianFieldDenoiser, MixtureDenoiser, detail_energy, inconsistency, make_scenes,
     nearest_scene_error, seam_ratio,
 )
-from core.sampler import sample_zoom_stack  # noqa: E402
+from core.zoom.sampler import sample_zoom_stack  # noqa: E402
 
 CONFIGS = {
     "mixture_p2": dict(prior="mixture", zoom=2, num_levels=4, shape=(3, 32, 32), scenes=3, detail=8),

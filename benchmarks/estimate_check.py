@@ -1,4 +1,4 @@
-"""core.estimate against measured peak memory (and time) of real-size random-weight models.
+"""core.models.estimate against measured peak memory (and time) of real-size random-weight models.
 
     python benchmarks/estimate_check.py --device cuda          # SD 2.1 + SDXL, fp16 (< 2 min on an H100)
     nice -n 10 python benchmarks/estimate_check.py --device cpu --quick   # SD 2.1 UNet, 2 rows, fp32
@@ -7,7 +7,7 @@ For each (model, levels, micro-batch) point: one UNet call with the rows a micro
 (guidance on: 2N rows per step) and one VAE decode of the levels a call decodes. Measured:
 ``torch.cuda.max_memory_allocated`` on CUDA (weights included: the model is on the device);
 on the CPU the live-tensor peak of benchmarks/memtrack.py plus the weights, and the process
-peak RSS. Estimated: the UNet (or VAE) weights plus ``core.estimate.activation_bytes``. Prints
+peak RSS. Estimated: the UNet (or VAE) weights plus ``core.models.estimate.activation_bytes``. Prints
 JSON: one row per point with estimate, measured, their ratio, and seconds per UNet call against
 the estimate's time per step scaled to the call's rows.
 """
@@ -83,7 +83,7 @@ def main() -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.utils import logging as dlog
 
-    from core import estimate as est
+    from core.models import estimate as est
 
     dlog.set_verbosity_error()
     device = torch.device(args.device)

@@ -70,7 +70,7 @@ def _extend_single(args) -> dict:
     from core.extend import extend
     from core.generate import generate
     from core.settings import GenerateSettings
-    from core.stack_io import ZoomStack
+    from core.stack.stack_io import ZoomStack
 
     cache = ModelCache()
     backend = cache.get(args.model, device=args.device)
@@ -136,7 +136,7 @@ def _guidance_single(args) -> dict:
     from core.backends.base import Conditioning
     from core.backends.loading import resolve_device
     from core.backends.stable_diffusion import StableDiffusionBackend
-    from core.sampler import sample_zoom_stack
+    from core.zoom.sampler import sample_zoom_stack
 
     dlog.set_verbosity_error()
     device = resolve_device(args.device)
@@ -207,8 +207,8 @@ def run_rates(args) -> dict:
     import torch
     from diffusers import DDPMScheduler
 
-    from core.analytic import MixtureDenoiser, make_scenes, nearest_scene_error
-    from core.sampler import sample_zoom_stack
+    from core.zoom.analytic import MixtureDenoiser, make_scenes, nearest_scene_error
+    from core.zoom.sampler import sample_zoom_stack
 
     ddpm = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
     shape = (3, 32, 32)

@@ -37,7 +37,7 @@ def rms(x: torch.Tensor) -> float:
 
 
 def commutation_gap(backend, images: torch.Tensor, zoom: int) -> dict:
-    from core.zoom_stack import downsample
+    from core.zoom.zoom_stack import downsample
 
     with torch.no_grad():
         z = backend.encode(images * 2 - 1)
@@ -50,7 +50,7 @@ def commutation_gap(backend, images: torch.Tensor, zoom: int) -> dict:
 
 
 def pixel_inconsistency(layers: np.ndarray, zoom: int) -> tuple[float, float]:
-    from core.zoom_stack import crop_centre, downsample
+    from core.zoom.zoom_stack import crop_centre, downsample
 
     x = torch.from_numpy(layers).permute(0, 3, 1, 2)
     d = crop_centre(x[:-1], zoom) - downsample(x[1:], zoom)
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
-    from core.analytic import GaussianFieldDenoiser
+    from core.zoom.analytic import GaussianFieldDenoiser
     from core.backends.loading import ModelCache
     from core.generate import generate
     from core.settings import GenerateSettings

@@ -10,7 +10,7 @@ and in-place results share their storage and are counted once). That is what a c
 allocator must hold at least, so it is comparable to ``max_memory_allocated`` minus what
 existed before (weights, inputs). Kernel-internal workspaces are not seen. On the ``meta``
 device nothing is allocated at all: the same walk gives the activation peak of a full-size
-model in milliseconds (how ``core.estimate``'s constants were fitted).
+model in milliseconds (how ``core.models.estimate``'s constants were fitted).
 """
 
 from __future__ import annotations

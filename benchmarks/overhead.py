@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unets import UNETS, latent_size, make_unet, parse_dtype, unet_call, unet_inputs  # noqa: E402
 
 from core.backends.guidance import batched_call  # noqa: E402
-from core.sampler import ddpm_update, sample_zoom_stack  # noqa: E402
-from core.zoom_stack import blend, render_image, render_noise  # noqa: E402
+from core.zoom.sampler import ddpm_update, sample_zoom_stack  # noqa: E402
+from core.zoom.zoom_stack import blend, render_image, render_noise  # noqa: E402
 
 def timed(fn, repeats: int, sync) -> float:
     times = []

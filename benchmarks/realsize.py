@@ -46,7 +46,7 @@ def run_mode(args) -> dict:
     from core.backends.base import Backend, Conditioning
     from core.backends.loading import resolve_device
     from core.backends.schedulers import make_scheduler
-    from core.sampler import sample_zoom_stack
+    from core.zoom.sampler import sample_zoom_stack
 
     class RandomBackend(Backend):
         def _unet(self, x, t, **rows):

@@ -31,13 +31,13 @@ torch.set_num_threads(1)  # many tiny ops: threads only contend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.analytic import (  # noqa: E402
+from core.zoom.analytic import (  # noqa: E402
     GaussianFieldDenoiser, MixtureDenoiser, detail_energy, make_scenes, nearest_scene_error,
     seam_ratio,
 )
 from core.backends.schedulers import make_scheduler  # noqa: E402
-from core.sampler import sample_zoom_stack  # noqa: E402
-from core.zoom_stack import downsample  # noqa: E402
+from core.zoom.sampler import sample_zoom_stack  # noqa: E402
+from core.zoom.zoom_stack import downsample  # noqa: E402
 
 TRAIN = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001,
          "beta_end": 0.02, "clip_sample": False}

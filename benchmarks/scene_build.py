@@ -28,7 +28,7 @@ SCRIPT = r'''
 import json, sys, time
 sys.path.insert(0, {pkg!r})
 import bpy
-from powers_of_ten.p10_blender import scene_build, scene_ops
+from powers_of_ten.p10_blender.rig import operators as scene_ops, scene_build
 scene = bpy.context.scene
 t = time.perf_counter()
 coll = scene_ops.build_and_animate(scene, {stack!r})   # the rig in a scene of its own
@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=16)
     args = ap.parse_args()
 
-    from core.stack_io import ZoomStack
+    from core.stack.stack_io import ZoomStack
 
     with tempfile.TemporaryDirectory(prefix="p10_bench_") as tmp:
         tmp = Path(tmp)

@@ -152,7 +152,8 @@ def main() -> None:
     from core.backends.loading import default_dtype, resolve_device
     from core.backends.schedulers import make_scheduler
     from core.backends.super_resolution import X4Upscaler
-    from core.sampler import sample_zoom_stack
+    from core.zoom.sampler import sample_zoom_stack
+    from core.backends.upscale import upscale
 
     device = resolve_device(args.device)
     dtype = default_dtype(device) if args.dtype == "auto" else getattr(torch, args.dtype)
@@ -179,8 +180,8 @@ def main() -> None:
             device=device))
         pixels = meter.run("stage_1_decode",
                            lambda: backend.decode(result.images, args.micro_batch))
-        out = meter.run("super_resolution", lambda: backend.upscale(
-            pixels, cond, prompts, "", plan, zoom=args.zoom, scheduler="ddpm",
+        out = meter.run("super_resolution", lambda: upscale(
+            backend, pixels, cond, prompts, "", plan, zoom=args.zoom, scheduler="ddpm",
             steps=args.steps, seed=0, micro_batch=args.micro_batch))
     stage = stage_of()
     summary = {

@@ -1,7 +1,7 @@
 """Synthetic 4x super-resolution of a zoom stack: is the upscaler's detail kept, and seamless?
 
 A consistent 64 px base stack (N = 5, p = 2, jointly sampled from the Gaussian-field prior)
-is super-resolved 4x to 256 px by an analytic SR model (core.analytic.SuperResolutionDenoiser:
+is super-resolved 4x to 256 px by an analytic SR model (core.zoom.analytic.SuperResolutionDenoiser:
 exact posterior mean of "bilinear upsampling of the base + independent Gaussian detail above
 its band"), then turned into a zoom-consistent stack by:
 
@@ -50,10 +50,10 @@ import torch  # noqa: E402
 from diffusers import DDPMScheduler  # noqa: E402
 
 from core.backends.schedulers import make_scheduler, scheduler_names  # noqa: E402
-from core.analytic import (GaussianFieldDenoiser, SuperResolutionDenoiser,  # noqa: E402
+from core.zoom.analytic import (GaussianFieldDenoiser, SuperResolutionDenoiser,  # noqa: E402
                            band_energies, inconsistency, seam_ratio)
-from core.sampler import sample_zoom_stack  # noqa: E402
-from core.zoom_stack import blend, blend_coarse, render_image, sr_blend_method  # noqa: E402
+from core.zoom.sampler import sample_zoom_stack  # noqa: E402
+from core.zoom.zoom_stack import blend, blend_coarse, render_image, sr_blend_method  # noqa: E402
 
 BANDS = 3
 

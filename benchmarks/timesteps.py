@@ -1,6 +1,6 @@
 """Where sampling starts: "leading" (the SD/SDXL/IF configs) vs "trailing" timestep spacing.
 
-On the exact Gaussian-field denoiser (core.analytic, SD's scaled-linear schedule) a sample's
+On the exact Gaussian-field denoiser (core.zoom.analytic, SD's scaled-linear schedule) a sample's
 low-frequency RMS (RMS of its 8 x 8 block means, D_2 three times) is compared with that of
 exact prior draws. With "leading" spacing and steps_offset=1 the first timestep at 256 steps
 is t=766 (ᾱ=0.05), at 512 steps t=512: the coarse structure of z_T is never removed, and the
@@ -25,9 +25,9 @@ from diffusers import DDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import core.sampler as sampler  # noqa: E402
-from core.analytic import GaussianFieldDenoiser  # noqa: E402
-from core.zoom_stack import downsample  # noqa: E402
+import core.zoom.sampler as sampler  # noqa: E402
+from core.zoom.analytic import GaussianFieldDenoiser  # noqa: E402
+from core.zoom.zoom_stack import downsample  # noqa: E402
 
 SD_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                  beta_schedule="scaled_linear", clip_sample=False, steps_offset=1,

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from .cli import abandoned_work, main
+from .cli.main import abandoned_work, main
 
 if __name__ == "__main__":
     code = main()

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import InvalidInputError, raise_if_cancelled
 from .settings import GenerateSettings
-from .stack_io import ZoomStack
+from .stack.stack_io import ZoomStack
 
 Progress = Callable[[str, int, int, "np.ndarray | None"], None]
 
@@ -111,7 +111,7 @@ def _check_known_levels(stack: ZoomStack, levels: Sequence[int]) -> None:
     would not): InvalidInputError naming both levels otherwise."""
     import torch
 
-    from .known import check_known
+    from .zoom.known import check_known
 
     layers = np.asarray(stack.layers, dtype=np.float32)
     known = {i: torch.from_numpy(layers[i]).permute(2, 0, 1) for i in levels}

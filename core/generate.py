@@ -16,16 +16,17 @@ import torch
 from . import __version__
 from .backends.loading import ModelCache, free_device_memory
 from .backends.schedulers import make_scheduler
-from .downloads import fetch_model
-from .estimate import fit_micro_batch
+from .backends.upscale import upscale, upscale_plan
+from .models.downloads import fetch_model
+from .models.estimate import fit_micro_batch
 from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_memory,
                      raise_if_cancelled)
-from .known import impose_known, make_consistent, needs_reconstruction
-from .fast_models import LCM_EMBEDDED_GUIDANCE
-from .sampler import sample_zoom_stack
+from .zoom.known import impose_known, make_consistent, needs_reconstruction
+from .models.fast_models import LCM_EMBEDDED_GUIDANCE
+from .zoom.sampler import sample_zoom_stack
 from .settings import DEFAULT_SCHEDULER, SCHEDULERS, GenerateSettings
-from .stack_io import ZoomStack
-from .zoom_stack import SR_BLEND, blend_coarse, render_image, sr_blend_method
+from .stack.stack_io import ZoomStack
+from .zoom.zoom_stack import SR_BLEND, blend_coarse, render_image, sr_blend_method
 
 Progress = Callable[[str, int, int, "np.ndarray | None"], None]
 
@@ -51,7 +52,7 @@ def load_photo(path: str, width: int, height: int) -> torch.Tensor:
     """The photo as (1, 3, H, W) in [-1, 1]: centre-cropped to the aspect, then resized."""
     from PIL import Image, UnidentifiedImageError
 
-    from .images import to_rgb8
+    from .stack.images import to_rgb8
 
     try:
         with Image.open(path) as im:
@@ -140,7 +141,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     guidance = choice["guidance"]
     if s.guidance is None and getattr(backend, "guidance_embedded", False):
         guidance = LCM_EMBEDDED_GUIDANCE
-    plan = backend.upscale_plan(s.upscale, s.upscaler)  # models checked before sampling
+    plan = upscale_plan(backend, s.upscale, s.upscaler)  # models checked before sampling
     micro_batch = s.micro_batch  # an explicit value wins; else the largest that fits
     if micro_batch is None:
         micro_batch = fit_micro_batch(backend, len(s.prompts), guidance, height, width)
@@ -194,7 +195,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         if sr_scheduler == "lcm":
             sr_scheduler = DEFAULT_SCHEDULER.get(backend.family, "ddpm")
             sr_steps = SCHEDULERS[sr_scheduler]
-        pixels = backend.upscale(pixels, cond, list(s.prompts), s.negative_prompt, plan, zoom=p,
+        pixels = upscale(backend, pixels, cond, list(s.prompts), s.negative_prompt, plan, zoom=p,
                                  scheduler=sr_scheduler, steps=sr_steps, seed=s.seed,
                                  micro_batch=micro_batch, cancel=cancel,
                                  progress=lambda phase, i, n: report(phase, i, n))

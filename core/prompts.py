@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import InvalidInputError
-from .publish import make_hidden_file
+from .stack.publish import make_hidden_file
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 

@@ -7,13 +7,14 @@ its family when the name does not tell) are repeated by ``core.generate`` once i
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InvalidInputError
-from .geometry import check_zoom
+from .models.families import (FAMILIES, LATENT_FAMILIES, NATIVE_SIZE, PIPELINE_CLASSES,
+                              VAE_SCALE, family_hint, pipeline_class)
+from .zoom.geometry import check_zoom
 
 #: A Stable Diffusion 2.1-base-class model: 512 px, epsilon prediction, 865M-parameter UNet.
 #: Fits an 8 GB GPU in fp16 with micro-batching; see docs/backends.md.
@@ -24,7 +25,7 @@ DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 #: noise; "lcm" the renoise (consistency) sampler of LCM / LCM-LoRA / Turbo models.
 SCHEDULERS: dict[str, int] = {"ddpm": 100, "ddim": 50, "dpmsolver++": 25, "euler": 30,
                               "sde-dpmsolver++": 20, "lcm": 8}
-#: "auto": the family's default below, or the few-step model's (core.fast_models).
+#: "auto": the family's default below, or the few-step model's (core.models.fast_models).
 SCHEDULER_CHOICES = ("auto", *SCHEDULERS)
 #: Scheduler per model family when the settings say "auto": the best success at the fewest
 #: model evaluations on the analytic priors (benchmarks/samplers.py, docs/sampler.md).
@@ -51,13 +52,6 @@ DEVICES: dict[str, tuple[str, str]] = {
     "cpu": ("CPU", "Slow, but always works"),
 }
 
-#: Model families: Stable Diffusion 1.x/2.x, SDXL (latent), DeepFloyd IF (pixel space).
-FAMILIES = ("sd", "sdxl", "if")
-LATENT_FAMILIES = ("sd", "sdxl")
-#: Native sample size in pixels when the model cannot be asked (before loading).
-NATIVE_SIZE = {"sd": 512, "sdxl": 1024, "if": 64}
-#: Pixels per latent pixel.
-VAE_SCALE = 8
 #: Output size ÷ sampled size: 1 (none), 4 (one ×4 super-resolution stage, every family),
 #: 16 (two: DeepFloyd IF stage II, then the x4 upscaler).
 UPSCALE_FACTORS = (1, 4, 16)
@@ -77,49 +71,6 @@ MAX_SIZE_FACTOR = 4
 #: pixel-space blending and rendering, the 8-bit quantisation, the preview), used by the
 #: memory bound of ``check_memory``.
 PIXEL_COPIES = 8
-
-# Supported pipeline classes (model_index.json "_class_name") per family.
-PIPELINE_CLASSES = {
-    "StableDiffusionPipeline": "sd",
-    "StableDiffusionImg2ImgPipeline": "sd",
-    "LatentConsistencyModelPipeline": "sd",  # LCM-distilled SD (guidance embedded in the UNet)
-    "StableDiffusionXLPipeline": "sdxl",
-    "StableDiffusionXLImg2ImgPipeline": "sdxl",
-    "IFPipeline": "if",
-}
-
-
-def pipeline_class(index_path: str) -> str:
-    """``_class_name`` of a diffusers ``model_index.json`` ("" if absent or unreadable)."""
-    if not index_path or not os.path.isfile(index_path):
-        return ""
-    try:
-        with open(index_path, encoding="utf-8") as f:
-            return str(json.load(f).get("_class_name", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
-
-
-def family_hint(model: str) -> str:
-    """Best guess of a model's family without torch: a local folder's model_index.json, else the name.
-
-    Raises InvalidInputError for a local folder holding an unsupported pipeline.
-    """
-    cls = pipeline_class(os.path.join(os.path.expanduser(model), "model_index.json"))
-    if cls:
-        if cls in PIPELINE_CLASSES:
-            return PIPELINE_CLASSES[cls]
-        raise InvalidInputError(
-            f"model {model!r} is a {cls}; supported are Stable Diffusion 1.x/2.x, SDXL and "
-            "DeepFloyd IF stage I pipelines"
-        )
-    name = os.path.basename(model.rstrip("/\\")).lower()
-    if name.startswith("if-i-") or "deepfloyd" in model.lower():
-        return "if"
-    if "xl" in name:
-        return "sdxl"
-    return "sd"
-
 
 def _whole(value) -> int | None:
     """``value`` as an int if it is a whole number (int, or a float such as JSON's 64.0), else None."""
@@ -220,7 +171,7 @@ class GenerateSettings:
     width/height are the sampled size in pixels (None: the model's native size; DeepFloyd IF
     samples 64 x 64). scheduler "auto", steps None and guidance None take the model's defaults
     (``resolved``: the family's ``DEFAULT_SCHEDULER`` and 7.5, or a few-step model's, see
-    core.fast_models); guidance <= 1 means no classifier-free guidance. ``lora``: a LoRA (hub
+    core.models.fast_models); guidance <= 1 means no classifier-free guidance. ``lora``: a LoRA (hub
     id, folder or .safetensors file) loaded into the model, e.g. LCM-LoRA. ``upscale``:
     output size ÷ sampled size, 1, 4 or 16 (``UPSCALE_FACTORS``; None: the family's default,
     4 for DeepFloyd IF = its stage II, 1 otherwise); every ×4 stage is sampled jointly.
@@ -371,8 +322,8 @@ class GenerateSettings:
     def resolved(self, family: str | None = None, scheduler_class: str = "") -> dict:
         """The sampler this run uses: {"scheduler", "steps", "guidance", "fast_model",
         "scheduler_config"}. Explicit settings win; "auto"/None take the few-step model's
-        defaults (LCM, LCM-LoRA, Turbo: core.fast_models) or the family's."""
-        from .fast_models import DEFAULT_GUIDANCE, detect_fast_model
+        defaults (LCM, LCM-LoRA, Turbo: core.models.fast_models) or the family's."""
+        from .models.fast_models import DEFAULT_GUIDANCE, detect_fast_model
 
         fast = detect_fast_model(self.model, self.lora, scheduler_class)
         family = family or self.family or family_hint(self.model)

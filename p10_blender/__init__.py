@@ -8,10 +8,15 @@ from __future__ import annotations
 import bpy
 from bpy.app.handlers import persistent
 
-from . import (dependencies, generation, jobs, models_ui, operators, panel, preferences,
-               properties, scene_ops)
+from .setup import dependencies
+from .generate import generation, jobs
+from .generate import operators as generate_ops
+from . import properties
+from .interface import models_ui, panel, preferences, prompt_ops
+from .rig import operators as rig_ops
+from .video import operators as video_ops
 
-_EXTRA = list(scene_ops.CLASSES)
+_EXTRA = [*rig_ops.CLASSES, *video_ops.CLASSES]
 
 _registered: list = []
 
@@ -33,7 +38,8 @@ def all_classes() -> list:
     extra_first = [c for c in _EXTRA if not _is_child_panel(c)]
     extra_last = [c for c in _EXTRA if _is_child_panel(c)]
     return [*extra_first, *properties.make_classes(_animation_type()),
-            *models_ui.PROPERTY_CLASSES, *preferences.CLASSES, *operators.CLASSES,
+            *models_ui.PROPERTY_CLASSES, *preferences.CLASSES, *generate_ops.CLASSES,
+            *prompt_ops.CLASSES,
             *models_ui.CLASSES, *panel.CLASSES, *extra_last]
 
 

@@ -10,11 +10,11 @@ from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProp
                        IntProperty, PointerProperty, StringProperty)
 
 from ..core import prompts as core_prompts
-from ..core.geometry import ZOOM_FACTORS
+from ..core.zoom.geometry import ZOOM_FACTORS
 from ..core.settings import (DEFAULT_MODEL, DEVICES, SCHEDULER_CHOICES, SCHEDULER_INFO, SCHEDULERS,
                              UPSCALE_FACTORS,
                              parse_upscale)
-from . import compat
+from .setup import compat
 
 # Custom properties linking the scenes the add-on makes to the scene holding the settings:
 # a video scene names its zoom scene, a rig scene names the scene it was loaded from.

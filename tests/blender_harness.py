@@ -168,8 +168,8 @@ def _tail(text, n: int = 6000) -> str:
 # returns a ZoomStack; FAKE["calls"] counts runs, FAKE["released"] counts ModelCache.release().
 FAKE_ENGINE = '''
 import importlib, time, numpy as _np
-_gen = addon().p10_blender.generation
-_stack_io = importlib.import_module(ADDON + ".core.stack_io")
+_gen = addon().p10_blender.generate.generation
+_stack_io = importlib.import_module(ADDON + ".core.stack.stack_io")
 _errors = importlib.import_module(ADDON + ".core.errors")
 FAKE = {"steps": 4, "delay": 0.0, "fail": None, "calls": 0, "released": 0, "on_step": None}
 class _FakeCache:

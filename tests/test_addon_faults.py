@@ -65,7 +65,7 @@ def test_b4_b6_addon_output_and_memory_faults_are_one_line(ur, tmp_path):
 def test_b8_addon_loads_a_bad_manifest_with_one_line(ur, tmp_path):
     import numpy as np
 
-    from core.stack_io import ZoomStack
+    from core.stack.stack_io import ZoomStack
 
     ZoomStack(np.full((2, 32, 32, 3), 0.5, np.float32), {"prompts": ["a", "b"], "zoom": 2}).save(tmp_path / "s")
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())

@@ -28,14 +28,16 @@ def _package(name: str, path: Path) -> None:
 
 _package(PKG, ROOT)
 _package(f"{PKG}.p10_blender", ROOT / "p10_blender")
+for _sub in ("generate", "setup"):
+    _package(f"{PKG}.p10_blender.{_sub}", ROOT / "p10_blender" / _sub)
 
 
 def _load(name: str):
     return importlib.import_module(f"{PKG}.p10_blender.{name}")
 
 
-jobs = _load("jobs")
-dependencies = _load("dependencies")
+jobs = _load("generate.jobs")
+dependencies = _load("setup.dependencies")
 Cancelled = importlib.import_module(f"{PKG}.core.errors").Cancelled
 
 

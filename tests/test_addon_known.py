@@ -78,7 +78,7 @@ def test_bad_input_one_line_and_cancel_keeps_the_previous_stack(ur, tmp_path):
         p10.prompts[0].text = "a galaxy"
         calls = FAKE["calls"]
         FAKE["steps"], FAKE["delay"] = 50, 0.05
-        job = addon().p10_blender.known_levels.start_extend(bpy.context, sync=False)
+        job = addon().p10_blender.generate.known_levels.start_extend(bpy.context, sync=False)
         while job.step < 2:
             _gen.runner.poll()
         run_op("cancel")

@@ -40,7 +40,7 @@ def test_preferences_download_pick_remove_local_and_token(ur, tiny, tmp_path):
         out = run_blender(RECORDER + textwrap.dedent(f'''
             import os
             mod = addon().p10_blender
-            prefs = mod.preferences.get_prefs()
+            prefs = mod.interface.preferences.get_prefs()
             ui = mod.models_ui
             def prefs_log():
                 log = []
@@ -49,9 +49,9 @@ def test_preferences_download_pick_remove_local_and_token(ur, tiny, tmp_path):
             res = {{"empty": prefs_log()}}
             prefs.download_id = {REPO!r}
             bpy.ops.p10.model_download()
-            job = mod.generation.runner.current
+            job = mod.generate.generation.runner.current
             res["job"] = [job.name, job.state, job.phase, job.total, job.step]
-            res["lines"] = mod.generation.status_lines(job)
+            res["lines"] = mod.generate.generation.status_lines(job)
             res["listed"] = prefs_log()
             ui.refresh(prefs)
             names = ui.pick_names()
@@ -126,23 +126,23 @@ def test_panel_model_area_and_generate_download_phase_with_cancel(ur, tiny, tmp_
             p10.width = p10.height = 64
             p10.device = "cpu"
             log = []
-            mod.panel.draw_model(Recorder(log), bpy.context)
+            mod.interface.panel.draw_model(Recorder(log), bpy.context)
             p10.micro_batch = 2
             log2 = []
-            mod.panel.draw_model(Recorder(log2), bpy.context)
-            job = mod.generation.start(bpy.context, sync=False)
+            mod.interface.panel.draw_model(Recorder(log2), bpy.context)
+            job = mod.generate.generation.start(bpy.context, sync=False)
             seen = []
             t0 = time.time()
             while job.running and time.time() - t0 < 60:
-                mod.generation.runner.poll()
+                mod.generate.generation.runner.poll()
                 if job.phase == "downloading" and job.step > 50000:
-                    seen.append(mod.generation.status_lines(job)[0])
+                    seen.append(mod.generate.generation.status_lines(job)[0])
                     draw = []
-                    mod.panel.draw_main(Recorder(draw), bpy.context)
+                    mod.interface.panel.draw_main(Recorder(draw), bpy.context)
                     job.cancel()
                     break
                 time.sleep(0.02)
-            mod.generation.runner.drive(job, timeout=60)
+            mod.generate.generation.runner.drive(job, timeout=60)
             emit(log=log, log2=log2, seen=seen, state=job.state, total=job.total, draw=draw)
         '''), ur, env=_env(hub, tmp_path / "hf"))
     panel = labels(out["log"])

@@ -27,7 +27,7 @@ def test_zip_holds_only_the_addon():
     assert stray == []
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert any(n.startswith("core/examples/") and n.endswith(".json") for n in names)
-    assert "p10_blender/panel.py" in names and "core/settings.py" in names
+    assert "p10_blender/interface/panel.py" in names and "core/settings.py" in names
 
 
 def test_manifest_fields():
@@ -57,7 +57,7 @@ def test_enable_disable_enable_leaves_nothing_behind(user_resources):
                                    "depsgraph_update_post", "frame_change_post", "save_pre")
                                    for f in getattr(bpy.app.handlers, name)
                                    if "p10" in f.__name__),
-                "timers": len(p.jobs.registered_timers()),
+                "timers": len(p.generate.jobs.registered_timers()),
                 "paths": sorted(s for s in sys.path if "powers_of_ten" in s),
             }
         on1 = snapshot()
@@ -67,15 +67,15 @@ def test_enable_disable_enable_leaves_nothing_behind(user_resources):
         p10.prompts.add().text = "a galaxy"
         FAKE["steps"], FAKE["delay"] = 200, 0.05
         job = _gen.start(bpy.context, sync=False)
-        p.jobs.start_polling(_gen.runner, force=True)
-        running = (job.running, len(p.jobs.registered_timers()))
+        p.generate.jobs.start_polling(_gen.runner, force=True)
+        running = (job.running, len(p.generate.jobs.registered_timers()))
         disable_addon()
         off = snapshot()
         enable_addon()
         p = addon().p10_blender
         on2 = snapshot()
         bpy.context.scene.p10.prompts.add().text = "x"
-        emit(on1=on1, off=off, on2=on2, running=running, alive=job.thread.is_alive(), user_dir=str(p.dependencies.user_dir()),
+        emit(on1=on1, off=off, on2=on2, running=running, alive=job.thread.is_alive(), user_dir=str(p.setup.dependencies.user_dir()),
              install_dir=str(addon().__path__[0]), enabled=ADDON in bpy.context.preferences.addons)
     '''), user_resources)
     on1, off, on2 = out["on1"], out["off"], out["on2"]
@@ -96,7 +96,7 @@ def test_enables_and_draws_without_torch(user_resources):
     out = run_blender('''
         import sys
         p = addon().p10_blender
-        st = p.dependencies.status()
+        st = p.setup.dependencies.status()
         try:
             bpy.ops.p10.generate()
             err = None

@@ -53,7 +53,7 @@ class Recorder:
         pass
 def draw(state):
     log = []
-    addon().p10_blender.panel.draw_panel(Recorder(log), bpy.context)
+    addon().p10_blender.interface.panel.draw_panel(Recorder(log), bpy.context)
     STATES[state] = log
     return log
 STATES = {}
@@ -123,7 +123,7 @@ def test_panel_draws_in_every_state(ur):
 def test_panel_with_dependencies_missing(ur):
     out = run_blender(RECORDER + textwrap.dedent('''
         log = draw("missing")
-        prefs = addon().p10_blender.preferences
+        prefs = addon().p10_blender.interface.preferences
         plog = []
         prefs.draw_dependencies(Recorder(plog), prefs.get_prefs())
         try:
@@ -147,14 +147,14 @@ def test_install_dependencies_with_fake_pip(ur, tmp_path):
                         "print('Successfully installed torch')\n")
     out = run_blender(textwrap.dedent(f'''
         import sys
-        dep = addon().p10_blender.dependencies
+        dep = addon().p10_blender.setup.dependencies
         dep.online_access = lambda: True
         dep.pip_command_hook = lambda python, args: [python, {str(fake_pip)!r}, *args]
         try:
             r = bpy.ops.p10.install_dependencies()
         except RuntimeError as e:
             r = [str(e)]
-        job = addon().p10_blender.generation.runner.current
+        job = addon().p10_blender.generate.generation.runner.current
         emit(r=sorted(r), log=job.data["log"], state=job.state, error=job.error,
              site=str(dep.site_dir()), logfile=open(job.data["log_path"]).read())
     '''), ur, hide_modules=HEAVY_MODULES)
@@ -225,7 +225,7 @@ def test_sub_panels_tooltips_enums_from_core_and_poll_messages(ur):
     out = run_blender(RECORDER + textwrap.dedent('''
         import importlib
         core_settings = importlib.import_module(ADDON + ".core.settings")
-        core_geometry = importlib.import_module(ADDON + ".core.geometry")
+        core_geometry = importlib.import_module(ADDON + ".core.zoom.geometry")
         panels = [c for c in bpy.types.Panel.__subclasses__() if c.__name__.startswith("P10_PT")]
         drawn = {}
         for cls in panels:

@@ -11,8 +11,8 @@ from core.backends.loading import ModelCache
 from core.errors import Cancelled, InvalidInputError, ModelNotFoundError, OutOfMemoryError
 from core.generate import consolidate_pixels, generate, load_photo
 from core.settings import GenerateSettings
-from core.stack_io import ZoomStack
-from core.zoom_stack import crop_centre, downsample
+from core.stack.stack_io import ZoomStack
+from core.zoom.zoom_stack import crop_centre, downsample
 from tests.tiny_models import make_tiny_if, make_tiny_sd, make_tiny_sdxl
 
 PROMPTS = ["an aerial view of a forest", "a tree", "a leaf"]

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import cli
+from core.cli import main as cli
 from core.errors import Cancelled, ModelNotFoundError
-from core.stack_io import ZoomStack
+from core.stack.stack_io import ZoomStack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -238,7 +238,7 @@ def test_second_ctrl_c_quits_at_once(capsys, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("where", ["save", "video"])
 def test_ctrl_c_while_writing_leaves_nothing(capsys, tmp_path, monkeypatch, fake, where):
-    import core.preview
+    import core.stack.preview
 
     if where == "save":
         real_write = ZoomStack.write_files
@@ -248,14 +248,14 @@ def test_ctrl_c_while_writing_leaves_nothing(capsys, tmp_path, monkeypatch, fake
             raise KeyboardInterrupt  # after the files exist in the hidden staging folder
         monkeypatch.setattr(ZoomStack, "write_files", write_files)
     else:
-        real_write = core.preview.write_preview_video
+        real_write = core.stack.preview.write_preview_video
 
         def write(*a, progress=None, **kw):
             def boom(n, total):
                 if n == 2:
                     raise KeyboardInterrupt
             return real_write(*a, progress=boom, **kw)
-        monkeypatch.setattr(core.preview, "write_preview_video", write)
+        monkeypatch.setattr(core.stack.preview, "write_preview_video", write)
     code, _, err = _run(capsys, "generate", "--prompt", "a", "--prompt", "b", "--out", tmp_path / "o",
                         "--video", "--quiet")
     assert code == 130 and "nothing was written" in err

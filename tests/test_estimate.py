@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import estimate as est
-from core.estimate import DeviceInfo
+from core.models import estimate as est
+from core.models.estimate import DeviceInfo
 from core.settings import GenerateSettings
 from tests.tiny_models import make_tiny_sd, make_tiny_sdxl
 
@@ -121,7 +121,7 @@ def test_cpu_time_warns_when_it_takes_hours():
 
 def test_dry_run_prints_the_estimate_without_torch_and_writes_nothing(tmp_path):
     code = ("import sys\n"
-            "from core.cli import main\n"
+            "from core.cli.main import main\n"
             "rc = main(sys.argv[1:])\n"
             "print('TORCH', 'torch' in sys.modules, 'diffusers' in sys.modules)\n"
             "sys.exit(rc)")

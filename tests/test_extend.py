@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from core import cli
+from core.cli import main as cli
 from core.backends import loading
 from core.extend import level_records
-from core.stack_io import ZoomStack
-from core.zoom_stack import crop_centre, downsample
+from core.stack.stack_io import ZoomStack
+from core.zoom.zoom_stack import crop_centre, downsample
 
 TWO = 2 / 255
 

@@ -8,9 +8,9 @@ import torch
 
 import core.generate as gen_mod
 from core.backends.loading import ModelCache
-from core.cli import build_parser, settings_from_args
+from core.cli.main import build_parser, settings_from_args
 from core.errors import ModelNotFoundError
-from core.fast_models import PROFILES, detect_fast_model
+from core.models.fast_models import PROFILES, detect_fast_model
 from core.generate import generate
 from core.settings import DEFAULT_SCHEDULER, SCHEDULER_CHOICES, SCHEDULERS, GenerateSettings
 from tests.tiny_models import make_tiny_sd

@@ -4,10 +4,10 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, LCMScheduler
 
-from core.analytic import MixtureDenoiser, make_scenes, nearest_scene_error
+from core.zoom.analytic import MixtureDenoiser, make_scenes, nearest_scene_error
 from core.backends.schedulers import make_scheduler
-from core.sampler import renoise_timesteps, sample_zoom_stack, update_renoise, update_rule
-from core.zoom_stack import crop_centre, downsample, noise_gain, render_image
+from core.zoom.sampler import renoise_timesteps, sample_zoom_stack, update_renoise, update_rule
+from core.zoom.zoom_stack import crop_centre, downsample, noise_gain, render_image
 
 torch.set_num_threads(1)
 # a model's saved config (no ``_use_default_values``: from_config would drop those keys)

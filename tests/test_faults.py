@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import cli
+from core.cli import main as cli
 from core.errors import (Cancelled, InvalidInputError, OutOfMemoryError, StackFormatError,
                          is_out_of_memory)
-from core.stack_io import ZoomStack
+from core.stack.stack_io import ZoomStack
 
 from tests.test_cli import _one_line_error as _error_line
 from tests.test_cli import _run, _stack
@@ -108,7 +108,7 @@ def _listing(folder: Path) -> list[str]:
 
 
 def _good_stack_with_video(folder: Path) -> bytes:
-    from core.preview import write_preview_video
+    from core.stack.preview import write_preview_video
 
     _stack(3).save(folder)
     write_preview_video(ZoomStack.load(folder), folder / "preview.mp4", frames_per_level=3)
@@ -118,8 +118,8 @@ def _good_stack_with_video(folder: Path) -> bytes:
 # Runs the command line in a subprocess with a fake generator (no model): argv after "--".
 _FAKE_CLI = '''
 import os, sys, numpy as np
-from core import cli
-from core.stack_io import ZoomStack
+from core.cli import main as cli
+from core.stack.stack_io import ZoomStack
 def generate(settings, *, progress=None, cancel=None, models=None):
     if os.environ.get("FAKE_SLOW") and cancel.wait(60):  # a long sampling run
         raise RuntimeError("cancelled by a signal, never reported")
@@ -173,7 +173,7 @@ def test_b1_truncating_writer_is_caught(tmp_path, monkeypatch):
     import imageio_ffmpeg
 
     from core.errors import WriteError
-    from core.preview import write_preview_video
+    from core.stack.preview import write_preview_video
 
     good = _good_stack_with_video(tmp_path / "s")
 
@@ -226,7 +226,7 @@ def test_b2_second_run_to_the_same_folder_fails_before_generating(capsys, tmp_pa
 def test_b3_signal_during_force_replacement_completes_it(capsys, tmp_path, monkeypatch, fake):
     import shutil
 
-    import core.publish
+    import core.stack.publish
 
     out = tmp_path / "o"
     _good_stack_with_video(out)
@@ -239,7 +239,7 @@ def test_b3_signal_during_force_replacement_completes_it(capsys, tmp_path, monke
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGTERM)
         return real_rmtree(path, *a, **kw)
-    monkeypatch.setattr(core.publish.shutil, "rmtree", rmtree_with_signal)
+    monkeypatch.setattr(core.stack.publish.shutil, "rmtree", rmtree_with_signal)
     code, stdout, err = _run(capsys, "generate", "--prompt", "x", "--prompt", "y", "--out", out,
                              "--force", "--quiet")
     assert fired and code == 0, err
@@ -248,7 +248,7 @@ def test_b3_signal_during_force_replacement_completes_it(capsys, tmp_path, monke
 
 
 def test_b3_failed_force_replacement_restores_the_old_stack(capsys, tmp_path, monkeypatch, fake):
-    import core.publish
+    import core.stack.publish
 
     out = tmp_path / "o"
     good = _good_stack_with_video(out)
@@ -256,7 +256,7 @@ def test_b3_failed_force_replacement_restores_the_old_stack(capsys, tmp_path, mo
 
     def broken_rename(src, dst):
         raise KeyboardInterrupt  # interrupted between moving the old aside and renaming the new in
-    monkeypatch.setattr(core.publish, "rename_noreplace", broken_rename)
+    monkeypatch.setattr(core.stack.publish, "rename_noreplace", broken_rename)
     code, _, err = _run(capsys, "generate", "--prompt", "x", "--out", out, "--force", "--quiet")
     assert code == 130 and "nothing was written" in err
     assert _listing(out) == before and (out / "preview.mp4").read_bytes() == good
@@ -281,7 +281,7 @@ def test_b3_force_replaces_only_a_stack(capsys, tmp_path, monkeypatch, fake):
 def test_b4_unwritable_output_fails_before_generating(capsys, tmp_path, monkeypatch, fake):
     import shutil
 
-    import core.publish
+    import core.stack.publish
 
     (tmp_path / "afile").write_text("x")
     code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "afile" / "o", "--quiet")
@@ -290,7 +290,7 @@ def test_b4_unwritable_output_fails_before_generating(capsys, tmp_path, monkeypa
     def read_only(parent, prefix):
         raise PermissionError(13, "Permission denied")
     with monkeypatch.context() as m:
-        m.setattr(core.publish, "make_hidden_dir", read_only)
+        m.setattr(core.stack.publish, "make_hidden_dir", read_only)
         code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "ro" / "o", "--quiet")
     assert code == 1 and "cannot write to the folder" in _error_line(err)
 
@@ -426,7 +426,7 @@ def test_b10_json_numbers_are_whole_numbers_everywhere(capsys, tmp_path, fake):
     ("format_version", None, "format_version must be a whole number"),  # B8
 ])
 def test_b8_b10_malformed_manifest_values_are_stack_format_errors(tmp_path, key, value, words):
-    from core.stack_io import read_manifest
+    from core.stack.stack_io import read_manifest
 
     _stack(2).save(tmp_path / "s")
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
@@ -483,7 +483,7 @@ def test_b7_signal_while_ffmpeg_starts_waits_for_the_cleanup(tmp_path, monkeypat
     is stopped and waited for before the file is removed, so it cannot recreate it."""
     import imageio_ffmpeg
 
-    from core.preview import write_preview_video
+    from core.stack.preview import write_preview_video
     from core.signals import Terminated, sigterm_raises
 
     real, started = imageio_ffmpeg.write_frames, []

@@ -1,18 +1,18 @@
 """Known levels (sample_zoom_stack(known=...)) on the analytic mixture model: the pinned level
 is held exactly and every other level lands on the pinned level's scene, zooming in, out and
-from the middle, at p = 2 and p = 4; plus the pure functions of core.known."""
+from the middle, at p = 2 and p = 4; plus the pure functions of core.zoom.known."""
 
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
-from core.analytic import MixtureDenoiser, make_scenes, nearest_scene_error
+from core.zoom.analytic import MixtureDenoiser, make_scenes, nearest_scene_error
 from core.errors import InvalidInputError
-from core.known import (
+from core.zoom.known import (
     check_known, impose_known, known_loss, make_consistent, needs_reconstruction,
 )
-from core.sampler import photo_guidance, sample_zoom_stack
-from core.zoom_stack import crop_centre, downsample, render_image
+from core.zoom.sampler import photo_guidance, sample_zoom_stack
+from core.zoom.zoom_stack import crop_centre, downsample, render_image
 
 DDPM = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
 SHAPE = (3, 32, 32)

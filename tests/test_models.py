@@ -3,7 +3,7 @@
 A ThreadingHTTPServer on 127.0.0.1 (tests/hub_server.py) serves a hub-like tree of the tiny
 models; HF_ENDPOINT points the real huggingface_hub client at it. Subprocesses get their own
 HF_HOME (huggingface_hub reads HF_HOME, HF_ENDPOINT and the token path once, at import);
-in-process tests set the environment, which core.models reads at call time.
+in-process tests set the environment, which core.models.cache reads at call time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from core import downloads, models
+from core.models import downloads, cache as models
 from core.errors import Cancelled, InvalidInputError, ModelNotFoundError
 from tests.hub_server import TOKEN, HubServer, hub_env
 from tests.tiny_models import make_tiny_sd
@@ -240,8 +240,8 @@ def test_cli_models_list_download_remove_and_offline_generate(hub, tmp_path):
 
 GATED = textwrap.dedent('''
     import json, sys
-    from core import models
-    from core.downloads import download
+    from core.models import cache as models
+    from core.models.downloads import download
     from core.errors import P10Error
     out = {}
     try:
@@ -279,7 +279,7 @@ DISK_FULL = textwrap.dedent('''
     import os, resource, signal, sys
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)       # EFBIG instead of being killed
     resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000))  # no file may exceed 500 kB
-    from core import downloads, models
+    from core.models import downloads, cache as models
     from core.errors import P10Error
     try:
         downloads.download("p10/tiny-sd")

@@ -34,25 +34,25 @@ def test_a_lost_snippet_stops_the_run_with_a_precise_message(tmp_path):
     tool = _tool()
     listing = tmp_path / "mutants.toml"
     listing.write_text(
-        '[[mutant]]\nid = "X1"\nfile = "core/geometry.py"\noriginal = "return d  # gone"\n'
+        '[[mutant]]\nid = "X1"\nfile = "core/zoom/geometry.py"\noriginal = "return d  # gone"\n'
         'replacement = "return d + 1"\ntests = ["tests/test_zoom_stack.py"]\n'
         'description = "observation depth off by one"\n', encoding="utf-8")
     with pytest.raises(tool.MutantListError) as exc:
         tool.load_mutants(listing)
     message = str(exc.value)
-    for part in ("X1", "core/geometry.py", "not found", "'return d  # gone'",
+    for part in ("X1", "core/zoom/geometry.py", "not found", "'return d  # gone'",
                  "observation depth off by one"):
         assert part in message, message
 
 
 def test_the_command_line_names_the_lost_snippet(tmp_path):
     listing = tmp_path / "mutants.toml"
-    listing.write_text('[[mutant]]\nid = "X2"\nfile = "core/geometry.py"\noriginal = "gone"\n'
+    listing.write_text('[[mutant]]\nid = "X2"\nfile = "core/zoom/geometry.py"\noriginal = "gone"\n'
                        'replacement = "x"\ntests = ["tests/test_zoom_stack.py"]\n'
                        'description = "d"\n', encoding="utf-8")
     code, report, err = _run_tool("--check", "--mutants", str(listing))
     assert code == 2 and report is None
-    assert "mutant X2 (core/geometry.py): original snippet not found" in err
+    assert "mutant X2 (core/zoom/geometry.py): original snippet not found" in err
 
 
 def _run_tool(*args):
@@ -67,7 +67,7 @@ def test_the_tool_tells_caught_from_missed(tmp_path):
     listing.write_text("""
 [[mutant]]
 id = "A"
-file = "core/geometry.py"
+file = "core/zoom/geometry.py"
 original = "if n <= 0 or n % (2 * p):"
 replacement = "if n <= 0 or n % p:"
 tests = ["tests/test_zoom_stack.py::test_bad_shapes_are_named"]
@@ -75,7 +75,7 @@ description = "size check too lax"
 
 [[mutant]]
 id = "B"
-file = "core/geometry.py"
+file = "core/zoom/geometry.py"
 original = "Deeper observations (e.g."
 replacement = "Deeper observed levels (e.g."
 tests = ["tests/test_zoom_stack.py::test_bad_shapes_are_named"]

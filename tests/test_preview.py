@@ -1,4 +1,4 @@
-"""Fractional-zoom frames (core.preview) and the MP4 preview writer."""
+"""Fractional-zoom frames (core.stack.preview) and the MP4 preview writer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import Cancelled, InvalidInputError
-from core.preview import _resample, render_zoom_frame, write_preview_video, zoom_levels_for_frames
+from core.stack.preview import _resample, render_zoom_frame, write_preview_video, zoom_levels_for_frames
 
 P, N, H, W = 2, 4, 32, 48
 
@@ -205,7 +205,7 @@ def test_preview_and_cli_import_without_torch():
     import sys
     from pathlib import Path
 
-    code = ("import sys, core.preview, core.cli, core.prompts; "
+    code = ("import sys, core.stack.preview, core.cli.main, core.prompts; "
             "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

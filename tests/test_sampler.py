@@ -9,13 +9,13 @@ from diffusers import (
 )
 
 from core import Cancelled, sample_zoom_stack
-from core.analytic import (
+from core.zoom.analytic import (
     GaussianFieldDenoiser, MixtureDenoiser, detail_energy, make_scenes, nearest_scene_error,
     per_level_scene, seam_ratio,
 )
 from core.errors import ModelOutputError
-from core.sampler import ddpm_update, photo_guidance
-from core.zoom_stack import crop_centre, downsample, render_image
+from core.zoom.sampler import ddpm_update, photo_guidance
+from core.zoom.zoom_stack import crop_centre, downsample, render_image
 
 DDPM = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
 SCHEDULERS = {

@@ -8,7 +8,7 @@ from diffusers import (
 )
 
 from core import sample_zoom_stack
-from core.zoom_stack import consolidate, crop_centre, downsample, noise_gain, render_image
+from core.zoom.zoom_stack import consolidate, crop_centre, downsample, noise_gain, render_image
 
 T = 1000
 ALPHAS_CUMPROD = DDPMScheduler(num_train_timesteps=T).alphas_cumprod.double()

@@ -13,9 +13,9 @@ from diffusers import (
 )
 
 from core.backends.schedulers import make_scheduler
-from core.sampler import sample_zoom_stack
+from core.zoom.sampler import sample_zoom_stack
 from core.settings import SCHEDULERS
-from core.zoom_stack import render_image
+from core.zoom.zoom_stack import render_image
 
 T = 1000
 SD_CONFIG = dict(num_train_timesteps=T, beta_start=0.00085, beta_end=0.012,

@@ -1,4 +1,4 @@
-"""The zoom's keys and caption spans (p10_blender.animation's pure functions), without Blender."""
+"""The zoom's keys and caption spans (p10_blender.rig.animation's pure functions), without Blender."""
 
 import importlib.util
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.preview import zoom_levels_for_frames
+from core.stack.preview import zoom_levels_for_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _load_animation():
     # By file: importing the p10_blender package would import bpy and register nothing useful.
     spec = importlib.util.spec_from_file_location(
-        "p10_scene_animation", ROOT / "p10_blender" / "animation.py")
+        "p10_scene_animation", ROOT / "p10_blender" / "rig" / "animation.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)

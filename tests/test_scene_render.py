@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.preview import render_zoom_frame
-from core.stack_io import ZoomStack
-from core.zoom_stack import render_image
+from core.stack.preview import render_zoom_frame
+from core.stack.stack_io import ZoomStack
+from core.zoom.zoom_stack import render_image
 
 from blender_harness import install_extension, run_blender
 
@@ -131,7 +131,7 @@ assert bpy.ops.p10.make_video(filepath={out!r}) == {{"FINISHED"}}
 assert bpy.ops.p10.make_video(filepath={out!r}) == {{"FINISHED"}}
 video = bpy.context.scene
 video_scenes = [s.name for s in bpy.data.scenes if "p10_video_of" in s]
-from {addon}.p10_blender import compat
+from {addon}.p10_blender.setup import compat
 strips = compat.strips(video.sequence_editor)
 captions = sorted((s.frame_final_start, s.frame_final_end, s.text) for s in strips
                   if s.type == "TEXT")
@@ -191,8 +191,8 @@ orphans = lambda: sorted(set(_orphans()) - baseline)
 scene = bpy.context.scene
 # Headless, operators called from Python push no undo step; the UI does that after each
 # operator with the UNDO flag. Push the same steps by hand.
-ops = addon().p10_blender.scene_ops
-undo_flags = ["UNDO" in c.bl_options for c in (ops.P10_OT_load_stack, ops.P10_OT_make_video)]
+ops = addon().p10_blender.rig.operators
+undo_flags = ["UNDO" in c.bl_options for c in (ops.P10_OT_load_stack, addon().p10_blender.video.operators.P10_OT_make_video)]
 bpy.ops.ed.undo_push(message="start")
 for _ in range(3):
     assert bpy.ops.p10.load_stack(directory={a!r}) == {{"FINISHED"}}
@@ -306,7 +306,7 @@ assert bpy.ops.p10.load_stack(directory={d!r}) == {{"FINISHED"}}
 rig = bpy.context.scene
 root = [o for o in rig.objects if "zoom_level" in o][0]
 fc = root.animation_data.action
-from {addon}.p10_blender import compat
+from {addon}.p10_blender.setup import compat
 fc = [c for c in compat.fcurves_for(root) if c.data_path == '["zoom_level"]'][0]
 emit(keys=[(k.co.x, k.co.y, k.handle_right.x - k.co.x, k.handle_right.y - k.co.y)
            for k in fc.keyframe_points], start=rig.frame_start, end=rig.frame_end)

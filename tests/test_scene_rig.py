@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.preview import render_zoom_frame
-from core.stack_io import ZoomStack
-from core.zoom_stack import render_image
+from core.stack.preview import render_zoom_frame
+from core.stack.stack_io import ZoomStack
+from core.zoom.zoom_stack import render_image
 
 from blender_harness import install_extension, run_blender
 from test_scene_render import make_stack, psnr
@@ -21,7 +21,7 @@ ADDON = "bl_ext.user_default.powers_of_ten"
 
 HELPERS = f'''
 import importlib, os
-compat = importlib.import_module("{ADDON}.p10_blender.compat")
+compat = importlib.import_module("{ADDON}.p10_blender.setup.compat")
 def rig_root(scene):
     return [o for o in scene.objects if "zoom_level" in o][0]
 def mute(root):
@@ -167,7 +167,7 @@ fc.keyframe_points[1].co.x -= 6
 fc.keyframe_points[1].handle_left.x -= 6
 fc.keyframe_points[1].handle_right.x -= 6
 fc.update()
-ops = importlib.import_module("{ADDON}.p10_blender.animation")
+ops = importlib.import_module("{ADDON}.p10_blender.rig.animation")
 lv = list(ops.frame_levels(root, range(rig.frame_start, rig.frame_end + 1)))
 emit(eased=eased, linear=linear, shorter=shorter, n_fcurves=len(fcs), retimed=lv,
      drivers=len(root.animation_data.drivers) if root.animation_data else 0,
@@ -259,7 +259,7 @@ if {make!r}:
     res["make_path"] = bpy.path.abspath(video.render.frame_path(frame=video.frame_start))
     bpy.ops.render.render(animation=True)
 anim.filepath = "//renders/zoom.mp4"
-vr = importlib.import_module(ADDON + ".p10_blender.video_render")
+vr = importlib.import_module(ADDON + ".p10_blender.video.video_render")
 bpy.context.window.scene = bpy.data.scenes["Scene"]  # the panel works from any scene
 res["r"] = sorted(bpy.ops.p10.render_video())
 res["message"] = vr.progress.message

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.stack_io import ZoomStack, quantise_consistently
-from core.zoom_stack import centre_box, crop_centre, downsample, render_image
+from core.stack.stack_io import ZoomStack, quantise_consistently
+from core.zoom.zoom_stack import centre_box, crop_centre, downsample, render_image
 
 
 def consistent_stack(n: int, h: int, w: int, zoom: int, seed: int = 0) -> np.ndarray:

@@ -11,16 +11,16 @@ import pytest
 import torch
 
 import core.generate as gen_mod
-from core import cli
-from core.analytic import GaussianFieldDenoiser, SuperResolutionDenoiser, band_energies, seam_ratio
+from core.cli import main as cli
+from core.zoom.analytic import GaussianFieldDenoiser, SuperResolutionDenoiser, band_energies, seam_ratio
 from core.backends.loading import ModelCache
 from core.backends.super_resolution import X4Upscaler, tile_starts, tiled_unet
 from core.errors import InvalidInputError, ModelNotFoundError
 from core.generate import consolidate_pixels, generate
-from core.sampler import sample_zoom_stack
+from core.zoom.sampler import sample_zoom_stack
 from core.settings import GenerateSettings
-from core.stack_io import ZoomStack
-from core.zoom_stack import (blend, blend_coarse, crop_centre, downsample, render_image,
+from core.stack.stack_io import ZoomStack
+from core.zoom.zoom_stack import (blend, blend_coarse, crop_centre, downsample, render_image,
                              sr_blend_method)
 from tests.test_cli import _interrupt_when
 from tests.tiny_models import make_tiny_if, make_tiny_sd, make_tiny_x4_upscaler
@@ -129,7 +129,7 @@ def test_coarser_guess_does_not_enter_bands_the_finer_level_invented_too():
 def test_rim_weight_sets_the_coarser_share_at_the_layer_border():
     """Level 1 all zero, level 0 fine detail: layer 1's border pixels show level 0's guess in
     proportion to w / (1 + w) for the rim weight w, which SR blending sets to SR_RIM_WEIGHT."""
-    from core.zoom_stack import SR_RIM_WEIGHT, laplacian_pyramid
+    from core.zoom.zoom_stack import SR_RIM_WEIGHT, laplacian_pyramid
 
     torch.manual_seed(0)
     images = torch.zeros(2, 3, 32, 32)
@@ -154,7 +154,7 @@ def test_rim_weight_sets_the_coarser_share_at_the_layer_border():
 
 def _fine(x):
     """The two finest Laplacian bands of x, collapsed (x minus its twice-reduced remainder)."""
-    from core.zoom_stack import _detail
+    from core.zoom.zoom_stack import _detail
 
     return _detail(x, 2, 2)
 
@@ -350,7 +350,7 @@ def test_sr_stage_fits_its_own_tile_micro_batch(tiny, cache, monkeypatch):
     with little free memory the stage cuts its tile rows itself, same picture."""
     import core.backends.upscale as up
     from core.backends.loading import load_stage
-    from core.estimate import spec_from_backend
+    from core.models.estimate import spec_from_backend
 
     monkeypatch.setattr(X4Upscaler, "tile_size", 16)
     monkeypatch.setattr(X4Upscaler, "tile_overlap", 6)

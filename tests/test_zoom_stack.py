@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from core import blend, render_image, render_noise
-from core.geometry import max_observation_depth
-from core.zoom_stack import (
+from core.zoom.geometry import max_observation_depth
+from core.zoom.zoom_stack import (
     crop_centre, downsample, downsample_weights, laplacian_pyramid, noise_gain,
 )
 

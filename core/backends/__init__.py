@@ -9,6 +9,8 @@ import importlib
 
 _LAZY = {
     "Backend": "base", "Conditioning": "base", "LatentBackend": "base",
+    "FAMILY_BACKENDS": "base", "register_family": "base",
+    "upscale": "upscale", "upscale_plan": "upscale",
     "guided_prediction": "guidance", "batch_slices": "guidance",
     "make_scheduler": "schedulers", "default_steps": "schedulers",
     "check_scheduler_name": "schedulers",

@@ -10,6 +10,17 @@ import torch
 from .guidance import Rows, batch_slices, guided_prediction
 
 
+#: family name -> Backend class; each family module registers its class when imported
+#: (``core.backends.loading`` imports it by the name in ``core.models.families.FAMILY_MODULES``).
+FAMILY_BACKENDS: dict[str, type["Backend"]] = {}
+
+
+def register_family(cls: type["Backend"]) -> type["Backend"]:
+    """Class decorator of a family's backend: ``FAMILY_BACKENDS[cls.family] = cls``."""
+    FAMILY_BACKENDS[cls.family] = cls
+    return cls
+
+
 class Conditioning:
     """Text conditioning: ``cond`` one row per level, ``uncond`` one row (the negative prompt)."""
 
@@ -150,21 +161,6 @@ class Backend:
     #: upscale factor when the settings leave it open (1: the sampled size)
     default_upscale = 1
 
-    def upscale_plan(self, factor: int | None, models: str | None = None) -> list[tuple[str, str]]:
-        """[(stage kind, model)] for ×``factor``; checks the models now, before sampling."""
-        from .upscale import upscale_plan
-
-        return upscale_plan(self, factor, models)
-
-    def upscale(self, images: torch.Tensor, cond: Conditioning, prompts: list[str],
-                negative_prompt: str, plan: list[tuple[str, str]], **kw) -> torch.Tensor:
-        """(N, 3, h, w) consistent images in [0, 1] -> (N, 3, 4^k h, 4^k w), every ×4 stage
-        sampled jointly (blend + Π_noise at every step), conditioned per level on the
-        previous stage's image. Keywords: see ``core.backends.upscale.upscale``."""
-        from .upscale import upscale
-
-        return upscale(self, images, cond, prompts, negative_prompt, plan, **kw)
-
     def release(self) -> None:
         for stage in getattr(self, "_stages", {}).values():
             stage.release()
@@ -235,7 +231,7 @@ class LatentBackend(Backend):
         """
         if not fraction:
             return denoiser
-        from ..zoom_stack import blend, render_image
+        from ..zoom.zoom_stack import blend, render_image
 
         t_max = float(fraction) * len(self.alphas_cumprod)
 

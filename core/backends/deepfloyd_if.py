@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .base import Backend, Conditioning
+from .base import Backend, Conditioning, register_family
 
 
+@register_family
 class DeepFloydIFBackend(Backend):
     family = "if"
     latent = False

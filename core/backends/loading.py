@@ -8,6 +8,7 @@ cannot be found becomes one ModelNotFoundError line that says how to fix it.
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import os
 from typing import Any
@@ -15,8 +16,8 @@ from typing import Any
 import torch
 
 from ..errors import InvalidInputError, ModelNotFoundError
-from ..settings import PIPELINE_CLASSES, pipeline_class
-from .base import Backend
+from ..models.families import FAMILY_MODULES, PIPELINE_CLASSES, pipeline_class
+from .base import FAMILY_BACKENDS, Backend
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 _PIPELINES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "if": "IFPipeline"}
@@ -264,13 +265,8 @@ def _not_found_file(model: str, kind: str, exc: BaseException) -> ModelNotFoundE
 
 
 def _backend_class(family: str) -> type[Backend]:
-    if family == "sd":
-        from .stable_diffusion import StableDiffusionBackend as cls
-    elif family == "sdxl":
-        from .sdxl import SDXLBackend as cls
-    else:
-        from .deepfloyd_if import DeepFloydIFBackend as cls
-    return cls
+    importlib.import_module(f".{FAMILY_MODULES[family]}", __package__)  # registers its class
+    return FAMILY_BACKENDS[family]
 
 
 def load_lora(pipe, lora: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..sampler import SPACING_OVERRIDES
+from ..zoom.sampler import SPACING_OVERRIDES
 from ..settings import SCHEDULERS
 
 # name -> diffusers class and the overrides that make it a plain sampler of the model's

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 
 from ..errors import InvalidInputError
-from .base import _SDXL_BIAS, _SDXL_RGB, Conditioning, LatentBackend
+from .base import _SDXL_BIAS, _SDXL_RGB, Conditioning, LatentBackend, register_family
 
 
+@register_family
 class SDXLBackend(LatentBackend):
     family = "sdxl"
     latent = True

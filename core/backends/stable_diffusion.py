@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from .base import Conditioning, LatentBackend
+from .base import Conditioning, LatentBackend, register_family
 
 
+@register_family
 class StableDiffusionBackend(LatentBackend):
     family = "sd"
     latent = True

@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..zoom_stack import render_noise
+from ..zoom.zoom_stack import render_noise
 from .base import Conditioning
 from .deepfloyd_if import DeepFloydIFBackend
 from .guidance import batch_slices

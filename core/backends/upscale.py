@@ -17,12 +17,12 @@ from typing import Callable
 
 import torch
 
-from ..downloads import fetch_model
+from ..models.downloads import fetch_model
 from ..errors import InvalidInputError, raise_if_cancelled
-from ..estimate import USABLE_FRACTION, free_bytes_now, spec_from_backend, unet_rows
-from ..sampler import sample_zoom_stack
+from ..models.estimate import USABLE_FRACTION, free_bytes_now, spec_from_backend, unet_rows
+from ..zoom.sampler import sample_zoom_stack
 from ..settings import UPSCALE_FACTORS, upscaler_models
-from ..zoom_stack import sr_blend_method
+from ..zoom.zoom_stack import sr_blend_method
 from .base import Backend, Conditioning
 from .loading import check_upscaler, load_stage
 from .schedulers import make_scheduler

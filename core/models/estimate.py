@@ -1,0 +1,511 @@
+"""Peak device memory and time per step of a generate() run, before anything heavy is loaded.
+
+Torch-free (stdlib): the add-on shows the estimate in its panel and ``python -m core generate
+--dry-run`` prints it without importing torch. ``generate()`` uses the same formulas, with the
+loaded model's real sizes and the device's real free memory, to pick the largest micro-batch
+that fits when none is given.
+
+Memory (bytes; ``e`` = bytes per element: 2 for fp16 on GPUs, 4 for fp32 on the CPU):
+
+    peak = weights + max(UNet activations, VAE decode activations) + overhead
+    weights      = (UNet + text encoders + VAE [+ IF stage II]) parameters · e
+    UNet         = rows_per_call · K_unet · h · w · e     (h, w: the sampled latent/pixel size)
+    K_unet       = c0 · (25 + 0.5 · L)  if the first UNet level has attention (SD 1.x/2.x)
+                   c0 · (12 + 1.9 · L)  otherwise (SDXL, DeepFloyd IF)
+    VAE decode   = levels_per_call · (4 + L_vae) · c0_vae · H · W · e_vae   (H, W: pixels)
+                   on a GPU (e = 2) × (1.25 + 0.5 / levels_per_call): cuDNN's convolution
+                   workspaces and upsampling temporaries, measured on an H200 (docs/backends.md)
+    overhead     = 3 % of the weights + 256 MB (sampler state, text encoding, allocator slack)
+
+c0 is the first entry of the UNet's (VAE decoder's) ``block_out_channels``, L its
+``layers_per_block``. The constants were fitted on the live-tensor peak of diffusers' UNet and
+VAE forward passes traced on the ``meta`` device (benchmarks/memtrack.py) for the SD 1.5, SD
+2.1, SDXL UNets and the SD VAE at several sizes and batches; they are linear in the batch and
+in h · w (PyTorch's fused attention keeps no (h·w)² matrices). With classifier-free guidance a
+step needs 2N UNet rows (N = levels); micro-batch k runs min(k, 2N) rows and decodes min(k, N)
+levels per call.
+
+Time per step = rows · FLOPs(h, w) / device throughput (FLOPs per row counted with
+torch.utils.flop_counter for the family's reference UNet, scaled by the UNet's size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+from .families import LATENT_FAMILIES, VAE_SCALE, family_hint
+
+GB = 1e9
+OVERHEAD_FIXED = 256 * 2**20
+OVERHEAD_FRACTION = 0.03
+#: part of the free memory the run may plan to use (allocator fragmentation, cuDNN workspaces)
+USABLE_FRACTION = 0.9
+HOURS_WARNING = 1.0  # warn when a CPU run would take longer than this
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the estimate needs to know of a model (from its configs, else family defaults)."""
+
+    family: str
+    unet_params: int
+    other_params: int            # text encoders + VAE (+ IF stage II UNet)
+    unet_c0: int = 320
+    unet_layers: int = 2
+    top_attention: bool = True
+    vae_c0: int = 128            # 0: no VAE (pixel-space model)
+    vae_layers: int = 2
+    native: int = 512            # native size in pixels
+    upcast_vae: bool = False     # SDXL's VAE decodes in fp32
+    sr_params: int = 0           # IF stage II UNet (loaded after sampling)
+    sr_c0: int = 0
+    source: str = "defaults"     # "defaults" or the folder the numbers came from
+
+    @property
+    def latent(self) -> bool:
+        return self.family in LATENT_FAMILIES
+
+    def k_unet(self) -> float:
+        if self.top_attention:
+            return self.unet_c0 * (25.0 + 0.5 * self.unet_layers)
+        return self.unet_c0 * (12.0 + 1.9 * self.unet_layers)
+
+    def k_vae(self) -> float:
+        return (4.0 + self.vae_layers) * self.vae_c0
+
+
+#: Reference models (parameter counts of the released weights).
+SPECS = {
+    "sd": ModelSpec("sd", 865_910_724, 340_387_840 + 83_653_863, native=512),           # SD 2.1 base
+    "sd1": ModelSpec("sd", 859_520_964, 123_060_480 + 83_653_863, native=512),          # SD 1.x
+    "sd2-768": ModelSpec("sd", 865_910_724, 340_387_840 + 83_653_863, native=768),      # SD 2.1
+    "sdxl": ModelSpec("sdxl", 2_567_463_684, 123_060_480 + 694_659_840 + 83_653_863,
+                      top_attention=False, native=1024, upcast_vae=True),
+    # IF-I-XL + T5-XXL encoder; stage II (IF-II-L) loaded after sampling. Uncalibrated layout.
+    "if": ModelSpec("if", 4_300_000_000, 4_762_310_656, unet_c0=512, unet_layers=3,
+                    top_attention=False, vae_c0=0, native=64, sr_params=1_220_000_000, sr_c0=256),
+}
+#: FLOPs of one UNet row: a·(h·w) + b·(h·w)², (h, w) the sampled size (latents for SD/SDXL).
+FLOPS = {"sd": (1.6914e8, 6584.0), "sdxl": (3.797e8, 2.016e3), "if": (6.0e8, 8000.0)}
+#: Effective fp16 throughput of common GPUs (FLOP/s) on UNet-sized batches; default below.
+GPU_FLOPS = (("H200", 220e12), ("H100", 200e12), ("A100", 120e12), ("L40", 110e12),
+             ("4090", 100e12), ("A6000", 60e12), ("4080", 60e12), ("3090", 45e12),
+             ("A10", 40e12), ("4070", 35e12), ("3080", 35e12), ("V100", 30e12),
+             ("3060", 15e12), ("T4", 12e12))
+GPU_FLOPS_DEFAULT = 25e12
+MPS_FLOPS = 8e12
+CPU_FLOPS_PER_CORE = 40e9  # fp32; 2 busy cores measured ~100 GFLOP/s on SD (docs/backends.md)
+
+
+@dataclass
+class DeviceInfo:
+    kind: str                 # "cuda", "mps" or "cpu"
+    name: str
+    total_bytes: int | None
+    free_bytes: int | None
+    cores: int = 1
+
+    def flops(self) -> float:
+        if self.kind == "cuda":
+            for key, value in GPU_FLOPS:
+                if key.lower() in self.name.lower():
+                    return value
+            return GPU_FLOPS_DEFAULT
+        if self.kind == "mps":
+            return MPS_FLOPS
+        return CPU_FLOPS_PER_CORE * max(1, self.cores)
+
+    @property
+    def bytes_per_element(self) -> int:
+        return 4 if self.kind == "cpu" else 2
+
+
+@dataclass
+class Estimate:
+    family: str
+    device: str
+    levels: int
+    rows: int                      # UNet rows per step (2N with guidance)
+    micro_batch: int | None        # what the run uses (None: all rows at once)
+    auto: bool                     # micro_batch was chosen here
+    weights_bytes: int
+    unet_bytes: int
+    decode_bytes: int
+    overhead_bytes: int
+    peak_bytes: int
+    free_bytes: int | None
+    seconds_per_step: float
+    total_seconds: float
+    steps: int
+    fits: bool | None
+    spec_source: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        mb = "all at once" if self.micro_batch is None else f"{self.micro_batch} rows per call"
+        how = "chosen to fit" if self.auto else "as set"
+        free = f" of {self.free_bytes / GB:.1f} GB free" if self.free_bytes else ""
+        out = [
+            f"Memory: about {self.peak_bytes / GB:.1f} GB{free} on {self.device} "
+            f"(weights {self.weights_bytes / GB:.1f} GB)",
+            f"Micro-batch: {mb} ({how}); {self.rows} UNet rows per step",
+            f"Time: about {_duration(self.seconds_per_step)} per step, "
+            f"{_duration(self.total_seconds)} for {self.steps} steps",
+        ]
+        return out + self.warnings
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ------------------------------------------------------------------------------- model specs
+def _json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _params_in(folder: str) -> int:
+    """Parameters of a component folder from its safetensors headers (0 if none readable)."""
+    from .cache import _is_variant, safetensors_params
+
+    total = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for n in names:
+        if n.endswith(".safetensors") and not _is_variant(n):
+            try:
+                total += safetensors_params(os.path.join(folder, n))
+            except Exception:  # noqa: BLE001 - an unreadable header: fall back to defaults
+                return 0
+    return total
+
+
+def _default_spec(model: str, family: str) -> ModelSpec:
+    name = model.lower()
+    if family == "sd":
+        if "v1" in name or "1-5" in name or "1.5" in name or "1-4" in name:
+            return SPECS["sd1"]
+        if ("2-1" in name or "2-0" in name or "stable-diffusion-2" in name) and "base" not in name:
+            return SPECS["sd2-768"]
+        return SPECS["sd"]
+    return SPECS.get(family, SPECS["sd"])
+
+
+def spec_from_folder(folder: str, family: str, fallback: ModelSpec) -> ModelSpec:
+    """Sizes from a diffusers folder's configs and safetensors headers (torch-free)."""
+    unet = _json(os.path.join(folder, "unet", "config.json"))
+    if not unet:
+        return fallback
+    blocks = unet.get("block_out_channels") or [fallback.unet_c0]
+    down = unet.get("down_block_types") or ["CrossAttnDownBlock2D"]
+    lpb = unet.get("layers_per_block", 2)
+    lpb = lpb[0] if isinstance(lpb, (list, tuple)) else lpb
+    vae = _json(os.path.join(folder, "vae", "config.json"))
+    index = _json(os.path.join(folder, "model_index.json"))
+    unet_params = _params_in(os.path.join(folder, "unet")) or fallback.unet_params
+    others = [c for c, v in index.items() if not c.startswith("_") and c != "unet"
+              and isinstance(v, list) and v[0] and c not in ("safety_checker", "feature_extractor",
+                                                             "watermarker")]
+    counted = [_params_in(os.path.join(folder, c)) for c in others]
+    other = sum(counted) if any(counted) else fallback.other_params
+    sample = unet.get("sample_size") or fallback.native
+    sample = sample[0] if isinstance(sample, (list, tuple)) else sample
+    vscale = 2 ** (len(vae.get("block_out_channels", [])) - 1) if vae else 1
+    return replace(
+        fallback, family=family, unet_params=int(unet_params), other_params=int(other),
+        unet_c0=int(blocks[0]), unet_layers=int(lpb),
+        top_attention="Attn" in str(down[0]) and "Simple" not in str(down[0]),
+        vae_c0=int((vae.get("block_out_channels") or [0])[0]) if vae else 0,
+        vae_layers=int(vae.get("layers_per_block", 2)) if vae else 0,
+        native=int(sample) * vscale, upcast_vae=bool(vae.get("force_upcast", False)) and family == "sdxl",
+        source=folder,
+    )
+
+
+def model_spec(model: str, family: str | None = None) -> ModelSpec:
+    """The spec of a model name: a local folder or a complete cached snapshot when there is
+    one (its real sizes), else the family's reference numbers."""
+    try:
+        fam = family or family_hint(model)
+    except Exception:  # noqa: BLE001 - an unsupported folder: validation reports it
+        fam = "sd"
+    fallback = _default_spec(model, fam)
+    path = os.path.expanduser(model.strip())
+    folder = None
+    if os.path.isdir(path):
+        folder = path
+    elif not os.path.isfile(path) and path.count("/") == 1:
+        try:
+            from .cache import cached_snapshot
+
+            folder = cached_snapshot(path)
+        except Exception:  # noqa: BLE001 - no huggingface_hub yet: defaults
+            folder = None
+    return spec_from_folder(folder, fam, fallback) if folder else fallback
+
+
+# ------------------------------------------------------------------------------- devices
+_device_cache: dict[str, tuple[float, DeviceInfo]] = {}
+
+
+def _cpu_info() -> DeviceInfo:
+    total = free = None
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            info = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f if ":" in ln}
+        total, free = info.get("MemTotal"), info.get("MemAvailable")
+    except (OSError, ValueError, IndexError):
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return DeviceInfo("cpu", platform.processor() or "CPU", total, free, cores)
+
+
+def _nvidia_smi() -> DeviceInfo | None:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=name,memory.total,memory.free",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                             timeout=3).stdout.strip().splitlines()
+        name, total, free = [x.strip() for x in out[0].split(",")]
+        return DeviceInfo("cuda", name, int(float(total) * 2**20), int(float(free) * 2**20))
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _torch_info(device: str) -> DeviceInfo | None:
+    torch = sys.modules.get("torch")  # only when already imported: never import it for this
+    if torch is None:
+        return None
+    try:
+        if device in ("auto", "cuda") or device.startswith("cuda"):
+            if torch.cuda.is_available():
+                idx = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+                free, total = torch.cuda.mem_get_info(idx)
+                return DeviceInfo("cuda", torch.cuda.get_device_name(idx), int(total), int(free))
+            if device != "auto":
+                return None
+        if device in ("auto", "mps") and getattr(torch.backends, "mps", None) is not None \
+                and torch.backends.mps.is_available():
+            total = int(torch.mps.recommended_max_memory())
+            used = int(torch.mps.driver_allocated_memory())
+            return DeviceInfo("mps", "Apple GPU", total, max(0, total - used))
+    except Exception:  # noqa: BLE001 - any driver trouble: fall back to the torch-free probes
+        return None
+    return _cpu_info() if device in ("auto", "cpu") else None
+
+
+def device_info(device: str = "auto", max_age: float = 30.0) -> DeviceInfo:
+    """The device a run on ``device`` would use and its free memory (cached ``max_age`` s)."""
+    device = (device or "auto").strip().lower()
+    hit = _device_cache.get(device)
+    if hit is not None and time.monotonic() - hit[0] < max_age:
+        return hit[1]
+    info = _torch_info(device)
+    if info is None:
+        if device == "cpu":
+            info = _cpu_info()
+        elif device.startswith("cuda") or device == "auto":
+            info = _nvidia_smi()
+        if info is None and (device == "mps" or (device == "auto" and sys.platform == "darwin"
+                                                 and platform.machine() == "arm64")):
+            cpu = _cpu_info()  # unified memory
+            info = DeviceInfo("mps", "Apple GPU", cpu.total_bytes, cpu.free_bytes)
+        if info is None:
+            info = _cpu_info() if device == "auto" else DeviceInfo(device.split(":")[0], device, None, None)
+    _device_cache[device] = (time.monotonic(), info)
+    return info
+
+
+# ------------------------------------------------------------------------------- the estimate
+def unet_rows(levels: int, guidance: float) -> int:
+    return 2 * levels if guidance > 1.0 else levels  # <= 1: no classifier-free guidance
+
+
+def sample_size(spec: ModelSpec, width: int | None, height: int | None) -> tuple[int, int, int, int]:
+    """(H, W) in pixels and (h, w) the UNet samples."""
+    H, W = height or spec.native, width or spec.native
+    f = VAE_SCALE if spec.latent else 1
+    return H, W, max(1, H // f), max(1, W // f)
+
+
+#: GPU VAE decode over the traced live-tensor peak: (GPU_DECODE_SCALE · levels +
+#: GPU_DECODE_EXTRA) per-level peaks. Fitted on an H200 (SD 2.1 VAE fp16 at 1 and 4 levels,
+#: SDXL VAE fp32 at 1 and 2 levels; benchmarks/estimate_check.py --device cuda): the traced
+#: peak alone read 0.65-0.76 of torch.cuda.max_memory_allocated there.
+GPU_DECODE_SCALE, GPU_DECODE_EXTRA = 1.25, 0.5
+
+
+def activation_bytes(spec: ModelSpec, rows_per_call: int, levels_per_decode: int,
+                     height: int | None, width: int | None, e: int,
+                     gpu: bool | None = None) -> tuple[int, int]:
+    """(UNet activations, decode activations) at the peak of one call, in bytes.
+    ``gpu``: add the GPU decode workspaces (default: when ``e`` is 2, i.e. an fp16 GPU run)."""
+    H, W, h, w = sample_size(spec, width, height)
+    gpu = e == 2 if gpu is None else gpu
+    unet = rows_per_call * spec.k_unet() * h * w * e
+    if spec.latent:
+        e_vae = 4 if spec.upcast_vae else e
+        per_level = spec.k_vae() * H * W * e_vae
+        levels = (GPU_DECODE_SCALE * levels_per_decode + GPU_DECODE_EXTRA) if gpu \
+            else levels_per_decode
+        decode = levels * per_level
+    else:  # IF stage II: 2 guided rows per level at 4x the size
+        sr_rows = max(2, 2 * max(1, levels_per_decode // 2))
+        decode = sr_rows * (spec.sr_c0 or spec.unet_c0) * 13.8 * (4 * H) * (4 * W) * e
+    return int(unet), int(decode)
+
+
+def weights_bytes(spec: ModelSpec, e: int) -> int:
+    extra = spec.vae_c0 and spec.upcast_vae and 83_653_863 * 2  # fp32 copy of SDXL's VAE
+    return int((spec.unet_params + spec.other_params + spec.sr_params) * e + (extra or 0))
+
+
+def peak_bytes(spec: ModelSpec, levels: int, guidance: float, micro_batch: int | None,
+               height: int | None, width: int | None, e: int,
+               with_weights: bool = True) -> tuple[int, int, int, int, int]:
+    """(peak, weights, unet, decode, overhead) bytes for one run."""
+    rows = unet_rows(levels, guidance)
+    k = rows if micro_batch is None else max(1, min(micro_batch, rows))
+    lv = levels if micro_batch is None else max(1, min(micro_batch, levels))
+    unet, decode = activation_bytes(spec, k, lv, height, width, e)
+    weights = weights_bytes(spec, e)
+    overhead = int(OVERHEAD_FRACTION * weights + OVERHEAD_FIXED)
+    total = max(unet, decode) + overhead + (weights if with_weights else 0)
+    return total, weights, unet, decode, overhead
+
+
+def largest_micro_batch(spec: ModelSpec, levels: int, guidance: float, height: int | None,
+                        width: int | None, e: int, budget_bytes: float,
+                        with_weights: bool = True) -> int | None:
+    """The largest micro-batch whose peak fits ``budget_bytes``: None = all rows at once fits;
+    1 when even one row does not fit (the run will say so)."""
+    rows = unet_rows(levels, guidance)
+    if peak_bytes(spec, levels, guidance, None, height, width, e, with_weights)[0] <= budget_bytes:
+        return None
+    best = 1
+    for k in range(1, rows + 1):
+        if peak_bytes(spec, levels, guidance, k, height, width, e, with_weights)[0] <= budget_bytes:
+            best = k
+    return best
+
+
+def seconds_per_step(spec: ModelSpec, rows: int, height: int | None, width: int | None,
+                     info: DeviceInfo) -> float:
+    _, _, h, w = sample_size(spec, width, height)
+    a, b = FLOPS.get(spec.family, FLOPS["sd"])
+    ref = SPECS["sdxl" if spec.family == "sdxl" else spec.family if spec.family in SPECS else "sd"]
+    scale = spec.unet_params / ref.unet_params
+    flops = rows * (a * h * w + b * (h * w) ** 2) * scale
+    return flops / info.flops()
+
+
+def estimate(settings: "core.settings.GenerateSettings", *, info: DeviceInfo | None = None,
+             spec: ModelSpec | None = None) -> Estimate:
+    """The estimate of one run of ``settings`` on its device; micro-batch chosen when unset."""
+    spec = spec or model_spec(settings.model, settings.family)
+    info = info or device_info(settings.device)
+    e = info.bytes_per_element
+    levels = len(settings.prompts)
+    choice = settings.resolved(spec.family)  # scheduler/steps/guidance "auto" resolved
+    guidance = choice["guidance"]
+    rows = unet_rows(levels, guidance)
+    budget = info.free_bytes * USABLE_FRACTION if info.free_bytes else None
+    micro, auto = settings.micro_batch, False
+    if micro is None and budget is not None:
+        micro, auto = largest_micro_batch(spec, levels, guidance, settings.height,
+                                          settings.width, e, budget), True
+    peak, weights, unet, decode, overhead = peak_bytes(
+        spec, levels, guidance, micro, settings.height, settings.width, e)
+    steps = choice["steps"]
+    sps = seconds_per_step(spec, rows, settings.height, settings.width, info)
+    total = steps * sps
+    fits = None if budget is None else peak <= budget
+    device = f"{info.name} ({info.kind})" if info.kind != "cpu" else f"the CPU ({info.cores} cores)"
+    warnings = []
+    if fits is False:
+        warnings.append(
+            f"Warning: needs about {peak / GB:.1f} GB but only {info.free_bytes / GB:.1f} GB are free: "
+            "use fewer levels, a smaller size, or free memory")
+    if info.kind == "cpu" and total > HOURS_WARNING * 3600:
+        warnings.append(
+            f"Warning: about {total / 3600:.1f} hours on the CPU: use a GPU, fewer steps/levels "
+            "or a smaller size")
+    return Estimate(spec.family, device, levels, rows, micro, auto, weights, unet, decode,
+                    overhead, peak, info.free_bytes, sps, total, steps, fits, spec.source, warnings)
+
+
+def spec_from_backend(backend) -> ModelSpec:
+    """The spec of a loaded core.backends Backend (its modules' real sizes; needs torch)."""
+    pipe, family = backend.pipe, backend.family
+    fallback = SPECS.get(family, SPECS["sd"])
+    ucfg = backend.unet.config
+    count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
+    other = sum(count(getattr(pipe, n, None)) for n in ("text_encoder", "text_encoder_2", "vae"))
+    vae = getattr(pipe, "vae", None)
+    down = list(ucfg.down_block_types)
+    lpb = ucfg.layers_per_block
+    lpb = lpb[0] if isinstance(lpb, (list, tuple)) else lpb
+    return replace(
+        fallback, unet_params=count(backend.unet), other_params=other,
+        unet_c0=int(ucfg.block_out_channels[0]), unet_layers=int(lpb),
+        top_attention="Attn" in down[0] and "Simple" not in down[0],
+        vae_c0=int(vae.config.block_out_channels[0]) if vae is not None else 0,
+        vae_layers=int(vae.config.layers_per_block) if vae is not None else 0,
+        native=backend.native_size,
+        upcast_vae=family == "sdxl" and bool(getattr(vae.config, "force_upcast", False)),
+        sr_params=fallback.sr_params if family == "if" else 0, source="loaded model")
+
+
+def fit_micro_batch(backend, levels: int, guidance: float, height: int, width: int) -> int | None:
+    """The largest micro-batch that fits the free memory left next to the loaded model
+    (None: all rows at once, or nothing known about the device/model: run as before)."""
+    try:
+        free = free_bytes_now(backend.device)
+        e = 4 if backend.dtype.itemsize >= 4 else 2
+        spec = spec_from_backend(backend)
+    except Exception:  # noqa: BLE001 - an unusual pipeline or device: no micro-batch, as before
+        return None
+    if not free:
+        return None
+    return largest_micro_batch(spec, levels, guidance, height, width, e,
+                               free * USABLE_FRACTION, with_weights=False)
+
+
+def free_bytes_now(device) -> int | None:
+    """Free memory of a torch device now (None: unknown), next to what is loaded on it."""
+    name = f"{device.type}:{device.index}" if device.index is not None else device.type
+    return device_info(name, max_age=0.0).free_bytes
+
+
+__all__ = ["DeviceInfo", "Estimate", "ModelSpec", "SPECS", "activation_bytes", "device_info",
+           "estimate", "fit_micro_batch", "free_bytes_now", "largest_micro_batch", "model_spec",
+           "peak_bytes", "seconds_per_step", "spec_from_backend", "spec_from_folder",
+           "weights_bytes"]

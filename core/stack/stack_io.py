@@ -1,0 +1,217 @@
+"""The zoom-stack folder: one PNG per level plus ``manifest.json``.
+
+This folder is what the Blender side and any other tool consume. The manifest half of this
+module is stdlib-only (the add-on validates folders before torch is installed); PNG I/O uses
+Pillow and numpy, imported when needed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import StackFormatError
+from ..zoom.geometry import check_size, check_zoom
+from .publish import make_hidden_dir, publish_dir
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FORMAT = "p10-zoom-stack"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+REQUIRED_KEYS = ("format", "format_version", "prompts", "zoom", "width", "height",
+                 "num_levels", "layers")
+
+
+def layer_filename(level: int) -> str:
+    return f"layer_{level:02d}.png"
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate ``manifest.json``; check every layer file exists.
+
+    Raises StackFormatError with a one-line message naming the problem.
+    """
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise StackFormatError(f"zoom stack folder not found: {directory}")
+    if not path.is_file():
+        raise StackFormatError(f"{directory} is not a zoom stack: it has no {MANIFEST}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StackFormatError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise StackFormatError(f"{path} must hold a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise StackFormatError(f"{path} lacks the keys: {', '.join(missing)}")
+    if manifest["format"] != FORMAT:
+        raise StackFormatError(f"{path} has format {manifest['format']!r}, expected {FORMAT!r}")
+    version = manifest["format_version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise StackFormatError(f"{path}: format_version must be a whole number >= 1, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise StackFormatError(
+            f"{path} is format version {manifest['format_version']}; this add-on reads up to "
+            f"{FORMAT_VERSION}: update the add-on")
+    validate_geometry(manifest, path)
+    absent = [name for name in manifest["layers"] if not (directory / name).is_file()]
+    if absent:
+        raise StackFormatError(
+            f"zoom stack {directory} is incomplete: missing {', '.join(absent)}")
+    return manifest
+
+
+def validate_geometry(manifest: dict[str, Any], where: Path) -> None:
+    """Prompts, zoom, size and layer list must agree with each other."""
+    for key in ("width", "height"):
+        value = manifest[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise StackFormatError(f"{where}: {key} must be a whole number of pixels, got {value!r}")
+    try:
+        zoom = check_zoom(manifest["zoom"])
+        check_size(manifest["height"], manifest["width"], zoom)
+    except (ValueError, TypeError) as exc:
+        raise StackFormatError(f"{where}: {exc}") from None
+    n = manifest["num_levels"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise StackFormatError(f"{where}: num_levels must be a positive integer, got {n!r}")
+    for key in ("layers", "prompts"):
+        value = manifest[key]
+        if not isinstance(value, list) or len(value) != n:
+            raise StackFormatError(f"{where}: '{key}' must list {n} entries, one per level")
+    records = manifest.get("levels")
+    if records is not None and (not isinstance(records, list) or len(records) != n
+                                or not all(isinstance(r, dict) for r in records)):
+        raise StackFormatError(f"{where}: 'levels' must list {n} records, one per level")
+    if any(not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".")
+           for name in manifest["layers"]):
+        raise StackFormatError(f"{where}: layer names must be plain file names")
+
+
+@dataclass
+class ZoomStack:
+    """Layers as float32 ``(N, H, W, 3)`` in [0, 1], top row first, plus the manifest.
+
+    Each layer is the image its level shows (Π_image of the stack), so ``render_image`` of the
+    layers returns them unchanged.
+    """
+
+    layers: "np.ndarray"
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def zoom(self) -> int:
+        return int(self.manifest["zoom"])
+
+    @property
+    def prompts(self) -> list[str]:
+        return list(self.manifest.get("prompts", []))
+
+    def full_manifest(self) -> dict[str, Any]:
+        """The manifest completed with the geometry and bookkeeping keys."""
+        from .. import __version__
+
+        n, h, w, _ = self.layers.shape
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "p10_version": __version__,
+            "prompts": [""] * n, "negative_prompt": "", "zoom": 2, "model": None,
+            "scheduler": None, "steps": None, "guidance": None, "seed": None, "photo": False,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        manifest.update(self.manifest)
+        manifest.update(width=w, height=h, num_levels=n,
+                        layers=[layer_filename(i) for i in range(n)])
+        return manifest
+
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the folder atomically: a temporary sibling is filled, then renamed.
+
+        Layers are quantised to 8 bits finest-first, so that the centre block of PNG i is
+        exactly round(255 · D_p(PNG i+1 / 255)): the files are zoom-consistent to the bit.
+        """
+        directory = Path(directory)
+        if os.path.lexists(directory) and not overwrite:
+            raise StackFormatError(f"{directory} already exists; choose another output folder")
+        validate_geometry(self.full_manifest(), directory / MANIFEST)  # before making folders
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_hidden_dir(directory.parent, f".{directory.name}.")
+        try:
+            self.write_files(tmp)
+            publish_dir(tmp, directory, replace=overwrite)  # old aside, new in, old deleted
+        except FileExistsError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StackFormatError(f"{directory} already exists; choose another output folder") from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return directory
+
+    def write_files(self, folder: str | os.PathLike) -> None:
+        """Write the layer PNGs and the manifest into the existing, empty ``folder`` (not atomic:
+        ``save`` and the command line call it on a hidden folder they rename into place)."""
+        from PIL import Image
+
+        folder = Path(folder)
+        manifest = self.full_manifest()
+        validate_geometry(manifest, folder / MANIFEST)
+        pixels = quantise_consistently(self.layers, int(manifest["zoom"]))
+        for name, layer in zip(manifest["layers"], pixels):
+            Image.fromarray(layer, mode="RGB").save(folder / name)
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "ZoomStack":
+        """Read a stack folder; every layer must match the manifest's size."""
+        import numpy as np
+        from PIL import Image
+
+        from .images import to_float_rgb
+
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        layers = []
+        for name in manifest["layers"]:
+            try:
+                with Image.open(directory / name) as im:
+                    arr = to_float_rgb(im)  # 16-bit greyscale scaled, not clipped to white
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise StackFormatError(f"cannot read {directory / name}: {exc}") from None
+            if arr.shape[:2] != (manifest["height"], manifest["width"]):
+                raise StackFormatError(
+                    f"{directory / name} is {arr.shape[1]}x{arr.shape[0]} pixels, the manifest "
+                    f"says {manifest['width']}x{manifest['height']}")
+            layers.append(arr)
+        return cls(np.stack(layers), manifest)
+
+
+def quantise_consistently(layers: "np.ndarray", zoom: int) -> "np.ndarray":
+    """8-bit layers ``(N, H, W, 3)`` whose centres are the rounded D_p of the next finer PNG.
+
+    Finest-first (each level needs the quantised finer one): N-1 small downsamples.
+    """
+    import numpy as np
+    import torch
+
+    from ..zoom.zoom_stack import centre_box, downsample
+
+    n, h, w, _ = layers.shape
+    top, left, ch, cw = centre_box(h, w, zoom)
+    out = np.empty(layers.shape, dtype=np.uint8)
+    out[-1] = np.clip(np.rint(layers[-1] * 255.0), 0, 255)
+    for i in range(n - 2, -1, -1):
+        finer = torch.from_numpy(out[i + 1].astype(np.float32) / 255.0).permute(2, 0, 1)
+        centre = downsample(finer, zoom).permute(1, 2, 0).numpy()
+        level = np.array(layers[i], dtype=np.float32)
+        level[top:top + ch, left:left + cw] = centre
+        out[i] = np.clip(np.rint(level * 255.0), 0, 255)
+    return out

@@ -1,0 +1,212 @@
+"""Settings of the zoom rig and its video (``scene.p10.animation``), and Load Zoom Stack.
+
+``CLASSES`` lists the settings PropertyGroup first (the add-on's root PropertyGroup points to
+it as ``scene.p10.animation``), then the operator; ``panel`` draws the settings with
+``draw_animation_settings`` (the video's: ``video.operators.draw_video_settings``). Settings act on the rig at once
+(update callbacks re-key ``zoom_level`` or re-set textures and render settings).
+"""
+
+# no "from __future__ import annotations": bpy reads the property annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+
+from ...core.errors import P10Error
+from . import animation, scene_build
+from ..setup import compat
+from ..properties import settings_scene
+
+ENGINES = (
+    ("CYCLES", "Cycles", "CPU or GPU path tracer; frames match the core's renderer"),
+    ("EEVEE", "Eevee", "Real-time engine: fast on a GPU, slightly softer frames"),
+)
+
+
+def _rekey(self, context) -> None:
+    coll = scene_build.zoom_build(self.id_data)
+    if coll is not None:
+        animate_build(coll, _values(self))
+
+
+def _relook(self, context) -> None:
+    coll = scene_build.zoom_build(self.id_data)
+    if coll is not None:
+        apply_look(coll, _values(self))
+
+
+class P10_AnimationSettings(bpy.types.PropertyGroup):
+    """Zoom rig and video settings, stored at ``scene.p10.animation``."""
+
+    use_current_scene: BoolProperty(
+        name="Add to Current Scene", default=False,
+        description="Build the rig in the current scene (beside its objects, its settings "
+                    "untouched) instead of a scene of its own named after the stack")
+    exact: BoolProperty(
+        name="Exact Pixels", default=False, update=_relook,
+        description="Pixel-exact frames: raw texel values averaged as the zoom stack does "
+                    "('Non-Color', 'Raw' view, 'Closest' texels) instead of sRGB colours "
+                    "sampled smoothly (lit objects then look flat)")
+    frames_per_level: IntProperty(
+        name="Frames per Level", default=48, min=1, soft_max=480, update=_rekey,
+        description="Frames the zoom takes per level (a factor p); re-keys zoom_level")
+    direction: EnumProperty(
+        name="Direction", default="IN", update=_rekey,
+        description="Whether the video zooms in or out",
+        items=(("IN", "Zoom In", "From the outermost level to the finest"),
+               ("OUT", "Zoom Out", "From the finest level to the outermost")))
+    hold_start: IntProperty(name="Hold Start", default=12, min=0, update=_rekey,
+                            description="Frames to hold the first level before zooming")
+    hold_end: IntProperty(name="Hold End", default=24, min=0, update=_rekey,
+                          description="Frames to hold the last level after zooming")
+    ease_frames: IntProperty(
+        name="Ease", default=48, min=0, update=_rekey,
+        description="Length in frames of the keys' flat handles: the zoom speeds up and "
+                    "slows down over about this long (0: constant speed, linear keys)")
+    engine: EnumProperty(name="Engine", items=ENGINES, default="CYCLES", update=_relook,
+                         description="Render engine of the rig's own scene")
+    samples: IntProperty(
+        name="Samples", default=16, min=1, soft_max=1024, update=_relook,
+        description="Samples per pixel; they average the finer layers' texels (antialiasing)")
+    video_size: IntProperty(name="Video Size", default=512, min=16, soft_max=4096,
+                            subtype="PIXEL",
+                            description="Pixels on the longer side of the video")
+    fps: IntProperty(name="FPS", default=24, min=1, max=240,
+                     description="Frames per second of the video")
+    captions: BoolProperty(name="Captions", default=True,
+                           description="Show each level's prompt at the bottom while it "
+                                       "fills the frame")
+    caption_size: IntProperty(name="Caption Size", default=0, min=0, soft_max=200,
+                              description="Font size of captions in pixels (0: automatic)")
+    fade_frames: IntProperty(name="Fade", default=12, min=0,
+                             description="Fade in from and out to black over these frames")
+    filepath: StringProperty(
+        name="Output", default="", subtype="FILE_PATH", options=compat.PATH_OPTIONS,
+        description="MP4 file to write (empty: <stack>.mp4 beside the stack folder; '//' "
+                    "is the .blend's folder, or the stack's parent folder if unsaved)")
+
+
+def _values(settings) -> dict:
+    """Settings as plain values (defaults when the add-on's root group is not registered)."""
+    names = [n for n in P10_AnimationSettings.__annotations__]
+    if settings is None:
+        return {n: P10_AnimationSettings.__annotations__[n].keywords.get("default")
+                for n in names}
+    return {n: getattr(settings, n) for n in names}
+
+
+def _settings_of(scene):
+    return getattr(getattr(settings_scene(scene), "p10", None), "animation", None)
+
+
+def animate_build(coll, values: dict) -> None:
+    """(Re)key the rig's ``zoom_level`` from the settings; fit its own scene's frame range."""
+    info = scene_build.build_info(coll)
+    scene = scene_build.build_scene(coll)
+    keys = animation.zoom_keys(
+        info["num_levels"], values["frames_per_level"], direction=values["direction"],
+        hold_start=values["hold_start"], hold_end=values["hold_end"],
+        ease_frames=values["ease_frames"])
+    animation.key_zoom(scene_build.build_root(coll), keys, scene.frame_start)
+    end = scene.frame_start + keys.length - 1
+    if scene.get(scene_build.HOME_KEY) is not None:  # the rig's own scene: fit the shot
+        scene.frame_end = end
+        scene.frame_current = scene.frame_start
+    elif scene.frame_end < end:  # a user's scene only grows to hold the zoom
+        scene.frame_end = end
+
+
+def apply_look(coll, values: dict) -> None:
+    """Textures (exact or smooth) and, in the rig's own scene, engine, samples and view."""
+    scene_build.set_build_look(coll, values["exact"])
+    scene = scene_build.build_scene(coll)
+    if scene is not None and scene.get(scene_build.HOME_KEY) is not None:
+        scene_build.set_quality(scene, values["engine"], values["samples"])
+        scene_build.set_scene_look(scene, values["exact"])
+
+
+def build_and_animate(scene, directory: str):
+    """Build the stack folder's rig for ``scene`` (in a scene of its own unless the settings
+    say otherwise) and key its zoom from the settings: what "Load Zoom Stack" does, and what
+    runs when a generation completes. Returns the build's collection.
+
+    Raises core.errors.P10Error (StackFormatError) with a one-line message for a bad folder.
+    """
+    home = settings_scene(scene)
+    values = _values(_settings_of(home))
+    coll = scene_build.build_zoom_stack(
+        home, directory, own_scene=not values["use_current_scene"], exact=values["exact"],
+        engine=values["engine"], samples=values["samples"])
+    animate_build(coll, values)
+    return coll
+
+
+def show_scene(context, scene) -> None:
+    """Show ``scene`` in the window (when there is one, as with bpy in background)."""
+    window = getattr(context, "window", None)
+    if window is not None and scene is not None:
+        window.scene = scene
+
+
+def _has_build(cls, context) -> bool:
+    return scene_build.zoom_build(context.scene) is not None or compat.poll_message(
+        cls, "No zoom stack here: load or generate one first")
+
+
+class P10_OT_load_stack(bpy.types.Operator):
+    """Build the zoom rig of a saved zoom stack: one plane per level and a camera, zoomed by
+    the root's zoom_level (in a scene of its own unless Add to Current Scene is on)"""
+
+    bl_idname = "p10.load_stack"
+    bl_label = "Load Zoom Stack"
+    bl_options = {"REGISTER", "UNDO"}
+
+    directory: StringProperty(name="Stack Folder", subtype="DIR_PATH", options=compat.PATH_OPTIONS,
+                              description="Folder of a saved zoom stack (manifest.json + PNGs)")
+    filter_folder: BoolProperty(default=True, options={"HIDDEN"},
+                                description="Show only folders in the browser")
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        if not self.directory:
+            self.report({"ERROR"}, "Choose a zoom stack folder")
+            return {"CANCELLED"}
+        try:
+            coll = build_and_animate(context.scene, self.directory)
+        except P10Error as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        except (OSError, RuntimeError, ValueError) as exc:
+            self.report({"ERROR"}, f"Could not load the zoom stack: {exc}")
+            return {"CANCELLED"}
+        info = scene_build.build_info(coll)
+        scene = scene_build.build_scene(coll)
+        show_scene(context, scene)
+        self.report({"INFO"}, f"Loaded {info['num_levels']} levels into scene '{scene.name}'")
+        return {"FINISHED"}
+
+
+def draw_animation_settings(layout, context, settings) -> None:
+    """The Animation sub-panel: where the rig goes, its look, the zoom's keys, rendering."""
+    layout.use_property_split = True
+    col = layout.column(align=True)
+    col.prop(settings, "use_current_scene")
+    col.prop(settings, "exact")
+    coll = scene_build.zoom_build(context.scene)
+    root = scene_build.build_root(coll) if coll is not None else None
+    if root is not None:  # the one animatable property that drives the zoom
+        layout.prop(root, f'["{scene_build.ZOOM_PROP}"]', text="Zoom Level")
+    col = layout.column(align=True)
+    col.prop(settings, "frames_per_level")
+    col.prop(settings, "direction")
+    col.prop(settings, "hold_start")
+    col.prop(settings, "hold_end")
+    col.prop(settings, "ease_frames")
+    col = layout.column(align=True)
+    col.prop(settings, "engine")
+    col.prop(settings, "samples")
+
+
+CLASSES = (P10_AnimationSettings, P10_OT_load_stack)

@@ -1,0 +1,177 @@
+"""Feature-detecting helpers for the Blender API differences between 4.2 LTS and 5.0.
+
+Each helper asks Blender what it has (RNA properties, function parameters) rather than
+comparing version numbers, so point releases in between keep working.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+
+
+# ------------------------------------------------------------------------------ sequencer
+def strips(editor: "bpy.types.SequenceEditor"):
+    """Top-level strips collection: ``strips`` in 4.5/5.0, ``sequences`` in 4.2-4.4."""
+    return editor.strips if hasattr(editor, "strips") else editor.sequences
+
+
+def all_strips(editor: "bpy.types.SequenceEditor"):
+    """Every strip, meta contents included: ``strips_all`` / ``sequences_all``."""
+    return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
+
+
+def strip_data_path(strip) -> str:
+    """Path from the scene to a strip property owner, for keyframes and fcurve lookups."""
+    collection = "strips_all" if hasattr(strip.id_data.sequence_editor, "strips_all") \
+        else "sequences_all"
+    return f'sequence_editor.{collection}["{bpy.utils.escape_identifier(strip.name)}"]'
+
+
+def new_effect_strip(collection, name: str, type: str, channel: int, frame_start: int,
+                     length: int):
+    """``new_effect`` takes ``length`` since 4.5/5.0 and ``frame_end`` before."""
+    params = collection.bl_rna.functions["new_effect"].parameters
+    if "length" in params:
+        return collection.new_effect(name=name, type=type, channel=channel,
+                                     frame_start=frame_start, length=length)
+    return collection.new_effect(name=name, type=type, channel=channel,
+                                 frame_start=frame_start, frame_end=frame_start + length)
+
+
+def set_text_layout(strip, location: tuple[float, float], align_y: str = "BOTTOM") -> None:
+    """Centre a text strip horizontally at ``location`` (align_* in 4.2, anchor_* later)."""
+    strip.location = location
+    props = strip.bl_rna.properties
+    if "anchor_x" in props:
+        strip.anchor_x, strip.anchor_y = "CENTER", align_y
+        if "alignment_x" in props:
+            strip.alignment_x = "CENTER"
+    elif "align_x" in props:
+        strip.align_x, strip.align_y = "CENTER", align_y
+
+
+# ------------------------------------------------------------------------------ rendering
+def set_video_output(scene: "bpy.types.Scene", filepath: str, fps: int) -> None:
+    """FFmpeg H.264 in MP4. 5.0 splits image/video formats by ``media_type``."""
+    settings = scene.render.image_settings
+    if "media_type" in settings.bl_rna.properties:
+        settings.media_type = "VIDEO"
+    settings.file_format = "FFMPEG"
+    ff = scene.render.ffmpeg
+    ff.format = "MPEG4"
+    ff.codec = "H264"
+    if "constant_rate_factor" in ff.bl_rna.properties:
+        ff.constant_rate_factor = "HIGH"
+    ff.audio_codec = "NONE"
+    scene.render.fps = int(fps)
+    scene.render.fps_base = 1.0
+    scene.render.filepath = filepath
+    scene.render.use_file_extension = True
+
+
+def set_still_output(scene: "bpy.types.Scene") -> None:
+    """8-bit RGB PNG stills (the inverse of ``set_video_output``)."""
+    settings = scene.render.image_settings
+    if "media_type" in settings.bl_rna.properties:
+        settings.media_type = "IMAGE"
+    settings.file_format = "PNG"
+    settings.color_mode = "RGB"
+    settings.color_depth = "8"
+
+
+def eevee_engine_names() -> tuple[str, ...]:
+    """Eevee's engine id: 'BLENDER_EEVEE_NEXT' in 4.2-4.4, 'BLENDER_EEVEE' otherwise."""
+    return ("BLENDER_EEVEE", "BLENDER_EEVEE_NEXT")
+
+
+def set_engine(scene: "bpy.types.Scene", engine: str) -> str:
+    """Set the render engine: 'CYCLES', 'EEVEE' or 'WORKBENCH'; returns the id used.
+
+    The enum is filled from the registered engines at run time, so try the candidates.
+    """
+    candidates = {
+        "CYCLES": ("CYCLES",),
+        "EEVEE": eevee_engine_names(),
+        "WORKBENCH": ("BLENDER_WORKBENCH",),
+    }.get(engine, (engine,))
+    for name in candidates:
+        try:
+            scene.render.engine = name
+            return name
+        except TypeError:
+            continue
+    raise RuntimeError(f"render engine {engine} is not available in this Blender")
+
+
+# --------------------------------------------------------------------------------- images
+def load_image_packed(filepath: str | os.PathLike, name: str,
+                      colorspace: str = "sRGB") -> "bpy.types.Image":
+    """Load an image file as a new datablock, set its colour space, pack it into the .blend.
+
+    Loading from a file (not pixels.foreach_set) keeps the 8-bit values exact; the colour
+    space is set before packing so the packed buffer is decoded as sRGB.
+    """
+    image = bpy.data.images.load(os.fspath(filepath), check_existing=False)
+    image.name = name
+    image.colorspace_settings.name = colorspace
+    image.alpha_mode = "NONE"  # layers are opaque RGB
+    image.pack()
+    return image
+
+
+# ----------------------------------------------------------------------------- animation
+def fcurves_for(id_data) -> "bpy.types.bpy_prop_collection":
+    """The F-curves animating ``id_data``: ``action.fcurves`` before 4.4, the slot's
+    channelbag with layered actions (4.4+, the only kind in 5.0)."""
+    anim = id_data.animation_data
+    action = anim.action
+    if hasattr(action, "fcurves") and not hasattr(action, "layers"):
+        return action.fcurves
+    try:
+        from bpy_extras.anim_utils import action_get_channelbag_for_slot
+        bag = action_get_channelbag_for_slot(action, anim.action_slot)
+        if bag is not None:
+            return bag.fcurves
+    except ImportError:
+        pass
+    return action.fcurves
+
+
+def find_fcurve(id_data, data_path: str, index: int = 0):
+    if id_data.animation_data is None or id_data.animation_data.action is None:
+        return None
+    for fc in fcurves_for(id_data):
+        if fc.data_path == data_path and fc.array_index == index:
+            return fc
+    return None
+
+
+# ----------------------------------------------------------------------------- properties
+#: ``options`` of a path property that accepts "//" (relative to the .blend): 4.5+ warns
+#: without the flag, 4.2 does not know it and refuses to register it.
+PATH_OPTIONS: set = ({"PATH_SUPPORTS_BLEND_RELATIVE"}
+                     if "is_path_supports_blend_relative"
+                     in bpy.types.StringProperty.bl_rna.properties else set())
+
+
+# ------------------------------------------------------------------------------ operators
+def poll_message(cls, message: str) -> bool:
+    """Tell the user why an operator is greyed out (``poll_message_set``: Blender 3.0+; a
+    tooltip and the RuntimeError of a scripted call show it). Returns False for ``poll``."""
+    setter = getattr(cls, "poll_message_set", None)
+    if setter is not None:
+        setter(message)
+    return False
+
+
+def tag_redraw() -> None:
+    """Redraw the areas that show the panel and the stack's images (progress, results)."""
+    wm = bpy.context.window_manager
+    if wm is None:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "IMAGE_EDITOR"):
+                area.tag_redraw()
