@@ -392,8 +392,22 @@ def _stack_options(args: argparse.Namespace) -> dict:
     if args.size is not None:
         args.width = args.height = args.size
     keys = ("zoom", "model", "steps", "guidance", "width", "height", "scheduler", "negative_prompt",
-            "device", "micro_batch", "family", "upscaler", "upscale", "pixel_blend")
+            "device", "micro_batch", "family", "upscaler", "upscale", "pixel_blend", "lora")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _file_options(data: dict, source: str) -> dict:
+    """A prompt file's settings as extend options (the command line's win): the sampling ones
+    and the seed are used, model / zoom / size checked against the stack's; a setting that
+    cannot apply to new levels (a photo...) is refused rather than silently dropped."""
+    from ..extend import SAMPLING_OPTIONS
+
+    usable = set(SAMPLING_OPTIONS) | {"seed"}
+    foreign = sorted(str(k) for k in data if k not in usable)
+    if foreign:
+        raise UsageError(f"the prompt file {source} sets {', '.join(foreign)}, which extend cannot "
+                         "use; remove it or give the prompts with --prompt")
+    return {k: v for k, v in data.items() if v is not None}
 
 
 def _stack_bytes(stack, levels: int) -> int:
@@ -407,13 +421,17 @@ def _cmd_extend(args: argparse.Namespace) -> int:
 
     if args.prompt and args.prompts:
         raise UsageError("give prompts either with --prompt (repeated) or with --prompts FILE, not both")
+    options: dict = {}
     if args.prompts:
-        prompts, _ = _read_prompts_source(args.prompts)
+        prompts, data = _read_prompts_source(args.prompts)
+        options = _file_options(data, args.prompts)
     else:
         prompts = list(args.prompt or [])
     stack = ZoomStack.load(Path(args.stack).expanduser())
-    kw = dict(outward=args.outward, overlap=args.overlap, window=args.window, seed=args.seed,
-              **_stack_options(args))
+    options.update(_stack_options(args))
+    seed = args.seed if args.seed is not None else options.pop("seed", None)
+    options.pop("seed", None)
+    kw = dict(outward=args.outward, overlap=args.overlap, window=args.window, seed=seed, **options)
     check_extend(stack, prompts, **kw)  # everything that can fail before a model loads
     return _run_and_publish(
         args, _stack_bytes(stack, len(stack.layers) + len(prompts)),

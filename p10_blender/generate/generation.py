@@ -8,6 +8,7 @@ torch is imported there, when the first job starts, never at add-on enable.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 import time
 from pathlib import Path
@@ -78,11 +79,27 @@ def default_output_root() -> Path:
     return dependencies.user_dir() / "stacks"
 
 
+def output_root(p10) -> Path:
+    """The folder new stacks go in: the Output Folder setting (``//name`` beside the saved
+    .blend file), by default the add-on's own ``stacks`` folder. In a file not saved yet a
+    relative setting (``//stacks``) is taken inside the add-on's folder, never the process's
+    working folder (which depends on how Blender was started)."""
+    text = p10.output_dir.strip()
+    if not text:
+        return default_output_root()
+    saved = bool(bpy.data.filepath)
+    if text.startswith("//"):
+        return Path(bpy.path.abspath(text)) if saved else dependencies.user_dir() / text[2:]
+    path = Path(os.path.expanduser(text))
+    if path.is_absolute():
+        return path
+    return (Path(bpy.path.abspath("//")) if saved else dependencies.user_dir()) / path
+
+
 def new_stack_dir(p10) -> Path:
     """A new folder named after the first prompt (``a-galaxy``, then ``a-galaxy-2`` …): the
     rig scene and its objects take this name, so it stays short and readable."""
-    root = Path(bpy.path.abspath(p10.output_dir)) if p10.output_dir.strip() else \
-        default_output_root()
+    root = output_root(p10)
     slug = re.sub(r"[^a-z0-9]+", "-", (prompts_of(p10) or ["stack"])[0].lower()).strip("-")
     slug = slug[:32].rstrip("-") or "stack"
     path = root / slug
