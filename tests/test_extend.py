@@ -384,6 +384,7 @@ def test_r5_regenerating_twice_gives_a_new_variation(capsys, tmp_path, monkeypat
     third = regenerate(first, [1], generate=fake, models=object())   # the result again
     seeds = [c["seed"] for c in fake.calls]
     assert len(set(seeds)) == 3 and not set(seeds) & {5}
+    assert seeds[0] in recorded_seeds(first.manifest)  # the level's seed counts as used
     assert third.manifest["levels"][1]["seed"] == seeds[2] not in recorded_seeds(first.manifest)
     assert np.abs(first.layers[1] - second.layers[1]).max() > 0  # a new image each time
     assert regenerate(stack, [1], seed=9, generate=fake, models=object()) \

@@ -592,11 +592,15 @@ def test_r2_force_replaces_only_a_real_stack_and_only_its_own_files(capsys, tmp_
     fake_stack.mkdir()
     (fake_stack / "manifest.json").write_text("{}")
     (fake_stack / "thesis.docx").write_text("years of work")
+    other = tmp_path / "other"  # another tool's manifest, nothing else
+    other.mkdir()
+    (other / "manifest.json").write_text('{"format": "some-other-tool", "layers": []}')
     mixed = tmp_path / "mixed"  # a real stack the user put a file and a folder into
     _real_stack(mixed)
     (mixed / "notes.txt").write_text("mine")
     (mixed / "renders").mkdir()
     for target, words in ((fake_stack, "not a zoom-stack folder"),
+                          (other, "not a zoom-stack folder"),
                           (mixed, "holds files that are not part of its zoom stack (notes.txt, "
                                   "renders)")):
         code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", target, "--force",
@@ -604,6 +608,7 @@ def test_r2_force_replaces_only_a_real_stack_and_only_its_own_files(capsys, tmp_
         assert code == 1 and words in _error_line(err), err
     assert (fake_stack / "thesis.docx").read_text() == "years of work"
     assert (mixed / "notes.txt").read_text() == "mine" and (mixed / "renders").is_dir()
+    assert (other / "manifest.json").is_file()
     assert not fake.calls
     own = tmp_path / "own"  # manifest, layers, preview video: replaced
     _real_stack(own, 3)
