@@ -182,3 +182,4 @@ def test_micro_batched_decode_counts_levels_not_guided_rows():
     assert peak(8)[3] == peak(None)[3]            # 2N rows per call: the whole stack decodes
     assert peak(4)[3] == peak(None)[3] and peak(2)[3] < peak(4)[3]
     assert peak(8)[2] == peak(None)[2] > peak(4)[2]  # the UNet does see 2N rows
+    assert peak(50) == peak(None)  # a micro-batch beyond the rows runs them all at once
