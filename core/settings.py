@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InvalidInputError
 from .models.families import (FAMILIES, LATENT_FAMILIES, NATIVE_SIZE, PIPELINE_CLASSES,
-                              VAE_SCALE, family_hint, pipeline_class)
+                              VAE_SCALE, family_hint, pipeline_class, upscale_factor)
 from .zoom.geometry import check_zoom
 
 #: A Stable Diffusion 2.1-base-class model: 512 px, epsilon prediction, 865M-parameter UNet.
@@ -104,12 +104,7 @@ def output_size(family: str, width: int | None, height: int | None, upscaler: st
     (None: the family's default, x4 for IF's stage II unless ``upscaler`` is "none")."""
     native = NATIVE_SIZE[family]
     h, w = height or native, width or native
-    if upscaler_models(upscaler) == ["none"]:
-        factor = 1
-    elif upscale is None:
-        factor = 4 if family == "if" else 1
-    else:
-        factor = parse_upscale(upscale) or 1
+    factor = upscale_factor(family, parse_upscale(upscale), upscaler)
     return factor * h, factor * w
 
 
