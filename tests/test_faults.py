@@ -572,3 +572,128 @@ def test_b14_corrupt_bin_checkpoint_is_reported_as_corrupt(tmp_path, damage):
         load_backend(str(path), device="cpu")
     assert not isinstance(exc.value, ModelNotFoundError) and "configuration" not in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+# ============================================================ issue 26, round 3 (R3-B*)
+from tests.test_models import REPO, hub, online, tiny_repo  # noqa: E402,F401 - the local hub fixtures
+
+UNET = "unet/diffusion_pytorch_model.safetensors"
+
+
+def _flip(path: Path, n: int = 4096) -> None:
+    """Flip ``n`` bytes in the middle of ``path`` in place (a damaged disk, a bad copy)."""
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        data = f.read(n)
+        f.seek(-len(data), os.SEEK_CUR)
+        f.write(bytes(b ^ 0xFF for b in data))
+
+
+# ------------------------------------------------- R3-B3: corrupt downloads are found
+def test_r3_b3_corrupt_download_is_found_and_downloading_again_repairs_it(capsys, online, hub):
+    from core.models import cache as models
+    from core.models import downloads
+
+    snap = Path(downloads.download(REPO))
+    good = hub.repos[REPO].files[UNET].read_bytes()
+    _flip(snap / UNET)  # 4 KB flipped in the UNet weights, size unchanged
+    code, out, err = _run(capsys, "models", "list")
+    assert code == 0 and "corrupt / incomplete: download again" in out and UNET in out
+    [entry] = models.list_models()
+    assert not entry.complete and entry.corrupt == [UNET]
+    assert models.cached_snapshot(REPO) is None  # generate downloads again instead of loading it
+    n = len(hub.responses)
+    code, out, err = _run(capsys, "models", "download", REPO, "--quiet")
+    assert code == 0, err
+    assert [f for f, _, _ in hub.responses[n:]] == [UNET]  # only the damaged file crossed again
+    assert (snap / UNET).read_bytes() == good
+    assert "complete" in _run(capsys, "models", "list")[1] and models.cached_snapshot(REPO) == str(snap)
+
+
+def test_r3_b3_a_transfer_that_fails_its_checksum_is_not_kept(online, hub):
+    from core.errors import ModelNotFoundError
+    from core.models import cache as models
+    from core.models import downloads
+
+    hub.tamper = {UNET}  # same size, same ETag, wrong bytes
+    with pytest.raises(ModelNotFoundError, match="came out corrupt .*download again"):
+        downloads.download(REPO)
+    assert models.cached_snapshot(REPO) is None
+    assert not list(online.rglob("*.safetensors*")) or all(
+        p.read_bytes() != b"" for p in online.rglob("*.safetensors"))  # no damaged blob kept
+    storage = online / f"models--{REPO.replace('/', '--')}"
+    blob = storage / "blobs" / hub.repos[REPO].etags[UNET]
+    assert not blob.exists() and not list(storage.glob("blobs/*.p10part"))
+    hub.tamper = set()
+    downloads.download(REPO)
+    assert models.list_models()[0].complete
+
+
+# ------------------------------------------ R3-B6: cancelling a download is quick
+def test_r3_b6_cancel_is_quick_keeps_the_bytes_and_progress_moves_within_a_chunk(online, hub, monkeypatch):
+    import threading
+
+    from huggingface_hub import constants
+
+    from core.models import downloads
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 10 * 1024 * 1024)  # production's
+    size = hub.repos[REPO].files[UNET].stat().st_size
+    hub.chunk, hub.delay = 2048, 0.01  # ~200 KB/s
+    cancel, reports, asked = threading.Event(), [], []
+
+    def progress(done, total, speed):
+        reports.append(done)
+        if hub.bytes_served(UNET) > size // 3 and not cancel.is_set():
+            asked.append(time.monotonic())
+            cancel.set()
+    with pytest.raises(Cancelled):
+        downloads.download(REPO, progress=progress, cancel=cancel)
+    assert time.monotonic() - asked[0] < 0.5  # was: the rest of a 10 MB chunk
+    storage = online / f"models--{REPO.replace('/', '--')}"
+    [part] = storage.glob("blobs/*.p10part")
+    kept = part.stat().st_size
+    assert kept >= size // 3 - 2 * hub.chunk  # what arrived is kept (was: 0 bytes)
+    assert part.read_bytes() == hub.repos[REPO].files[UNET].read_bytes()[:kept]
+    unet_start = max(r for r in reports if r <= reports[-1] - kept) if reports else 0
+    assert len({r for r in reports if unet_start < r}) >= 3  # progress moved inside the chunk
+
+    # a stalled connection: no bytes arrive, cancel still returns at once
+    hub.chunk, hub.delay = 1024, 30.0
+    cancel = threading.Event()
+
+    def cancel_when_stalled():
+        deadline = time.monotonic() + 20
+        while hub.bytes_served(UNET) <= kept and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        asked.append(time.monotonic())
+        cancel.set()
+    threading.Thread(target=cancel_when_stalled, daemon=True).start()
+    with pytest.raises(Cancelled):
+        downloads.download(REPO, cancel=cancel)
+    assert time.monotonic() - asked[-1] < 0.5
+    assert part.stat().st_size == kept + 1024  # the piece that came is kept too
+
+
+# ------------------------------------------------ R3-B10: models remove, read-only cache
+def test_r3_b10_remove_in_an_unwritable_cache_is_one_line_and_removes_nothing(capsys, online, monkeypatch):
+    from core.models import downloads
+
+    snap = Path(downloads.download(REPO))
+    before = _listing(online)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p).startswith(str(online))
+                        else real_access(p, mode, **kw))  # the tests run as root: no real read-only
+    code, out, err = _run(capsys, "models", "remove", REPO, "--yes")
+    assert code == 1 and "is not writable" in _error_line(err) and "Traceback" not in err
+    assert _listing(online) == before and (snap / UNET).is_file()
+
+
+# ----------------------------------------------- R3-B13: a captive portal's web page
+def test_r3_b13_captive_portal_page_is_named(capsys, online, hub):
+    hub.portal = True
+    code, out, err = _run(capsys, "models", "download", REPO, "--quiet")
+    line = _error_line(err)
+    assert code == 1 and "answered with a web page" in line and "Expecting value" not in line
+    assert not list(online.glob("models--*")) if online.exists() else True

@@ -138,10 +138,6 @@ def _fetch_json(url: str, token) -> dict:
     return json.loads(buf.getvalue().decode("utf-8"))
 
 
-#: Bytes read from the network at most per piece: cancel and progress act between pieces.
-PIECE_BYTES = 64 * 1024
-
-
 def _stream(url: str, fh, have: int, headers: dict, meter: "_Meter", digest: Digest) -> None:
     """Append the bytes of ``url`` from byte ``have`` on to ``fh`` (which holds ``have`` bytes),
     hashing them into ``digest`` (already fed the first ``have``). Every piece is written before
@@ -166,12 +162,12 @@ def _stream(url: str, fh, have: int, headers: dict, meter: "_Meter", digest: Dig
         def watch():
             while not stop.wait(0.05):
                 if is_cancelled(meter.cancel):
-                    response.close()  # unblocks a read that waits for data
+                    _interrupt(response)
                     return
         watcher = threading.Thread(target=watch, name="p10-download-cancel", daemon=True)
         watcher.start()
         try:
-            for piece in response.iter_bytes(PIECE_BYTES):
+            for piece in response.iter_bytes():  # as the network delivers it (≤ 64 KB a read)
                 fh.write(piece)
                 digest.update(piece)
                 meter.add(len(piece))  # may raise Cancelled: the piece is on disk already
@@ -184,6 +180,20 @@ def _stream(url: str, fh, have: int, headers: dict, meter: "_Meter", digest: Dig
             fh.flush()
         if is_cancelled(meter.cancel):
             raise Cancelled("download cancelled")
+
+
+def _interrupt(response) -> None:
+    """Wake a read blocked on ``response``'s connection: shut its socket down (closing it from
+    another thread would not wake the read; it would wait for the read timeout)."""
+    import socket
+
+    try:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass
 
 
 def _drop_corrupt(rid: str, storage: str, snapshot: str, files: list[str]) -> list[str]:
