@@ -697,3 +697,27 @@ def test_r3_b13_captive_portal_page_is_named(capsys, online, hub):
     line = _error_line(err)
     assert code == 1 and "answered with a web page" in line and "Expecting value" not in line
     assert not list(online.glob("models--*")) if online.exists() else True
+
+
+# ------------------------------------------- R3-B11: SIGHUP (the terminal was closed)
+def test_r3_b11_sighup_while_generating_leaves_nothing(tmp_path):
+    proc = _cli_process(["generate", "--prompt", "a", "--size", "64", "--quiet",
+                         "--out", tmp_path / "new" / "deeper" / "o"], env={"FAKE_SLOW": "1"})
+    _wait_for("new/deeper/.o.*", tmp_path, proc)  # staging folder and its parents exist
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 129, err  # 128 + SIGHUP, like a shell reports it
+    assert err.strip() == "terminated; nothing was written" and out == ""
+    assert list(tmp_path.iterdir()) == []  # no .o.XXXX, no parents it made
+
+
+# --------------------------------------- R3-B14: a console that cannot print the path
+def test_r3_b14_non_ascii_output_on_an_ascii_console_is_still_a_success(tmp_path):
+    out_dir = tmp_path / "zoom-stäck-日本"
+    proc = _cli_process(["generate", "--prompt", "a", "--size", "64", "--quiet", "--out", out_dir],
+                        env={"PYTHONIOENCODING": "ascii"})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err  # was 1: UnicodeEncodeError after publishing
+    assert (out_dir / "manifest.json").is_file() and err == ""
+    assert out.strip() == str(out_dir).encode("ascii", "backslashreplace").decode("ascii")

@@ -473,6 +473,13 @@ COMMANDS = {"generate": _cmd_generate, "extend": _cmd_extend, "regenerate": _cmd
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (never raises for user errors or Ctrl-C)."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):
+        # A console that cannot show a character (PYTHONIOENCODING=ascii, a Windows code page)
+        # gets it escaped: printing a non-ASCII path must not turn a finished run into a failure.
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
     try:
         with sigterm_raises():  # SIGTERM cleans up like Ctrl-C (default: die, leaving temp files)
             args = build_parser().parse_args(argv)
@@ -482,9 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[args.command](args)
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else EXIT_OK
-    except Terminated:
+    except Terminated as e:
         _say("terminated; nothing was written")
-        return EXIT_TERMINATED
+        return 128 + getattr(e, "signum", 15)  # 143 (SIGTERM), 129 (SIGHUP)
     except (Cancelled, KeyboardInterrupt):
         _say("cancelled; nothing was written")
         return EXIT_CANCELLED
