@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings_options(s, schedulers) -> None:
     """Model and sampling options shared by generate, extend and regenerate."""
-    s.add_argument("--zoom", type=int, metavar="P", help="relative zoom between levels: 2, 4 or 8 (default 2)")
+    s.add_argument("--zoom", type=int, metavar="P", help="relative zoom between levels: a power of two, 2, 4, 8, 16 ... (default 2)")
     s.add_argument("--model", metavar="ID_OR_PATH", help="hub id, model folder or .safetensors file")
     s.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: the scheduler's)")
     s.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale "
@@ -328,18 +328,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     h, w = output_size(settings.family or family_hint(settings.model), settings.width,
                        settings.height, settings.upscaler, settings.upscale)
     return _run_and_publish(
-        args, len(settings.prompts) * h * w * 3,
+        args, len(settings.prompts) * h * w * 3, (h, w),
         lambda: (lambda cancel, progress: _load_generate()(settings, progress=progress, cancel=cancel)))
 
 
-def _run_and_publish(args: argparse.Namespace, needed_bytes: int, make_job: Callable) -> int:
+def _run_and_publish(args: argparse.Namespace, needed_bytes: int, frame: tuple[int, int],
+                     make_job: Callable) -> int:
     """Run the job ``make_job()`` returns (``job(cancel, progress) -> ZoomStack``) cancellably
-    and publish its stack (and video) at ``args.out``, all or nothing."""
+    and publish its stack (and video) at ``args.out``, all or nothing. ``frame``: the stack's
+    (height, width), for the video options' check."""
     from ..stack.preview import check_video_options, write_preview_video
     from ..stack.publish import StagedFolder
 
     if args.video:  # check the video options before the long run, not after it
-        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction)
+        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction, frame)
     # The output folder is checked and its hidden sibling made before the model loads.
     with StagedFolder(args.out, replace=args.force, needed_bytes=needed_bytes) as staged:
         job = make_job()
@@ -416,7 +418,7 @@ def _cmd_extend(args: argparse.Namespace) -> int:
               **_stack_options(args))
     check_extend(stack, prompts, **kw)  # everything that can fail before a model loads
     return _run_and_publish(
-        args, _stack_bytes(stack, len(stack.layers) + len(prompts)),
+        args, _stack_bytes(stack, len(stack.layers) + len(prompts)), stack.layers.shape[1:3],
         lambda: (lambda cancel, progress: _load_known_levels()[0](
             stack, prompts, progress=progress, cancel=cancel, **kw)))
 
@@ -429,7 +431,7 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
     stack = ZoomStack.load(Path(args.stack).expanduser())
     check_regenerate(stack, args.level, args.prompt, seed=args.seed, **options)
     return _run_and_publish(
-        args, _stack_bytes(stack, len(stack.layers)),
+        args, _stack_bytes(stack, len(stack.layers)), stack.layers.shape[1:3],
         lambda: (lambda cancel, progress: _load_known_levels()[1](
             stack, args.level, args.prompt, seed=args.seed, progress=progress, cancel=cancel,
             **options)))
