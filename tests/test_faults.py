@@ -721,3 +721,169 @@ def test_r3_b14_non_ascii_output_on_an_ascii_console_is_still_a_success(tmp_path
     assert proc.returncode == 0, err  # was 1: UnicodeEncodeError after publishing
     assert (out_dir / "manifest.json").is_file() and err == ""
     assert out.strip() == str(out_dir).encode("ascii", "backslashreplace").decode("ascii")
+
+
+# ------------------------------------------------------------ R3-B7: the estimate
+def _dry_run(capsys, *extra):
+    return _run(capsys, "generate", "--prompt", "a", "--prompt", "b", "--prompt", "c",
+                "--prompt", "d", "--dry-run", *extra)
+
+
+def test_r3_b7_estimate_counts_upscaling_and_pixel_blending(capsys):
+    from core.models import estimate as est
+    from core.settings import GenerateSettings
+
+    h200 = est.DeviceInfo("cuda", "NVIDIA H200", 143e9, 140e9)
+    base = est.estimate(GenerateSettings(prompts=["a"] * 4), info=h200, spec=est.SPECS["sd"])
+    up = est.estimate(GenerateSettings(prompts=["a"] * 4, upscale=4), info=h200, spec=est.SPECS["sd"])
+    blend = est.estimate(GenerateSettings(prompts=["a"] * 4, pixel_blend=0.5), info=h200,
+                         spec=est.SPECS["sd"])
+    assert up.peak_bytes > base.peak_bytes + 2e9  # the x4 upscaler's weights and tiles
+    # H200, 4 levels of 512 -> 2048 px, 20 steps: measured ~35-40 s in the SR stage (docs/backends.md)
+    assert 25 < up.upscale_seconds < 55 and up.total_seconds > base.total_seconds + 25
+    assert blend.total_seconds > base.total_seconds and blend.peak_bytes == base.peak_bytes
+    # a 24 GB card: the SR stage cuts its tiles into micro-batches that fit, as the run does
+    small = est.DeviceInfo("cuda", "NVIDIA GeForce RTX 4090", 24e9, 23e9)
+    fitted = est.estimate(GenerateSettings(prompts=["a"] * 8, upscale=4), info=small, spec=est.SPECS["sd"])
+    assert fitted.upscale_bytes <= 23e9 * est.USABLE_FRACTION
+    # the command line shows it
+    code, plain, _ = _dry_run(capsys, "--device", "cpu")
+    code4, up4, _ = _dry_run(capsys, "--device", "cpu", "--upscale", "4")
+    assert code == code4 == 0 and plain != up4 and "Upscale x4" in up4
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--device", "cuda"], "no CUDA GPU was found"),
+    (["--device", "cuda:99"], "'cuda:99'"),
+    (["--device", "mps"], "Apple Metal is not available"),
+    (["--model", "/nonexistent/model"], "does not exist"),
+])
+def test_r3_b7_estimate_refuses_a_missing_device_or_model(capsys, tmp_path, extra, words):
+    code, out, err = _dry_run(capsys, *extra)
+    assert code == 1 and words in _error_line(err) and out == ""
+
+
+def test_r3_b7_estimate_refuses_a_file_that_is_no_model(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    code, out, err = _dry_run(capsys, "--model", tmp_path / "notes.txt")
+    assert code == 1 and "is not a model file" in _error_line(err) and "GB" not in out
+
+
+# ---------------------------------------------------- R3-B8: checked before the model
+def test_r3_b8_bad_photo_and_missing_lora_fail_before_the_model_loads(capsys, tmp_path, fake):
+    from PIL import Image
+
+    (tmp_path / "notes.png").write_text("not an image at all")
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (12000, 12000)).save(bomb)  # 144 megapixels in a few KB
+    assert bomb.stat().st_size < 100_000
+    for extra, words in ((["--photo", tmp_path / "notes.png"], "is not an image"),
+                         (["--photo", bomb], "12000 x 12000 pixels"),
+                         (["--lora", tmp_path / "no-such-lora.safetensors"], "the LoRA")):
+        code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "o", *extra)
+        line = _error_line(err)
+        assert code == 1 and words in line and "model" not in line.split("LoRA")[0], line
+    assert not fake.calls and not (tmp_path / "o").exists()
+
+
+def test_r3_b8_extend_mismatches_and_seed_overflow_fail_before_the_model(capsys, tmp_path, monkeypatch):
+    from core.settings import MAX_SEED
+
+    calls = []
+    monkeypatch.setattr(cli, "_load_known_levels", lambda: (calls.append, calls.append))
+    stack = _stack(3, size=64)
+    stack.manifest.update(model="stabilityai/stable-diffusion-2-1-base", seed=0)
+    stack.save(tmp_path / "s")
+    code, _, err = _run(capsys, "extend", tmp_path / "s", "--prompt", "x", "--upscale", "4",
+                        "--out", tmp_path / "o")
+    assert code == 1 and "upscale" in _error_line(err) and "64x64" in _error_line(err)
+    # 5 new levels in windows of 2 new ones: 3 windows take seeds S, S+1, S+2
+    code, _, err = _run(capsys, "extend", tmp_path / "s", *sum([["--prompt", "x"]] * 5, []),
+                        "--seed", MAX_SEED - 1, "--out", tmp_path / "o")
+    assert code == 1 and "too large for 3 windows" in _error_line(err)
+    assert not calls and not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------- R3-B12: the H.264 frame-size limit
+def test_r3_b12_video_beyond_the_h264_frame_limit_is_refused(capsys, tmp_path, fake):
+    _stack(2, size=64).save(tmp_path / "s")
+    code, _, err = _run(capsys, "video", tmp_path / "s", "--video-size", "8192", "--quiet")
+    line = _error_line(err)
+    assert code == 1 and "H.264" in line and "at most 5968 pixels" in line
+    assert not (tmp_path / "s" / "preview.mp4").exists()
+    # generate --video: refused before generating, not after
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--size", "64", "--video",
+                        "--video-size", "8192", "--out", tmp_path / "o", "--quiet")
+    assert code == 1 and "H.264" in _error_line(err) and not fake.calls
+    from core.stack.preview import video_size
+    assert video_size(64, 128, 8192) == (4096, 8192)  # 8192x4096 is within the limit
+
+
+# --------------------------------------------- R3-B13: messages that point the right way
+def test_r3_b13_messages_name_the_real_problem(capsys, tmp_path, monkeypatch, fake):
+    import shutil
+
+    _stack(2).save(tmp_path / "s")
+    real_read = Path.read_text
+
+    def unreadable(self, *a, **kw):
+        if self.name == "manifest.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self, *a, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(Path, "read_text", unreadable)
+        code, _, err = _run(capsys, "video", tmp_path / "s", "--quiet")
+    assert code == 1 and "cannot read" in _error_line(err) and "permission denied" in _error_line(err)
+    assert "JSON" not in err
+
+    (tmp_path / "p.json").write_text(json.dumps({"prompts": ["a", "b"], "photo": str(tmp_path / "x.png"),
+                                                 "photo_level": "1"}))
+    code, _, err = _run(capsys, "generate", "--prompts", tmp_path / "p.json", "--out", tmp_path / "o")
+    assert code == 1 and "photo level must be a whole number" in _error_line(err)
+
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+        code, _, err = _run(capsys, "generate", "--prompt", "a", "--size", "64", "--out", tmp_path / "o")
+    assert code == 1 and "1.0 KB free" in _error_line(err) and "0.0 MB" not in err
+
+    (tmp_path / "link").symlink_to(tmp_path / "s")
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "link", "--force")
+    assert code == 1 and "symbolic link" in _error_line(err) and ZoomStack.load(tmp_path / "s")
+
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--zoom", "3", "--out", tmp_path / "o")
+    assert code == 1 and "16" in _error_line(err)
+    assert not fake.calls
+
+
+def test_r3_b13_device_and_unreadable_model_folder_messages(monkeypatch, tmp_path):
+    import diffusers
+
+    from core.backends import loading
+    from core.errors import ModelNotFoundError
+
+    with pytest.raises(InvalidInputError, match="'cuda:99'"):
+        loading.resolve_device("cuda:99")  # no GPU here: was "device 'cuda' was asked for"
+    folder = tmp_path / "model"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+
+    def no_config(*a, **kw):
+        raise OSError("Error no file named config.json found in directory unet.")
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "from_pretrained", no_config)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: not str(p).endswith("unet")
+                        and real_access(p, mode, **kw))  # as if chmod 000 (the tests run as root)
+    with pytest.raises(ModelNotFoundError, match=r"unet cannot be read \(permission denied\)"):
+        loading.load_pipeline(str(folder), "sd", None)
+
+
+# ------------------------------------------- R3-B11: --force over a read-only stack
+def test_r3_b11_force_over_a_read_only_stack_is_refused_before_generating(capsys, tmp_path, monkeypatch, fake):
+    _stack(2).save(tmp_path / "s")
+    before = _listing(tmp_path)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: str(p) != str(tmp_path / "s")
+                        and real_access(p, mode, **kw))  # chmod a-w s (the tests run as root)
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "s", "--force", "--quiet")
+    assert code == 1 and "read-only" in _error_line(err)
+    assert not fake.calls and _listing(tmp_path) == before  # no hidden copy, nothing replaced

@@ -209,8 +209,6 @@ def zoom_levels_for_frames(num_levels: int, frames_per_level: int, direction: st
         raise InvalidInputError(f"hold must be zero or more frames, got {hold}")
     if direction not in ("in", "out"):
         raise InvalidInputError(f"zoom direction must be 'in' or 'out', got {direction!r}")
-    if frame is not None:
-        video_size(int(frame[0]), int(frame[1]), size)
     f = int(frames_per_level)
     levels = np.arange((int(num_levels) - 1) * f + 1, dtype=np.float64) / f
     if direction == "out":
@@ -297,6 +295,8 @@ def check_video_options(frames_per_level: int = 24, fps: float = 24,
                                     f"{MAX_VIDEO_SIDE}, got {side!r}")
     if direction not in ("in", "out"):
         raise InvalidInputError(f"zoom direction must be 'in' or 'out', got {direction!r}")
+    if frame is not None:
+        video_size(int(frame[0]), int(frame[1]), size)
 
 
 def check_video_file(path: str | os.PathLike, frames: int, name: str | None = None) -> None:
