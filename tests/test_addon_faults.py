@@ -100,7 +100,7 @@ emit(result=sorted(result), message=vr.progress.message, left=sorted(p.name for 
 '''
 
 
-def test_r3_b11_failed_render_zoom_video_leaves_nothing_and_names_the_full_disk(ur, tmp_path):
+def test_r11_failed_render_zoom_video_leaves_nothing_and_names_the_full_disk(ur, tmp_path):
     from core.stack.stack_io import ZoomStack
     import numpy as np
 

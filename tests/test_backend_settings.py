@@ -75,7 +75,7 @@ def test_photo_must_exist(tmp_path):
     photo = tmp_path / "p.png"
     Image.new("RGB", (8, 8)).save(photo)
     ok(photo=str(photo)).validate()
-    photo.write_bytes(b"not an image")  # checked before any model loads (docs/faults.md R3-B8)
+    photo.write_bytes(b"not an image")  # checked before any model loads (docs/faults.md R8)
     with pytest.raises(InvalidInputError, match="not an image"):
         ok(photo=str(photo)).validate()
 

@@ -574,7 +574,7 @@ def test_b14_corrupt_bin_checkpoint_is_reported_as_corrupt(tmp_path, damage):
     assert "\n" not in str(exc.value)
 
 
-# ============================================================ issue 26, round 3 (R3-B*)
+# ============================================================ issue 26, part B (R3 ... R14: docs/faults.md)
 from tests.test_models import REPO, hub, online, tiny_repo  # noqa: E402,F401 - the local hub fixtures
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
@@ -589,8 +589,8 @@ def _flip(path: Path, n: int = 4096) -> None:
         f.write(bytes(b ^ 0xFF for b in data))
 
 
-# ------------------------------------------------- R3-B3: corrupt downloads are found
-def test_r3_b3_corrupt_download_is_found_and_downloading_again_repairs_it(capsys, online, hub):
+# ------------------------------------------------- R3: corrupt downloads are found
+def test_r3_corrupt_download_is_found_and_downloading_again_repairs_it(capsys, online, hub):
     from core.models import cache as models
     from core.models import downloads
 
@@ -610,7 +610,7 @@ def test_r3_b3_corrupt_download_is_found_and_downloading_again_repairs_it(capsys
     assert "complete" in _run(capsys, "models", "list")[1] and models.cached_snapshot(REPO) == str(snap)
 
 
-def test_r3_b3_a_transfer_that_fails_its_checksum_is_not_kept(online, hub):
+def test_r3_a_transfer_that_fails_its_checksum_is_not_kept(online, hub):
     from core.errors import ModelNotFoundError
     from core.models import cache as models
     from core.models import downloads
@@ -629,8 +629,8 @@ def test_r3_b3_a_transfer_that_fails_its_checksum_is_not_kept(online, hub):
     assert models.list_models()[0].complete
 
 
-# ------------------------------------------ R3-B6: cancelling a download is quick
-def test_r3_b6_cancel_is_quick_keeps_the_bytes_and_progress_moves_within_a_chunk(online, hub, monkeypatch):
+# ------------------------------------------ R6: cancelling a download is quick
+def test_r6_cancel_is_quick_keeps_the_bytes_and_progress_moves_within_a_chunk(online, hub, monkeypatch):
     import threading
 
     from huggingface_hub import constants
@@ -676,8 +676,8 @@ def test_r3_b6_cancel_is_quick_keeps_the_bytes_and_progress_moves_within_a_chunk
     assert part.stat().st_size == kept + 1024  # the piece that came is kept too
 
 
-# ------------------------------------------------ R3-B10: models remove, read-only cache
-def test_r3_b10_remove_in_an_unwritable_cache_is_one_line_and_removes_nothing(capsys, online, monkeypatch):
+# ------------------------------------------------ R10: models remove, read-only cache
+def test_r10_remove_in_an_unwritable_cache_is_one_line_and_removes_nothing(capsys, online, monkeypatch):
     from core.models import downloads
 
     snap = Path(downloads.download(REPO))
@@ -690,8 +690,8 @@ def test_r3_b10_remove_in_an_unwritable_cache_is_one_line_and_removes_nothing(ca
     assert _listing(online) == before and (snap / UNET).is_file()
 
 
-# ----------------------------------------------- R3-B13: a captive portal's web page
-def test_r3_b13_captive_portal_page_is_named(capsys, online, hub):
+# ----------------------------------------------- R13: a captive portal's web page
+def test_r13_captive_portal_page_is_named(capsys, online, hub):
     hub.portal = True
     code, out, err = _run(capsys, "models", "download", REPO, "--quiet")
     line = _error_line(err)
@@ -699,8 +699,8 @@ def test_r3_b13_captive_portal_page_is_named(capsys, online, hub):
     assert not list(online.glob("models--*")) if online.exists() else True
 
 
-# ------------------------------------------- R3-B11: SIGHUP (the terminal was closed)
-def test_r3_b11_sighup_while_generating_leaves_nothing(tmp_path):
+# ------------------------------------------- R11: SIGHUP (the terminal was closed)
+def test_r11_sighup_while_generating_leaves_nothing(tmp_path):
     proc = _cli_process(["generate", "--prompt", "a", "--size", "64", "--quiet",
                          "--out", tmp_path / "new" / "deeper" / "o"], env={"FAKE_SLOW": "1"})
     _wait_for("new/deeper/.o.*", tmp_path, proc)  # staging folder and its parents exist
@@ -712,8 +712,8 @@ def test_r3_b11_sighup_while_generating_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no .o.XXXX, no parents it made
 
 
-# --------------------------------------- R3-B14: a console that cannot print the path
-def test_r3_b14_non_ascii_output_on_an_ascii_console_is_still_a_success(tmp_path):
+# --------------------------------------- R14: a console that cannot print the path
+def test_r14_non_ascii_output_on_an_ascii_console_is_still_a_success(tmp_path):
     out_dir = tmp_path / "zoom-stäck-日本"
     proc = _cli_process(["generate", "--prompt", "a", "--size", "64", "--quiet", "--out", out_dir],
                         env={"PYTHONIOENCODING": "ascii"})
@@ -723,13 +723,13 @@ def test_r3_b14_non_ascii_output_on_an_ascii_console_is_still_a_success(tmp_path
     assert out.strip() == str(out_dir).encode("ascii", "backslashreplace").decode("ascii")
 
 
-# ------------------------------------------------------------ R3-B7: the estimate
+# ------------------------------------------------------------ R7: the estimate
 def _dry_run(capsys, *extra):
     return _run(capsys, "generate", "--prompt", "a", "--prompt", "b", "--prompt", "c",
                 "--prompt", "d", "--dry-run", *extra)
 
 
-def test_r3_b7_estimate_counts_upscaling_and_pixel_blending(capsys):
+def test_r7_estimate_counts_upscaling_and_pixel_blending(capsys):
     from core.models import estimate as est
     from core.settings import GenerateSettings
 
@@ -758,19 +758,19 @@ def test_r3_b7_estimate_counts_upscaling_and_pixel_blending(capsys):
     (["--device", "mps"], "Apple Metal is not available"),
     (["--model", "/nonexistent/model"], "does not exist"),
 ])
-def test_r3_b7_estimate_refuses_a_missing_device_or_model(capsys, tmp_path, extra, words):
+def test_r7_estimate_refuses_a_missing_device_or_model(capsys, tmp_path, extra, words):
     code, out, err = _dry_run(capsys, *extra)
     assert code == 1 and words in _error_line(err) and out == ""
 
 
-def test_r3_b7_estimate_refuses_a_file_that_is_no_model(capsys, tmp_path):
+def test_r7_estimate_refuses_a_file_that_is_no_model(capsys, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     code, out, err = _dry_run(capsys, "--model", tmp_path / "notes.txt")
     assert code == 1 and "is not a model file" in _error_line(err) and "GB" not in out
 
 
-# ---------------------------------------------------- R3-B8: checked before the model
-def test_r3_b8_bad_photo_and_missing_lora_fail_before_the_model_loads(capsys, tmp_path, fake):
+# ---------------------------------------------------- R8: checked before the model
+def test_r8_bad_photo_and_missing_lora_fail_before_the_model_loads(capsys, tmp_path, fake):
     from PIL import Image
 
     (tmp_path / "notes.png").write_text("not an image at all")
@@ -786,7 +786,7 @@ def test_r3_b8_bad_photo_and_missing_lora_fail_before_the_model_loads(capsys, tm
     assert not fake.calls and not (tmp_path / "o").exists()
 
 
-def test_r3_b8_extend_mismatches_and_seed_overflow_fail_before_the_model(capsys, tmp_path, monkeypatch):
+def test_r8_extend_mismatches_and_seed_overflow_fail_before_the_model(capsys, tmp_path, monkeypatch):
     from core.settings import MAX_SEED
 
     calls = []
@@ -804,8 +804,8 @@ def test_r3_b8_extend_mismatches_and_seed_overflow_fail_before_the_model(capsys,
     assert not calls and not (tmp_path / "o").exists()
 
 
-# ---------------------------------------------- R3-B12: the H.264 frame-size limit
-def test_r3_b12_video_beyond_the_h264_frame_limit_is_refused(capsys, tmp_path, fake):
+# ---------------------------------------------- R12: the H.264 frame-size limit
+def test_r12_video_beyond_the_h264_frame_limit_is_refused(capsys, tmp_path, fake):
     _stack(2, size=64).save(tmp_path / "s")
     code, _, err = _run(capsys, "video", tmp_path / "s", "--video-size", "8192", "--quiet")
     line = _error_line(err)
@@ -819,8 +819,8 @@ def test_r3_b12_video_beyond_the_h264_frame_limit_is_refused(capsys, tmp_path, f
     assert video_size(64, 128, 8192) == (4096, 8192)  # 8192x4096 is within the limit
 
 
-# --------------------------------------------- R3-B13: messages that point the right way
-def test_r3_b13_messages_name_the_real_problem(capsys, tmp_path, monkeypatch, fake):
+# --------------------------------------------- R13: messages that point the right way
+def test_r13_messages_name_the_real_problem(capsys, tmp_path, monkeypatch, fake):
     import shutil
 
     _stack(2).save(tmp_path / "s")
@@ -855,7 +855,7 @@ def test_r3_b13_messages_name_the_real_problem(capsys, tmp_path, monkeypatch, fa
     assert not fake.calls
 
 
-def test_r3_b13_device_and_unreadable_model_folder_messages(monkeypatch, tmp_path):
+def test_r13_device_and_unreadable_model_folder_messages(monkeypatch, tmp_path):
     import diffusers
 
     from core.backends import loading
@@ -877,8 +877,8 @@ def test_r3_b13_device_and_unreadable_model_folder_messages(monkeypatch, tmp_pat
         loading.load_pipeline(str(folder), "sd", None)
 
 
-# ------------------------------------------- R3-B11: --force over a read-only stack
-def test_r3_b11_force_over_a_read_only_stack_is_refused_before_generating(capsys, tmp_path, monkeypatch, fake):
+# ------------------------------------------- R11: --force over a read-only stack
+def test_r11_force_over_a_read_only_stack_is_refused_before_generating(capsys, tmp_path, monkeypatch, fake):
     _stack(2).save(tmp_path / "s")
     before = _listing(tmp_path)
     real_access = os.access

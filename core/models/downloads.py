@@ -142,7 +142,7 @@ def _stream(url: str, fh, have: int, headers: dict, meter: "_Meter", digest: Dig
     """Append the bytes of ``url`` from byte ``have`` on to ``fh`` (which holds ``have`` bytes),
     hashing them into ``digest`` (already fed the first ``have``). Every piece is written before
     the meter may raise Cancelled, so a cancelled download keeps all it received; a watcher
-    closes the connection on cancel, so a stalled read does not hold the cancel up either."""
+    shuts the connection down on cancel, so a stalled read does not hold the cancel up either."""
     from huggingface_hub import constants
     from huggingface_hub.utils import hf_raise_for_status, http_stream_backoff
 
@@ -196,7 +196,7 @@ def _interrupt(response) -> None:
         pass
 
 
-def _drop_corrupt(rid: str, storage: str, snapshot: str, files: list[str]) -> list[str]:
+def _drop_corrupt(storage: str, snapshot: str, files: list[str]) -> list[str]:
     """Remove the cached files among ``files`` whose blobs fail their checksum (and those
     blobs), so they are fetched again; the files removed."""
     bad = corrupt_files(snapshot, [f for f in files if os.path.isfile(os.path.join(snapshot, f))])
@@ -262,7 +262,7 @@ def download(repo_id: str, *, progress: DownloadProgress | None = None, cancel=N
     snapshot = os.path.join(storage, "snapshots", commit)
     existed = os.path.isdir(storage)
     added: list[str] = []
-    _drop_corrupt(rid, storage, snapshot, wanted)
+    _drop_corrupt(storage, snapshot, wanted)
 
     def on_disk(f: str) -> int:
         if os.path.isfile(os.path.join(snapshot, f)):
