@@ -806,6 +806,11 @@ def test_r8_extend_mismatches_and_seed_overflow_fail_before_the_model(capsys, tm
 
 # ---------------------------------------------- R12: the H.264 frame-size limit
 def test_r12_video_beyond_the_h264_frame_limit_is_refused(capsys, tmp_path, fake):
+    from core.stack.preview import video_size
+
+    with pytest.raises(InvalidInputError, match="H.264"):
+        video_size(64, 64, 8192)  # 512 x 512 macroblocks: beyond level 6.2's 139264
+    assert video_size(64, 128, 8192) == (4096, 8192)  # 8192x4096 is within the limit
     _stack(2, size=64).save(tmp_path / "s")
     code, _, err = _run(capsys, "video", tmp_path / "s", "--video-size", "8192", "--quiet")
     line = _error_line(err)
@@ -815,8 +820,6 @@ def test_r12_video_beyond_the_h264_frame_limit_is_refused(capsys, tmp_path, fake
     code, _, err = _run(capsys, "generate", "--prompt", "a", "--size", "64", "--video",
                         "--video-size", "8192", "--out", tmp_path / "o", "--quiet")
     assert code == 1 and "H.264" in _error_line(err) and not fake.calls
-    from core.stack.preview import video_size
-    assert video_size(64, 128, 8192) == (4096, 8192)  # 8192x4096 is within the limit
 
 
 # --------------------------------------------- R13: messages that point the right way
