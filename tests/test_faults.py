@@ -890,3 +890,19 @@ def test_r11_force_over_a_read_only_stack_is_refused_before_generating(capsys, t
     code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "s", "--force", "--quiet")
     assert code == 1 and "read-only" in _error_line(err)
     assert not fake.calls and _listing(tmp_path) == before  # no hidden copy, nothing replaced
+
+
+def test_r7_estimate_on_a_machine_with_one_gpu(tmp_path):
+    smi = tmp_path / "bin" / "nvidia-smi"  # answers like an H200's driver
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H200, 143771, 140000'\n")
+    smi.chmod(0o755)
+    env = dict(os.environ, PATH=f"{smi.parent}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
+
+    def dry(device):
+        return subprocess.run([sys.executable, "-m", "core", "generate", "--prompt", "a", "--dry-run",
+                               "--device", device], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120)
+    ok, missing = dry("cuda:0"), dry("cuda:1")
+    assert ok.returncode == 0 and "NVIDIA H200 (cuda)" in ok.stdout, ok.stderr
+    assert missing.returncode == 1 and "there is no GPU 'cuda:1': 1 found" in missing.stderr
