@@ -310,7 +310,28 @@ def _run_cancellable(fn: Callable[[threading.Event], Any], on_interrupt: Callabl
 
 # -------------------------------------------------------------------------------- commands
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if not _DISTRIBUTED.get("quiet"):  # under torchrun only rank 0 speaks
+        print(msg, file=sys.stderr, flush=True)
+
+
+#: {"quiet": bool}: set by main() for ranks other than 0 of a torchrun run
+_DISTRIBUTED: dict = {}
+
+#: commands that sample, and so may run as one zoom over several processes (torchrun)
+SAMPLING_COMMANDS = ("generate", "extend", "regenerate")
+
+
+def _start_distributed(command: str) -> bool:
+    """Join torchrun's process group for a sampling command; True when this is rank 0 (or
+    there is no group). Ranks other than 0 then print nothing and write nothing."""
+    from ..backends import distributed
+
+    if command not in SAMPLING_COMMANDS or not distributed.requested():
+        return True
+    distributed.init()
+    main = distributed.is_main()
+    _DISTRIBUTED["quiet"] = not main
+    return main
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -342,6 +363,9 @@ def _run_and_publish(args: argparse.Namespace, needed_bytes: int, frame: tuple[i
 
     if args.video:  # check the video options before the long run, not after it
         check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction, frame)
+    if _DISTRIBUTED.get("quiet"):  # torchrun, rank > 0: sample alongside rank 0, write nothing
+        make_job()(threading.Event(), _Progress(enabled=False))
+        return EXIT_OK
     # The output folder is checked and its hidden sibling made before the model loads.
     with StagedFolder(args.out, replace=args.force, needed_bytes=needed_bytes) as staged:
         job = make_job()
@@ -488,11 +512,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command is None:
                 raise UsageError("choose a command: generate, extend, regenerate, video, examples "
                                  "or models")
+            _start_distributed(args.command)
             return COMMANDS[args.command](args)
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else EXIT_OK
     except Terminated as e:
-        _say("terminated; nothing was written")
+        if _DISTRIBUTED:  # torchrun stops every rank when one of them fails or is killed
+            _say("stopped: a process of this torchrun run failed or was stopped (its own "
+                 "output says why); nothing was written")
+        else:
+            _say("terminated; nothing was written")
         return 128 + getattr(e, "signum", 15)  # 143 (SIGTERM), 129 (SIGHUP)
     except (Cancelled, KeyboardInterrupt):
         _say("cancelled; nothing was written")
@@ -508,6 +537,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_ERROR
         _say(f"error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for details)")
         return EXIT_ERROR
+    finally:
+        if _DISTRIBUTED:
+            from ..backends import distributed
+            distributed.shutdown()
+            _DISTRIBUTED.clear()
 
 
 def _one_line(e: BaseException) -> str:
