@@ -9,6 +9,7 @@ complete (core.publish). Every fault and what the user sees: docs/faults.md.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -324,9 +325,11 @@ SAMPLING_COMMANDS = ("generate", "extend", "regenerate")
 def _start_distributed(command: str) -> bool:
     """Join torchrun's process group for a sampling command; True when this is rank 0 (or
     there is no group). Ranks other than 0 then print nothing and write nothing."""
+    if command not in SAMPLING_COMMANDS or os.environ.get("WORLD_SIZE", "1").strip() in ("", "1"):
+        return True  # not under torchrun: import no torch (``--dry-run`` stays torch-free)
     from ..backends import distributed
 
-    if command not in SAMPLING_COMMANDS or not distributed.requested():
+    if not distributed.requested():
         return True
     distributed.init()
     main = distributed.is_main()
