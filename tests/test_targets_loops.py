@@ -185,3 +185,45 @@ def test_blend_observes_each_layer_where_its_footprint_is():
     crops, aligned = observe(images, p, 2, fps)
     assert aligned.flatten().tolist() == [1.0]
     assert torch.equal(crops[0], images[0][:, 4:8, 4:8])
+
+
+def _reference_sampler_runs(footprints):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from core.zoom.analytic import MixtureDenoiser, make_scenes
+    from core.zoom.sampler import sample_zoom_stack
+
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    ddpm = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    scenes = make_scenes(3, 3, (2, 16, 16), 2, g(0), detail=4)
+    den = MixtureDenoiser(scenes, ddpm.alphas_cumprod)
+    kw = dict(num_levels=3, zoom=2, shape=(2, 16, 16), num_inference_steps=8, footprints=footprints)
+    out = {f"sample_{m}": sample_zoom_stack(den, ddpm, generator=g(3), mode=m, **kw).images
+           for m in ("joint", "iterative", "independent")}
+    out["sample_photo_ddim"] = sample_zoom_stack(
+        den, DDIMScheduler(num_train_timesteps=1000), generator=g(4), photo=scenes[1, 0],
+        photo_level=0, **kw).images
+    out["sample_known_out_photo"] = sample_zoom_stack(
+        den, ddpm, generator=g(5), known={-1: scenes[2, 2]}, known_guidance="photo", **kw).images
+    out["sample_known_mid"] = sample_zoom_stack(
+        den, ddpm, generator=g(6), known={1: scenes[0, 1]}, known_guidance="photo", **kw).images
+    return out
+
+
+@pytest.mark.parametrize("footprints", [None, [(4, 4), (4, 4)]])
+def test_centred_sampler_and_known_levels_are_bit_identical(reference, footprints):
+    from core.zoom.known import impose_known, level_residuals, make_consistent
+
+    for key, images in _reference_sampler_runs(footprints).items():
+        assert torch.equal(images, reference[key]), key
+    for key in ["2_4_16_32", "4_3_32_32", "8_2_32_16"]:
+        p, n, h, w = map(int, key.split("_"))
+        fps = None if footprints is None else [(w // 2 - w // (2 * p), h // 2 - h // (2 * p))] * (n - 1)
+        imgs = reference[f"obs_{key}"]
+        known = {0: imgs[0], n - 1: imgs[-1]} if n > 2 else {0: imgs[0]}
+        assert torch.equal(impose_known(imgs, known, p, footprints=fps), reference[f"impose_{key}"])
+        consistent = make_consistent({0: imgs[0], n - 1: imgs[-1]}, p, footprints=fps)
+        assert torch.equal(torch.stack(list(consistent.values())), reference[f"consistent_{key}"])
+        res = level_residuals(imgs, torch.arange(n), imgs[1 % n], 1 % n, p, footprints=fps)
+        assert torch.equal(torch.cat([r.flatten() for r in res if r is not None]),
+                           reference[f"resid_{key}"])
