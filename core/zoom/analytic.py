@@ -32,6 +32,18 @@ def make_scenes(num_scenes: int, num_levels: int, shape: tuple[int, int, int], z
     return torch.stack([render_image(stack, zoom, footprints, loop) for stack in layers])
 
 
+def make_field_scenes(num_scenes: int, num_levels: int, shape: tuple[int, int, int],
+                      zoom: int, generator: torch.Generator | None = None, footprints=None,
+                      loop: bool = False) -> torch.Tensor:
+    """Like ``make_scenes`` but each layer is a draw of the scale-invariant Gaussian field
+    (1/f² spectrum, natural-image-like texture at every scale) instead of smooth blobs: a
+    mixture prior of a different structure, still with one right answer per scene."""
+    field = GaussianFieldDenoiser(shape, torch.zeros(1))
+    layers = field.sample_prior(num_scenes * num_levels, generator).reshape(
+        num_scenes, num_levels, *shape)
+    return torch.stack([render_image(stack, zoom, footprints, loop) for stack in layers])
+
+
 class MixtureDenoiser:
     """Exact E[x0 | z_t] per level under a uniform prior over the scenes' renders."""
 
