@@ -3,6 +3,7 @@ so the Blender side can check sizes before dependencies are installed."""
 
 from __future__ import annotations
 
+import math
 import numbers
 
 from ..errors import InvalidInputError
@@ -64,3 +65,16 @@ def pyramid_depth(height: int, width: int, zoom: int) -> int:
     while height % p ** (k + 1) == 0 and width % p ** (k + 1) == 0:
         k += 1
     return k
+
+
+def footprints_for_targets(targets, height: int, width: int, zoom: int) -> list[tuple[int, int]]:
+    """``(left, top)`` per target ``(x, y)`` (fractions of the frame): the H/p x W/p region whose
+    centre is nearest the target while staying inside the frame, on the ``height x width`` grid."""
+    p = check_zoom(zoom)
+    h, w = height // p, width // p
+    out = []
+    for x, y in targets:
+        left = min(max(int(math.floor(x * width - w / 2 + 0.5)), 0), width - w)
+        top = min(max(int(math.floor(y * height - h / 2 + 0.5)), 0), height - h)
+        out.append((left, top))
+    return out
