@@ -208,3 +208,20 @@ def settings_dict(settings) -> dict:
     if settings.guidance_auto:
         out["guidance"] = None
     return out
+
+
+def apply_stack(settings, directory, manifest: dict) -> None:
+    """A stack was loaded: it becomes the panel's last stack, and its prompts (unless the list
+    already holds them as one run of rows), model and seed become the panel's, so Extend and
+    Regenerate work on it at once."""
+    settings.last_stack_dir = str(directory)
+    prompts = [str(p) for p in manifest.get("prompts", [])]
+    rows = [t.strip() for t in prompts_of(settings)]
+    n = len(prompts)
+    if not any(rows[i:i + n] == prompts for i in range(len(rows) - n + 1)):
+        set_prompts(settings, prompts)
+    if isinstance(manifest.get("model"), str) and manifest["model"]:
+        settings.model = manifest["model"]
+    seed = manifest.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 31:
+        settings.seed = seed

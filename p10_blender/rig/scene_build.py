@@ -17,6 +17,7 @@ new datablocks then take the old names (no ``.001``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,7 +32,8 @@ from ...core.stack.stack_io import read_manifest
 from ..setup import compat
 
 BUILD_KEY = "p10_build"
-STACK_KEY = "p10_stack"
+STACK_KEY = "p10_stack"         # the stack folder's real path
+IDENTITY_KEY = "p10_stack_id"   # the stack wherever it lies (``stack_identity``)
 HOME_KEY = "p10_home"      # on a rig scene: the scene whose settings it uses
 ZOOM_PROP = "zoom_level"  # the animatable float on the rig's root object
 PLANE_SIZE = 1.0          # longer side of the view (and of plane k at zoom_level k), in units
@@ -341,129 +343,219 @@ def _vec(corner):
     return Vector(tuple(corner))
 
 
-def _rig_scene(home: "bpy.types.Scene", key: str, label: str) -> "tuple[bpy.types.Scene, bool]":
-    """The stack's own scene (made on its first load): ``(scene, created)``."""
+def stack_identity(manifest: dict[str, Any]) -> str:
+    """The same stack wherever its folder lies: a digest of its manifest (prompts, seed, model,
+    creation time, levels...). A moved or renamed folder keeps it; an extended or regenerated
+    stack (a new manifest) gets a new one."""
+    text = json.dumps(manifest, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _same_stack(idb: "bpy.types.ID", keys: set, identity: str) -> bool:
+    return idb.get(STACK_KEY) in keys or idb.get(IDENTITY_KEY) == identity
+
+
+def _rig_scene(home: "bpy.types.Scene", keys: set, identity: str,
+               label: str) -> "tuple[bpy.types.Scene, bool]":
+    """The stack's own scene (made on its first load): ``(scene, created)``. A moved folder
+    (same identity) or the stack this one extends (``keys``) finds the scene it had."""
     for scene in bpy.data.scenes:
-        if scene.get(STACK_KEY) == key and scene.get(HOME_KEY) is not None:
+        if scene.get(HOME_KEY) is not None and _same_stack(scene, keys, identity):
             return scene, False
     scene = bpy.data.scenes.new(label)
-    scene[STACK_KEY] = key
     scene[HOME_KEY] = home.name
     return scene, True
 
 
+def _world(scene: "bpy.types.Scene") -> None:
+    """A rig scene gets a world (Blender's default grey) so objects an artist adds are lit as
+    in any new scene; the planes are emission seen by camera rays only and ignore it."""
+    if scene.world is None:
+        world = bpy.data.worlds.new(scene.name)
+        world.color = (0.05, 0.05, 0.05)
+        if hasattr(world, "use_nodes") and not world.use_nodes:
+            world.use_nodes = True  # always on (and deprecated) in 5.0
+        background = world.node_tree.nodes.get("Background") if world.node_tree else None
+        if background is not None:
+            background.inputs["Color"].default_value = (0.05, 0.05, 0.05, 1.0)
+        scene.world = world
+
+
+def _new_rig(scene: "bpy.types.Scene", label: str, n: int, size: float, old: list,
+             own_scene: bool) -> "tuple[bpy.types.Collection, bpy.types.Object, bpy.types.Object]":
+    """A new build's collection, root and camera (first load): ``(coll, root, camera)``."""
+    coll = bpy.data.collections.new(f"P10 Zoom {label}")
+    scene.collection.children.link(coll)
+    root = bpy.data.objects.new(f"P10 Root {label}", None)
+    root.empty_display_type = "PLAIN_AXES"
+    root.empty_display_size = 0.1 * size
+    if not own_scene:
+        exclude = {ob for c in old for ob in c.objects}
+        root.location = (_free_slot_x(scene, exclude, size), 0.0, 0.0)
+    root[ZOOM_PROP] = 0.0
+    root["p10_role"] = "ROOT"
+
+    cam_data = bpy.data.cameras.new(f"P10 Camera {label}")
+    cam_data.type = "ORTHO"
+    cam_data.sensor_fit = "AUTO"
+    cam_data.ortho_scale = size
+    # perspective framing equal to the orthographic one at the planes' distance
+    cam_data.lens = cam_data.sensor_width * CAMERA_HEIGHT
+    cam_data.clip_start = 0.01 * size
+    cam_data.clip_end = 2.0 * CAMERA_HEIGHT * size
+    cam = bpy.data.objects.new(f"P10 Camera {label}", cam_data)
+    cam.parent = root
+    cam.location = (0.0, 0.0, CAMERA_HEIGHT * size)  # looks down -Z at the planes
+    cam["p10_role"] = "CAMERA"
+    for ob in (root, cam):
+        coll.objects.link(ob)
+    return coll, root, cam
+
+
+def _add_planes(coll, root, images, label: str, width: int, height: int, zoom: int,
+                size: float) -> "dict[bpy.types.ID, str]":
+    """One plane per layer, parented to ``root`` and driven by its ``zoom_level``; returns
+    the new datablocks with their final names."""
+    names: dict[bpy.types.ID, str] = {}
+    sx, sy = plane_size(width, height, 0, zoom, size)
+    for i, image in enumerate(images):
+        name = f"P10 {label} L{i:02d}"
+        mesh = _plane_mesh(name, sx, sy, 0.0)
+        mat = _emission_material(name, image)
+        mesh.materials.append(mat)
+        ob = bpy.data.objects.new(name, mesh)
+        ob.parent = root
+        ob["p10_role"], ob["p10_level"] = "LAYER", i
+        _camera_rays_only(ob)
+        drive_plane(ob, root, i, zoom, size)
+        coll.objects.link(ob)
+        names.update({mesh: name, mat: name, ob: name, image: name})
+    return names
+
+
+def _adopt_children(old_coll, new_objects: list, shift: int) -> None:
+    """Objects an artist parented to a level of the old build move to the same image's new
+    object (level + ``shift`` after Extend Wider). Their local transform and parent inverse
+    stay: the new object of that image is where the old one was at the same zoom."""
+    by_level = {(ob.get("p10_role"), ob.get("p10_level")): ob for ob in new_objects}
+    old_id = old_coll[BUILD_KEY]
+    for ob in old_coll.objects:
+        role = ob.get("p10_role")
+        if role in (None, "ROOT", "CAMERA") or ob.get(BUILD_KEY) != old_id:
+            continue
+        target = by_level.get((role, int(ob.get("p10_level", 0)) + shift))
+        for child in list(ob.children):
+            child.parent = target if target is not None else build_root(old_coll)
+
+
+def _set_stack_info(coll, key: str, identity: str, manifest: dict, size: float,
+                    label: str) -> None:
+    coll[STACK_KEY], coll[IDENTITY_KEY], coll["p10_label"] = key, identity, label
+    coll["p10_zoom"], coll["p10_num_levels"] = int(manifest["zoom"]), int(manifest["num_levels"])
+    coll["p10_width"], coll["p10_height"] = int(manifest["width"]), int(manifest["height"])
+    coll["p10_plane_size"] = float(size)
+    coll["p10_prompts"] = json.dumps([str(p) for p in manifest["prompts"]])
+
+
+def _zoom_range(root, n: int) -> None:
+    ui = root.id_properties_ui(ZOOM_PROP)
+    ui.update(min=0.0, max=float(n - 1), soft_min=0.0, soft_max=float(n - 1),
+              description=f"Zoom level shown: k fills the view with image k (0-{n - 1}); "
+                          f"keys in between give a constant-speed exponential zoom")
+
+
 def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
                      own_scene: bool = True, exact: bool = False, engine: str = "CYCLES",
-                     samples: int = 16, size: float = PLANE_SIZE) -> "bpy.types.Collection":
-    """Build (or rebuild) the rig of the stack folder ``directory``; returns its collection.
+                     samples: int = 16, size: float = PLANE_SIZE,
+                     replaces: str | os.PathLike | None = None,
+                     level_shift: int = 0) -> "bpy.types.Collection":
+    """Build the rig of the stack folder ``directory``, or update a rig in place; returns its
+    collection.
 
     ``own_scene`` (default): in a scene of its own named after the stack, made on the first
     load with the render settings of ``configure_render``; ``home`` (the user's scene) is not
     changed at all. Otherwise the rig is added to ``home`` beside its objects, and only the
-    camera is set, if ``home`` has none. The new build is made complete first; only then is
-    the previous build of the same stack (in the same scene) removed and its names taken over,
-    so a failure leaves everything as it was. Raises StackFormatError for a bad folder. The
-    zoom is not keyed here (see ``animation.key_zoom``).
+    camera is set, if ``home`` has none.
+
+    In place: a rig of the same stack (the same folder, the same stack moved elsewhere —
+    ``stack_identity`` —, or the stack ``replaces`` names, which Extend / Regenerate made this
+    one from) keeps its scene, collection, root (with its keys and children), camera (with the
+    artist's settings) and names; only the planes are new. Children of the old planes move to
+    the new plane of the same image (``level_shift``: levels added outside, Extend Wider).
+    The new planes are made complete first; only then do the old ones go, so a failure leaves
+    everything as it was. Raises StackFormatError for a bad folder. The zoom is not keyed here
+    (see ``animation.key_zoom``).
     """
     directory = Path(bpy.path.abspath(os.fspath(directory)))
     manifest = read_manifest(directory)
-    key = _stack_key(directory)
+    key, identity = _stack_key(directory), stack_identity(manifest)
+    keys = {key} | ({_stack_key(replaces)} if replaces else set())
     width, height = int(manifest["width"]), int(manifest["height"])
     zoom, n = int(manifest["zoom"]), int(manifest["num_levels"])
-    label = directory.name or "stack"
     build_id = uuid.uuid4().hex
 
-    images = _load_layers(directory, manifest, label, build_id)
     created_scene = None
+    new_ids: list = []  # made by this call: removed again on failure
     try:
         if own_scene:
-            scene, created = _rig_scene(home, key, label)
+            scene, created = _rig_scene(home, keys, identity, directory.name or "stack")
             created_scene = scene if created else None
         else:
             scene = home
-        old = [c for c in find_builds(scene, directory)]
-        names: dict[bpy.types.ID, str] = {im: f"P10 {label} L{i:02d}"
-                                          for i, im in enumerate(images)}
-        coll = bpy.data.collections.new(f"P10 Zoom {label}")
-        names[coll] = f"P10 Zoom {label}"
-        coll[BUILD_KEY] = build_id
-        coll[STACK_KEY] = key
-        coll[HOME_KEY] = home.name
-        coll["p10_serial"] = max([c.get("p10_serial", 0) for c in find_builds()] or [0]) + 1
-        coll["p10_zoom"], coll["p10_num_levels"] = zoom, n
-        coll["p10_width"], coll["p10_height"] = width, height
-        coll["p10_plane_size"] = float(size)
-        coll["p10_prompts"] = json.dumps([str(p) for p in manifest["prompts"]])
-        scene.collection.children.link(coll)
-
-        root = bpy.data.objects.new(f"P10 Root {label}", None)
-        names[root] = f"P10 Root {label}"
-        root.empty_display_type = "PLAIN_AXES"
-        root.empty_display_size = 0.1 * size
-        old_roots = [r for c in old for r in build_objects(c, "ROOT")]
-        if old_roots:
-            root.location = old_roots[0].location
-        elif not own_scene:
-            exclude = {ob for c in old for ob in c.objects}
-            root.location = (_free_slot_x(scene, exclude, size), 0.0, 0.0)
-        root[ZOOM_PROP] = 0.0
-        ui = root.id_properties_ui(ZOOM_PROP)
-        ui.update(min=0.0, max=float(n - 1), soft_min=0.0, soft_max=float(n - 1),
-                  description=f"Zoom level shown: k fills the view with image k (0-{n - 1}); "
-                              f"keys in between give a constant-speed exponential zoom")
-        root["p10_zoom"] = zoom
-
-        created: list[bpy.types.ID] = [root]
-        sx, sy = plane_size(width, height, 0, zoom, size)
-        for i, image in enumerate(images):
-            name = f"P10 {label} L{i:02d}"
-            mesh = _plane_mesh(name, sx, sy, 0.0)
-            mat = _emission_material(name, image)
-            mesh.materials.append(mat)
-            ob = bpy.data.objects.new(name, mesh)
-            ob.parent = root
-            ob["p10_role"], ob["p10_level"] = "LAYER", i
-            _camera_rays_only(ob)
-            drive_plane(ob, root, i, zoom, size)
-            created += [mesh, mat, ob]
-            names.update({mesh: name, mat: name, ob: name})
-
-        cam_data = bpy.data.cameras.new(f"P10 Camera {label}")
-        cam_data.type = "ORTHO"
-        cam_data.sensor_fit = "AUTO"
-        cam_data.ortho_scale = size
-        # perspective framing equal to the orthographic one at the planes' distance
-        cam_data.lens = cam_data.sensor_width * CAMERA_HEIGHT
-        cam_data.clip_start = 0.01 * size
-        cam_data.clip_end = 2.0 * CAMERA_HEIGHT * size
-        cam = bpy.data.objects.new(f"P10 Camera {label}", cam_data)
-        cam.parent = root
-        cam.location = (0.0, 0.0, CAMERA_HEIGHT * size)  # looks down -Z at the planes
-        cam["p10_role"] = "CAMERA"
-        created += [cam_data, cam]
-        names.update({cam_data: f"P10 Camera {label}", cam: f"P10 Camera {label}"})
-        root["p10_role"] = "ROOT"
-        for idb in created:
+        old = [c for c in find_builds(scene) if _same_stack(c, keys, identity)]
+        keep = max(old, key=lambda c: c.get("p10_serial", 0)) if old else None
+        label = str(keep.get("p10_label", "")) if keep is not None else ""
+        label = label or (directory.name or "stack")
+        images = _load_layers(directory, manifest, label, build_id)
+        if keep is not None:
+            coll, root, cam = keep, build_root(keep), build_camera(keep)
+        else:
+            coll, root, cam = _new_rig(scene, label, n, size, old, own_scene)
+            coll["p10_serial"] = max([c.get("p10_serial", 0) for c in find_builds()] or [0]) + 1
+            coll[HOME_KEY] = home.name
+            new_ids += [coll, root, cam, cam.data]
+        names = _add_planes(coll, root, images, label, width, height, zoom, size)
+        new_ids += list(names)
+        for idb in new_ids:
             idb[BUILD_KEY] = build_id
-            if isinstance(idb, bpy.types.Object):
-                coll.objects.link(idb)
-        set_build_look(coll, exact)
+        set_build_look(coll, exact)  # (the new planes; the old ones go below)
 
         if own_scene:
             if created_scene is not None:
                 configure_render(scene, width, height, engine, samples, exact)
-            scene.camera = cam
+                _world(scene)
+            if scene.camera is None or keep is None:
+                scene.camera = cam
         elif scene.camera is None or any(scene.camera == build_camera(c) for c in old):
             scene.camera = cam
     except BaseException:
-        remove_build(build_id)
+        remove_build(build_id)  # (the images are tagged as they load)
         if created_scene is not None:
             bpy.data.scenes.remove(created_scene)
         raise
-    # The new build is complete: now the previous one of this stack may go, and its names
-    # pass to the new datablocks.
+    # The new planes are complete: the old ones may go now. A kept rig's root, camera,
+    # collection and keys pass to the new build; everything else of the old builds goes.
+    if keep is not None:
+        _adopt_children(keep, [ob for ob in names if isinstance(ob, bpy.types.Object)],
+                        level_shift)
+        kept = [coll, root, cam, cam.data]
+        action = root.animation_data.action if root.animation_data is not None else None
+        kept += [action] if action is not None else []
+        old_id = keep[BUILD_KEY]
+        for idb in kept:
+            idb[BUILD_KEY] = build_id
+        remove_build(old_id)
+        if level_shift:
+            from .animation import shift_levels
+            shift_levels(root, level_shift)
     for coll_old in old:
-        remove_build(coll_old[BUILD_KEY])
+        if coll_old is not keep:
+            remove_build(coll_old[BUILD_KEY])
+    if own_scene:
+        scene[STACK_KEY], scene[IDENTITY_KEY] = key, identity
+    _set_stack_info(coll, key, identity, manifest, size, label)
+    _zoom_range(root, n)
+    root["p10_zoom"] = zoom
     for idb, name in names.items():
         if idb.name != name:
             idb.name = name

@@ -98,7 +98,7 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
 
         editor = video.sequence_editor_create()
         strips = compat.strips(editor)
-        zoom = strips.new_scene("P10 Zoom", source, 1, start)
+        zoom = strips.new_scene("Zoom", source, 1, start)
         if "scene_input" in zoom.bl_rna.properties:
             zoom.scene_input = "CAMERA"
         zoom.scene_camera = camera or source.camera
@@ -115,7 +115,7 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
                 if not raw:
                     continue
                 text, font, _ = caption_layout(raw, width, height, caption_size)
-                strip = compat.new_effect_strip(strips, f"P10 Caption {level:02d}", "TEXT",
+                strip = compat.new_effect_strip(strips, f"Caption {level:02d}", "TEXT",
                                                 2, start + first, count)
                 strip.text = text
                 strip.font_size = font
@@ -131,7 +131,7 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
         fade = min(int(fade_frames), (end - start + 1) // 2)
         if fade > 0:
             # A black strip above everything (captions included) fades to and from black.
-            black = compat.new_effect_strip(strips, "P10 Fade", "COLOR", 3, start,
+            black = compat.new_effect_strip(strips, "Fade", "COLOR", 3, start,
                                             end - start + 1)
             black.color = (0.0, 0.0, 0.0)
             black.blend_type = "ALPHA_OVER"

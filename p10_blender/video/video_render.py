@@ -74,7 +74,7 @@ def resolve_output(filepath: str, stack_dir: str, blend_path: str = "") -> Path:
 
 def _encode(frames: list[Path], out_path: Path, size: tuple[int, int], fps: int) -> Path:
     """Encode PNG frames (display values) to an H.264 MP4 through a temporary scene."""
-    enc = bpy.data.scenes.new("P10 Encode")
+    enc = bpy.data.scenes.new("Zoom Encode")
     try:
         enc.render.resolution_x, enc.render.resolution_y = size
         enc.render.resolution_percentage = 100
@@ -89,7 +89,7 @@ def _encode(frames: list[Path], out_path: Path, size: tuple[int, int], fps: int)
         tmp = out_path.with_name(f".{out_path.stem}.part.mp4")
         compat.set_video_output(enc, str(tmp), fps)
         editor = enc.sequence_editor_create()
-        strip = compat.strips(editor).new_image("P10 Frames", str(frames[0]), 1, 1)
+        strip = compat.strips(editor).new_image("Frames", str(frames[0]), 1, 1)
         for frame in frames[1:]:
             strip.elements.append(frame.name)
         written = Path(bpy.path.abspath(enc.render.frame_path(frame=1)))
