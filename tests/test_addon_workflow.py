@@ -10,6 +10,8 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 
 from blender_harness import FAKE_SCENE, install_extension, run_blender
@@ -110,3 +112,122 @@ def test_extend_and_regenerate_update_the_rig_in_place(ur, tmp_path):
                                                + [f"P10 a-galaxy L{i:02d}" for i in range(n)])
         assert not any(".0" in x for names in s["built"].values() for x in names), s["built"]
     assert seen["regen"]["stack"] == "the-universe-2"  # the panel's stack is the newest one
+
+
+def test_stacks_default_beside_the_blend_or_under_home_and_load_fills_the_panel(ur, tmp_path):
+    """Issue 21.4: never inside the extension's folder (uninstalling deletes it): unsaved ->
+    ~/zoom_stacks, saved -> //zoom_stacks, shown in the panel. Issue 21.6: after Load Zoom
+    Stack, Extend and Regenerate work (the panel's stack, prompts and model are the stack's)."""
+    from test_addon_ui import RECORDER
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    out = run_blender(script(tmp_path / "unused", RECORDER + textwrap.dedent(f'''
+        res = {{}}
+        p10.output_dir = ""
+        log = []
+        addon().p10_blender.interface.panel.draw_output(Recorder(log), bpy.context)
+        res["label_unsaved"] = [x for k, x in log if k == "label"]
+        run_op("generate")
+        res["unsaved"] = p10.last_stack_dir
+        bpy.ops.wm.save_as_mainfile(filepath={str(proj / "shot.blend")!r})
+        bpy.context.window.scene = home = bpy.data.scenes["Scene"]
+        log = []
+        addon().p10_blender.interface.panel.draw_output(Recorder(log), bpy.context)
+        res["label_saved"] = [x for k, x in log if k == "label"]
+        run_op("generate")
+        res["saved"] = p10.last_stack_dir
+        res["user_dir"] = str(addon().p10_blender.setup.dependencies.user_dir())
+        # a fresh scene, nothing typed: load the stack, then extend it
+        fresh = bpy.data.scenes.new("Fresh")
+        bpy.context.window.scene = fresh
+        fresh.p10.model = "some/other-model"
+        res["poll_before"] = bpy.ops.p10.extend_stack.poll()
+        assert bpy.ops.p10.load_stack(directory=res["saved"]) == {{"FINISHED"}}
+        bpy.context.window.scene = fresh
+        f = fresh.p10
+        res["filled"] = [f.last_stack_dir, [i.text for i in f.prompts], f.model]
+        f.output_dir = "//more"
+        f.prompts.add().text = "a moon"
+        res["extend"] = run_op("extend_stack", direction="DEEPER")
+        res["extended"] = f.last_stack_dir
+        emit(**res)
+    ''')), ur, env=home_env(tmp_path))
+    home = tmp_path / "home"
+    assert out["unsaved"] == str(home / "zoom_stacks" / "a-galaxy")
+    assert out["saved"] == str(proj / "zoom_stacks" / "a-galaxy")
+    assert any(str(home / "zoom_stacks") in x for x in out["label_unsaved"])
+    assert any(str(proj / "zoom_stacks") in x for x in out["label_saved"])
+    assert not Path(out["user_dir"], "stacks").exists()
+    assert out["filled"] == [out["saved"], ["a galaxy", "a star", "a planet"],
+                             "stabilityai/stable-diffusion-2-1-base"]
+    assert out["extend"] == [["FINISHED"], None], out["extend"]
+    assert out["extended"] == str(proj / "more" / "a-galaxy")  # '//' follows the .blend
+    assert json.loads((proj / "more" / "a-galaxy" / "manifest.json").read_text())[
+        "prompts"] == ["a galaxy", "a star", "a planet", "a moon"]
+
+
+VIDEO_WORK = '''
+import importlib, os, shutil
+from pathlib import Path
+res = {{}}
+anim = bpy.context.scene.p10.animation
+anim.frames_per_level, anim.hold_start, anim.hold_end, anim.ease_frames = 1, 0, 0, 0
+anim.samples, anim.fade_frames, anim.captions = 1, 0, False
+assert bpy.ops.p10.load_stack(directory={old!r}) == {{"FINISHED"}}
+rig = bpy.context.scene
+rig.render.resolution_x, rig.render.resolution_y = 32, 18      # the artist's 16:9 frame
+rig.camera.data.type, rig.camera.data.lens = "PERSP", 36.0
+bpy.ops.wm.save_as_mainfile(filepath={blend!r})
+# the stack folder moves (the old place is gone); loading it from there relinks the rig
+shutil.move({old!r}, {new!r}); shutil.rmtree(os.path.dirname({old!r}))
+bpy.context.window.scene = bpy.data.scenes["Scene"]
+assert bpy.ops.p10.load_stack(directory={new!r}) == {{"FINISHED"}}
+res["names"] = sorted(i.name for k in ("objects", "images", "collections", "scenes")
+                      for i in getattr(bpy.data, k) if "p10_build" in i or k == "scenes")
+res["cam"] = [rig.camera.data.type, rig.camera.data.lens]
+assert bpy.ops.p10.make_video() == {{"FINISHED"}}
+video = bpy.context.scene
+res["video_size"] = [video.render.resolution_x, video.render.resolution_y]
+res["rig_size"] = [rig.render.resolution_x, rig.render.resolution_y]
+res["make_path"] = bpy.path.abspath(video.render.frame_path(frame=video.frame_start))
+vr = importlib.import_module(ADDON + ".p10_blender.video.video_render")
+for fmt, path in (("PNG", "//seq/"), ("EXR", "exr_frames"), ("FFV1", "")):
+    anim.video_format, anim.filepath = fmt, path
+    res[fmt] = [sorted(bpy.ops.p10.render_video()), vr.progress.message]
+res["old_back"] = os.path.exists(os.path.dirname({old!r}))
+emit(**res)
+'''
+
+
+def test_moved_stack_relinks_and_video_keeps_the_frame_and_writes_sequences(ur, tmp_path):
+    """Issue 21.10: a moved stack relinks (same scene, names, camera; no `.001`) and no output
+    re-creates its old folder; 21.9: the video keeps the artist's resolution (the zoom fills
+    it); 21.12: PNG / EXR sequences and a codec choice, relative paths against the .blend."""
+    from test_scene_render import make_stack
+    old, new = tmp_path / "old" / "place" / "p2", tmp_path / "new" / "p2"
+    images = make_stack(old, n=3, size=32, zoom=2, seed=3)
+    new.parent.mkdir()
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    out = run_blender(VIDEO_WORK.format(old=str(old), new=str(new),
+                                        blend=str(proj / "shot.blend")), ur,
+                      env=home_env(tmp_path))
+    assert out["names"] == sorted(["P10 Camera p2", "P10 Root p2", "P10 Zoom p2", "Scene", "p2"]
+                                  + [f"P10 p2 L{i:02d}" for i in range(3)] * 2), out["names"]
+    assert out["cam"] == ["PERSP", 36.0]
+    assert out["video_size"] == out["rig_size"] == [32, 18]
+    assert out["make_path"] == str(proj / "zoom_stacks" / "p2.mp4")  # follows the .blend
+    for fmt in ("PNG", "EXR", "FFV1"):
+        assert out[fmt][0] == ["FINISHED"], out[fmt]
+    seq = proj / "seq" / "p2-frames"
+    pngs = sorted(seq.glob("frame_*.png"))
+    assert len(pngs) == 3 and f"Wrote {seq}" in out["PNG"][1]
+    frame = iio.imread(pngs[0]).astype(np.float32) / 255
+    assert frame.shape == (18, 32, 3)
+    assert frame.mean(axis=(1, 2)).min() > 0.1  # every row shows the zoom: no bars
+    # the middle 18 rows of level 0's 32 px image fill the 16:9 frame (cropped)
+    assert np.abs(frame - images[0][7:25]).mean() < 0.08
+    assert len(sorted((proj / "exr_frames").glob("frame_*.exr"))) == 3
+    assert (proj / "zoom_stacks" / "p2.mkv").stat().st_size > 0
+    assert not out["old_back"]
+    assert not [p for p in proj.rglob(".*")]  # no hidden leftovers

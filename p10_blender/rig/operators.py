@@ -13,7 +13,7 @@ from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ...core.errors import P10Error
 from . import animation, scene_build
-from ..setup import compat
+from ..setup import compat, paths
 from ...core.stack.stack_io import read_manifest
 from ..properties import apply_stack, settings_scene
 
@@ -70,7 +70,9 @@ class P10_AnimationSettings(bpy.types.PropertyGroup):
         description="Samples per pixel; they average the finer layers' texels (antialiasing)")
     video_size: IntProperty(name="Video Size", default=512, min=16, soft_max=4096,
                             subtype="PIXEL",
-                            description="Pixels on the longer side of the video")
+                            description="Pixels on the longer side of the video, in the "
+                                        "stack's aspect; a resolution set on the rig's scene "
+                                        "is kept instead (its size and aspect)")
     fps: IntProperty(name="FPS", default=24, min=1, max=240,
                      description="Frames per second of the video")
     captions: BoolProperty(name="Captions", default=True,
@@ -82,8 +84,13 @@ class P10_AnimationSettings(bpy.types.PropertyGroup):
                              description="Fade in from and out to black over these frames")
     filepath: StringProperty(
         name="Output", default="", subtype="FILE_PATH", options=compat.PATH_OPTIONS,
-        description="MP4 file to write (empty: <stack>.mp4 beside the stack folder; '//' "
-                    "is the .blend's folder, or the stack's parent folder if unsaved)")
+        description="Video file, or folder of an image sequence (empty: named after the stack, "
+                    "in the folder stacks go to; '//' and relative paths start at the .blend's "
+                    "folder, at ~/zoom_stacks while the file is unsaved)")
+    video_format: EnumProperty(
+        name="Format", default="H264",
+        description="A video file and its codec, or an image sequence in a folder",
+        items=[(key, label, tip) for key, (label, tip, *_rest) in paths.OUTPUT_FORMATS.items()])
 
 
 def _values(settings) -> dict:

@@ -1,4 +1,5 @@
-"""Where the add-on writes stacks and videos: beside the .blend, never in the extension's folder.
+"""Where and how the add-on writes stacks and videos: beside the .blend, never in the
+extension's folder; the video's formats (files and image sequences).
 
 The extension's own folder (``extension_path_user``) is deleted when the extension is
 uninstalled or updated, so nothing an artist keeps goes there. Stacks default to
@@ -15,6 +16,21 @@ from pathlib import Path
 import bpy
 
 STACKS_FOLDER = "zoom_stacks"
+
+# id: (label, tooltip, kind, Blender codec or image format, FFmpeg container, extension)
+OUTPUT_FORMATS = {
+    "H264": ("MP4 (H.264)", "A video file that plays everywhere", "VIDEO", "H264", "MPEG4",
+             ".mp4"),
+    "H265": ("MP4 (H.265)", "Smaller files at the same quality; newer players", "VIDEO", "H265",
+             "MPEG4", ".mp4"),
+    "PRORES": ("QuickTime (ProRes)", "For editing: near-lossless, large files", "VIDEO",
+               "PRORES", "QUICKTIME", ".mov"),
+    "FFV1": ("Matroska (FFV1)", "Lossless video, for archiving", "VIDEO", "FFV1", "MKV", ".mkv"),
+    "PNG": ("PNG Sequence", "8-bit PNG frames in a folder (render farms, editors)", "IMAGES",
+            "PNG", "", ".png"),
+    "EXR": ("OpenEXR Sequence", "Half-float OpenEXR frames in a folder (compositing)", "IMAGES",
+            "OPEN_EXR", "", ".exr"),
+}
 
 
 def blend_dir() -> Path | None:

@@ -13,6 +13,7 @@ import bpy
 
 from ..setup import compat
 from ..rig.animation import level_spans
+from .video_render import set_output
 
 VIDEO_KEY = "p10_video_of"  # custom property on a video scene: the camera scene's name
 
@@ -65,7 +66,8 @@ def _key_alpha(strip, frames_values: Sequence[tuple[int, float]]) -> None:
 def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[str],
                       filepath: str, size: tuple[int, int], fps: int, captions: bool = True,
                       caption_size: int = 0, fade_frames: int = 0,
-                      camera: "bpy.types.Object | None" = None) -> "bpy.types.Scene":
+                      camera: "bpy.types.Object | None" = None,
+                      fmt: str = "H264") -> "bpy.types.Scene":
     """(Re)build the video scene of ``source``; the previous one is removed once done.
 
     ``levels`` is the zoom level of each of source's frames (``animation.frame_levels``); a
@@ -94,7 +96,7 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
         video.view_settings.exposure, video.view_settings.gamma = 0.0, 1.0
         video.display_settings.display_device = source.display_settings.display_device
         video.sequencer_colorspace_settings.name = source.sequencer_colorspace_settings.name
-        compat.set_video_output(video, filepath, fps)
+        set_output(video, filepath, fps, fmt)  # a video file or a folder of frames
 
         editor = video.sequence_editor_create()
         strips = compat.strips(editor)
