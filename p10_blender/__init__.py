@@ -49,8 +49,16 @@ def p10_load_pre(*_args) -> None:
     generation.on_file_load()
 
 
+def one_line_description(cls) -> None:
+    """An operator's tooltip is its docstring as one line: Blender keeps a docstring's line
+    breaks and indentation, which the tooltip then shows."""
+    if issubclass(cls, bpy.types.Operator) and cls.__doc__ and "bl_description" not in vars(cls):
+        cls.bl_description = " ".join(cls.__doc__.split())
+
+
 def register() -> None:
     for cls in all_classes():
+        one_line_description(cls)
         bpy.utils.register_class(cls)
         _registered.append(cls)
     bpy.types.Scene.p10 = bpy.props.PointerProperty(type=properties.P10_SceneSettings)

@@ -60,7 +60,9 @@ def _base_annotations() -> dict:
                                       description="One prompt per zoom level, outermost first"),
         "prompt_index": IntProperty(name="Active Prompt", default=0, min=0,
                                     description="The selected zoom level in the prompt list"),
-        "preset": EnumProperty(name="Preset", items=preset_items,
+        # Static items (the shipped examples do not change while Blender runs): a callback
+        # enum read where Blender has no context warns "current value '0' matches no enum".
+        "preset": EnumProperty(name="Preset", items=list(preset_items(None, None)),
                                description="Prompt sequences from the paper"),
         "zoom": EnumProperty(name="Zoom Factor", items=ZOOM_ITEMS, default="2",
                              description="Zoom between consecutive levels (p in the paper)"),

@@ -231,3 +231,69 @@ def test_moved_stack_relinks_and_video_keeps_the_frame_and_writes_sequences(ur, 
     assert (proj / "zoom_stacks" / "p2.mkv").stat().st_size > 0
     assert not out["old_back"]
     assert not [p for p in proj.rglob(".*")]  # no hidden leftovers
+
+
+def test_ui_tooltips_preset_estimate_scene_option_colour_note_world(ur, tmp_path):
+    """Issue 21.15 and 21.8: one-line tooltips; the preset enum without a context-dependent
+    callback (no 'matches no enum' warning); no estimate without prompts; Add to Current Scene
+    beside Load Zoom Stack, with a note on which view transforms show the PNG colours; rig
+    scenes get a world; no 'P10' in the names of the video's strips."""
+    from test_addon_ui import RECORDER
+    from test_scene_render import make_stack
+    stack = tmp_path / "grid"
+    make_stack(stack, n=2, size=32, zoom=2, seed=1)
+    out = run_blender(RECORDER + textwrap.dedent(f'''
+        import importlib
+        res = {{}}
+        mod = addon().p10_blender
+        ops = [c for c in mod.all_classes() if issubclass(c, bpy.types.Operator)]
+        res["tooltips"] = {{c.bl_idname: getattr(getattr(bpy.ops, c.bl_idname.split(".")[0]),
+                                                 c.bl_idname.split(".")[1]).get_rna_type().description
+                           for c in ops}}
+        p10 = bpy.context.scene.p10
+        res["preset_items"] = p10.bl_rna.properties["preset"].enum_items.keys()
+        res["preset"] = p10.preset
+        def draw(fn):
+            log = []
+            fn(Recorder(log), bpy.context)
+            return log
+        res["model_empty"] = draw(mod.interface.panel.draw_model)
+        p10.prompts.add().text = "a galaxy"
+        res["model_one"] = draw(mod.interface.panel.draw_model)
+        res["output_off"] = draw(mod.interface.panel.draw_output)
+        res["animation"] = draw(mod.interface.panel.draw_animation)
+        p10.animation.use_current_scene = True
+        scene = bpy.context.scene
+        notes = {{}}
+        for view, exact in (("AgX", False), ("Standard", False), ("Filmic", False),
+                            ("Standard", True), ("Raw", True)):
+            scene.view_settings.view_transform = view
+            p10.animation.exact = exact
+            notes[f"{{view}} {{exact}}"] = [x for k, x in draw(mod.interface.panel.draw_output)
+                                           if k == "label"]
+        res["notes"] = notes
+        p10.animation.use_current_scene = p10.animation.exact = False
+        assert bpy.ops.p10.load_stack(directory={str(stack)!r}) == {{"FINISHED"}}
+        rig = bpy.context.scene
+        res["world"] = rig.world.name if rig.world else None
+        assert bpy.ops.p10.make_video() == {{"FINISHED"}}
+        compat = importlib.import_module(ADDON + ".p10_blender.setup.compat")
+        res["strips"] = sorted(s.name for s in compat.all_strips(bpy.context.scene.sequence_editor))
+        emit(**res)
+    '''), ur, env=home_env(tmp_path))
+    bad = {k: v for k, v in out["tooltips"].items() if "\n" in v or "  " in v or not v.strip()}
+    assert not bad and len(out["tooltips"]) > 20, bad
+    assert "galaxy" in out["preset_items"] and out["preset"] in out["preset_items"]
+    assert "matches no enum" not in out["_stderr"]
+    assert not any("Memory" in x for k, x in out["model_empty"] if k == "label")
+    assert any("Memory: about" in x for k, x in out["model_one"] if k == "label")
+    output = out["output_off"]
+    assert ["prop", "use_current_scene"] in output and ["operator", "p10.load_stack"] in output
+    assert ["prop", "use_current_scene"] not in out["animation"]
+    notes = out["notes"]
+    assert any("'AgX' tone-maps" in x and "'Standard'" in x for x in notes["AgX False"])
+    assert any("'Filmic' tone-maps" in x for x in notes["Filmic False"])
+    assert any("only 'Raw'" in x for x in notes["Standard True"])
+    assert not any("tone-maps" in x for x in notes["Standard False"] + notes["Raw True"])
+    assert out["world"] is not None
+    assert out["strips"] and not any("P10" in s for s in out["strips"]), out["strips"]
