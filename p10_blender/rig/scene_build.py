@@ -515,7 +515,7 @@ def stack_path(manifest: dict[str, Any], where: Path) -> tuple[list | None, bool
     return [tuple(fp) for fp in footprints], loop
 
 
-def camera_overscan(coll: "bpy.types.Collection", scene=None) -> float:
+def camera_overscan(coll: "bpy.types.Collection", scene=None, depsgraph=None) -> float:
     """How much wider than the rig's nominal view (about its centre) the build's camera sees
     on the planes now: from its lens, sensor, shift, ortho scale, position and rotation."""
     from mathutils import Vector
@@ -523,14 +523,17 @@ def camera_overscan(coll: "bpy.types.Collection", scene=None) -> float:
     if root is None or cam is None:
         return 1.0
     scene = scene or build_scene(coll) or bpy.context.scene
-    if scene == bpy.context.scene:
+    if depsgraph is not None and depsgraph.scene_eval.original == scene:
+        pass
+    elif scene == bpy.context.scene:
         depsgraph = bpy.context.evaluated_depsgraph_get()
     else:  # a rig scene not shown in the window
         depsgraph = scene.view_layers[0].depsgraph
         depsgraph.update()
     cam_eval = cam.evaluated_get(depsgraph)
     root_eval = root.evaluated_get(depsgraph)
-    to_root = root_eval.matrix_world.inverted() @ cam_eval.matrix_world
+    # Blender renders with the camera's matrix normalised (object scale ignored)
+    to_root = root_eval.matrix_world.inverted() @ cam_eval.matrix_world.normalized()
     corners = cam_eval.data.view_frame(scene=scene)
     origin = to_root @ Vector((0.0, 0.0, 0.0))
     hits = []
@@ -550,12 +553,12 @@ def camera_overscan(coll: "bpy.types.Collection", scene=None) -> float:
     return path_keys.view_overscan(hits, sx / 2, sy / 2)
 
 
-def fit_overscan(coll: "bpy.types.Collection", margin: float = 1.0) -> float:
+def fit_overscan(coll: "bpy.types.Collection", depsgraph=None) -> float:
     """Raise the root's ``overscan`` to what the camera sees (never lowers it); returns it."""
     root = build_root(coll)
     if root is None:
         return 1.0
-    need = camera_overscan(coll) * margin
+    need = camera_overscan(coll, depsgraph=depsgraph)
     value = max(float(root.get(OVERSCAN_PROP, DEFAULT_OVERSCAN)), need)
     if value > float(root.get(OVERSCAN_PROP, 0.0)):
         root[OVERSCAN_PROP] = value
@@ -630,7 +633,7 @@ def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
         else:
             scene = home
         old = [c for c in find_builds(scene, directory)]
-        smooth = filter if filter in FILTERS else (build_filter(old[0]) if old else None)
+        smooth = build_filter(old[0]) if old else filter  # a rebuild keeps the filter
         names: dict[bpy.types.ID, str] = {im: f"P10 {label} L{i:02d}"
                                           for i, im in enumerate(images)}
         coll = bpy.data.collections.new(f"P10 Zoom {label}")
