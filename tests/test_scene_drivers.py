@@ -256,3 +256,95 @@ def test_any_framing_and_root_scale_never_shows_black_and_levels_can_be_parented
     assert black("lens12", 2) == 0.0 and black("lens12", 3) == 0.0
     # world scale of a child of level 1's empty: 2^(z - 1) at every zoom level, unclamped
     assert np.allclose(out["scales"], [0.5, 1.0, 2.0, 4.0, 2 ** 1.5], rtol=1e-4), out["scales"]
+
+
+KEYS = HELPERS + '''
+anim = bpy.context.scene.p10.animation
+anim.frames_per_level, anim.hold_start, anim.hold_end, anim.ease_frames = 10, 2, 3, 4
+home = bpy.context.scene
+assert "FINISHED" in bpy.ops.p10.load_stack(directory={stack!r})
+rig = bpy.context.scene
+root = [o for o in rig.objects if "zoom_level" in o][0]
+anim_mod = importlib.import_module("{addon}.p10_blender.rig.animation")
+def keys():
+    fc = compat.find_fcurve(root, '["zoom_level"]')
+    return [(round(kp.co.x, 3), round(kp.co.y, 3)) for kp in fc.keyframe_points]
+def curve():
+    fc = compat.find_fcurve(root, '["zoom_level"]')
+    return [fc.evaluate(f / 4) for f in range(4 * rig.frame_start, 4 * rig.frame_end + 1)]
+res = dict(first=keys(), first_end=rig.frame_end)
+# hold at level 2: two keys at 2.0, flat handles, no overshoot anywhere
+anim.hold_levels, anim.hold_frames = "2", 6
+res["held"], res["held_curve"], res["held_end"] = keys(), curve(), rig.frame_end
+# the artist moves the last key 5 frames later and adds a hold key by hand
+fc = compat.find_fcurve(root, '["zoom_level"]')
+last = max(fc.keyframe_points, key=lambda kp: kp.co.x)
+for attr in ("co", "handle_left", "handle_right"):
+    getattr(last, attr).x += 5
+fc.update()
+root.animation_data.action.update_tag()
+bpy.context.view_layer.update()      # the Graph Editor's edit reaches the depsgraph
+res["retimed_end"], res["edited"] = rig.frame_end, anim_mod.keys_edited(root)
+edited = keys()
+anim.frames_per_level = 7            # any setting: the edited keys stay
+anim.direction = "OUT"
+anim.direction = "IN"
+res["kept"] = keys() == edited
+# the artist's camera and children survive a reload of the same stack
+cam = rig.camera
+cam.data.type, cam.data.lens = "PERSP", 40.0
+cam.location.x = 0.05
+kid = bpy.data.objects.new("kid", None); rig.collection.objects.link(kid); kid.parent = root
+pet = bpy.data.objects.new("pet", None); rig.collection.objects.link(pet)
+pet.parent = bpy.data.objects["P10 Level fp L02"]
+anim.texture_filter = "Cubic"
+anim.exact = True
+anim.exact = False
+res["filter_toggle"] = anim_mod and [n.interpolation for m in bpy.data.materials if "p10_build" in m
+                                     for n in m.node_tree.nodes if n.type == "TEX_IMAGE"]
+bpy.context.window.scene = home
+home.name = "Renamed Home"           # the rig keeps pointing at it
+assert "FINISHED" in bpy.ops.p10.load_stack(directory={stack!r})
+rig = bpy.context.scene
+root = [o for o in rig.objects if "zoom_level" in o][0]
+cam = rig.camera
+res["reload"] = dict(type=cam.data.type, lens=cam.data.lens, x=round(cam.location.x, 4),
+                     cam=cam.name, kid=kid.parent.name if kid.parent else None,
+                     pet=pet.parent.name if pet.parent else None, keys=keys() == edited,
+                     scenes=sorted(s.name for s in bpy.data.scenes),
+                     filter=[n.interpolation for m in bpy.data.materials if "p10_build" in m
+                             for n in m.node_tree.nodes if n.type == "TEX_IMAGE"],
+                     objects=len(rig.objects))
+# from the renamed home: Reset Zoom Keys (asks; here run directly) and the video still work
+bpy.context.window.scene = bpy.data.scenes["Renamed Home"]
+res["poll_video"] = bpy.ops.p10.make_video.poll()
+assert bpy.ops.p10.rekey_zoom() == {{"FINISHED"}}
+res["reset"], res["reset_end"] = keys(), rig.frame_end
+emit(**res)
+'''
+
+
+def test_hand_timing_kept_holds_without_overshoot_camera_children_and_home_kept(ur, tmp_path):
+    images = consistent_images(procedural_layers(4, 32, seed=4), 2, [(8, 8)] * 3)
+    write_stack(tmp_path / "fp", images, 2)
+    out = run_blender(KEYS.format(stack=str(tmp_path / "fp"), addon=ADDON), ur)
+    for name in ("first", "held", "reset"):
+        out[name] = [tuple(k) for k in out[name]]
+    assert out["first"] == [(3.0, 0.0), (33.0, 3.0)] and out["first_end"] == 36
+    # hold at level 2 for 6 frames: keys 0 -> 2, 2 (held), -> 3; monotone, never past 2
+    assert out["held"] == [(3.0, 0.0), (23.0, 2.0), (29.0, 2.0), (39.0, 3.0)]
+    curve = np.array(out["held_curve"])
+    assert np.all(np.diff(curve) >= -1e-6) and curve.max() <= 3 + 1e-6
+    assert out["held_end"] == 42
+    # retimed by hand: the frame range follows; no setting re-keys an edited curve
+    assert out["edited"] and out["retimed_end"] == 47
+    assert out["kept"]
+    r = out["reload"]
+    assert (r["type"], r["lens"], r["x"]) == ("PERSP", 40.0, 0.05) and r["cam"] == "P10 Camera fp"
+    assert r["kid"] == "P10 Root fp" and r["pet"] == "P10 Level fp L02" and r["keys"]
+    assert r["scenes"] == ["Renamed Home", "fp"]
+    assert set(out["filter_toggle"]) == {"Cubic"} and set(r["filter"]) == {"Cubic"}
+    assert out["poll_video"]
+    # Reset Zoom Keys: the settings' keys again (7 frames per level now, hold 6 at level 2)
+    assert out["reset"] == [(3.0, 0.0), (17.0, 2.0), (23.0, 2.0), (30.0, 3.0)]
+    assert out["reset_end"] == 33
