@@ -56,6 +56,12 @@ def one_line_description(cls) -> None:
         cls.bl_description = " ".join(cls.__doc__.split())
 
 
+@persistent
+def p10_depsgraph_update(scene, depsgraph) -> None:
+    """Hand edits of a rig (retimed keys, a wider camera) update what depends on them."""
+    rig_ops.on_depsgraph_update(scene, depsgraph)
+
+
 def register() -> None:
     for cls in all_classes():
         one_line_description(cls)
@@ -64,6 +70,8 @@ def register() -> None:
     bpy.types.Scene.p10 = bpy.props.PointerProperty(type=properties.P10_SceneSettings)
     if p10_load_pre not in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.append(p10_load_pre)
+    if p10_depsgraph_update not in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.append(p10_depsgraph_update)
     dependencies.refresh(preferences.get_prefs())
 
 
@@ -72,6 +80,8 @@ def unregister() -> None:
     jobs.stop_polling(generation.runner)
     while p10_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(p10_load_pre)
+    while p10_depsgraph_update in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.remove(p10_depsgraph_update)
     if hasattr(bpy.types.Scene, "p10"):
         del bpy.types.Scene.p10
     while _registered:

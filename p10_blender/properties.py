@@ -17,7 +17,8 @@ from ..core.settings import (DEFAULT_MODEL, DEVICES, SCHEDULER_CHOICES, SCHEDULE
 from .setup import compat
 
 # Custom properties linking the scenes the add-on makes to the scene holding the settings:
-# a video scene names its zoom scene, a rig scene names the scene it was loaded from.
+# a video scene points to its zoom scene, a rig scene to the scene it was loaded from (ID
+# pointers: renaming a scene keeps the link; older files hold names, still read).
 SOURCE_KEYS = ("p10_video_of", "p10_home")
 
 # Enum items are built from core's own tables, so a name core adds appears here by itself.
@@ -142,13 +143,24 @@ def settings_scene(scene):
     while scene is not None and scene.name not in seen:
         seen.add(scene.name)
         for key in SOURCE_KEYS:
-            source = bpy.data.scenes.get(str(scene.get(key, "")))
+            source = linked_scene(scene, key)
             if source is not None and source != scene:
                 scene = source
                 break
         else:
             return scene
     return scene
+
+
+def linked_scene(idb, key: str):
+    """The scene an ID's custom property ``key`` points to: an ID pointer (renaming the
+    scene keeps the link), or a scene name as older files stored it."""
+    value = idb.get(key) if idb is not None else None
+    if isinstance(value, bpy.types.Scene):
+        return value
+    if isinstance(value, str) and value:
+        return bpy.data.scenes.get(value)
+    return None
 
 
 def p10_of(context):

@@ -35,6 +35,20 @@ def _relook(self, context) -> None:
         apply_look(coll, _values(self))
 
 
+def _refilter(self, context) -> None:
+    coll = scene_build.zoom_build(self.id_data)
+    if coll is not None:
+        scene_build.set_build_look(coll, bool(coll.get("p10_exact")), self.texture_filter)
+
+
+FILTER_ITEMS = (
+    ("Linear", "Linear", "Smooth magnification (bilinear)"),
+    ("Cubic", "Cubic", "Smoother magnification (bicubic)"),
+    ("Closest", "Closest", "Hard texels, no interpolation"),
+    ("Smart", "Smart", "Bicubic when magnifying, else bilinear (Eevee and viewport only)"),
+)
+
+
 class P10_AnimationSettings(bpy.types.PropertyGroup):
     """Zoom rig and video settings, stored at ``scene.p10.animation``."""
 
@@ -59,6 +73,16 @@ class P10_AnimationSettings(bpy.types.PropertyGroup):
                             description="Frames to hold the first level before zooming")
     hold_end: IntProperty(name="Hold End", default=24, min=0, update=_rekey,
                           description="Frames to hold the last level after zooming")
+    hold_levels: StringProperty(
+        name="Hold at Levels", default="", update=_rekey,
+        description="Inner levels where the zoom stops for Hold Frames, e.g. \"2\" or "
+                    "\"1, 3\" (eased in and out, never overshooting)")
+    hold_frames: IntProperty(name="Hold Frames", default=24, min=0, update=_rekey,
+                             description="Frames to hold at each level of Hold at Levels")
+    texture_filter: EnumProperty(
+        name="Texture Filter", items=FILTER_ITEMS, default="Linear", update=_refilter,
+        description="How the planes' textures are sampled outside Exact Pixels (kept across "
+                    "Exact Pixels toggles and reloads)")
     ease_frames: IntProperty(
         name="Ease", default=48, min=0, update=_rekey,
         description="Length in frames of the keys' flat handles: the zoom speeds up and "
@@ -106,20 +130,48 @@ def _settings_of(scene):
     return getattr(getattr(settings_scene(scene), "p10", None), "animation", None)
 
 
-def animate_build(coll, values: dict) -> None:
-    """(Re)key the rig's ``zoom_level`` from the settings; fit its own scene's frame range."""
+def zoom_keys_for(coll, values: dict) -> "animation.ZoomKeys":
+    """The keys the settings give this build (a loop zooms through N levels back to 0)."""
     info = scene_build.build_info(coll)
-    scene = scene_build.build_scene(coll)
-    keys = animation.zoom_keys(
-        info["num_levels"], values["frames_per_level"], direction=values["direction"],
+    levels = info["num_levels"] + (1 if info["loop"] else 0)
+    try:
+        hold_levels = animation.parse_holds(values.get("hold_levels", ""), levels)
+    except ValueError:
+        hold_levels = []  # the panel shows the error under the field
+    return animation.zoom_keys(
+        levels, values["frames_per_level"], direction=values["direction"],
         hold_start=values["hold_start"], hold_end=values["hold_end"],
-        ease_frames=values["ease_frames"])
-    animation.key_zoom(scene_build.build_root(coll), keys, scene.frame_start)
-    end = scene.frame_start + keys.length - 1
-    if scene.get(scene_build.HOME_KEY) is not None:  # the rig's own scene: fit the shot
-        scene.frame_end = end
+        ease_frames=values["ease_frames"],
+        holds={k: values.get("hold_frames", 0) for k in hold_levels})
+
+
+def animate_build(coll, values: dict, force: bool = False) -> bool:
+    """(Re)key the rig's ``zoom_level`` from the settings and fit the frame range. Keys the
+    artist edited (moved, added, reshaped) are kept unless ``force``; returns whether the
+    rig was re-keyed."""
+    scene = scene_build.build_scene(coll)
+    root = scene_build.build_root(coll)
+    rekey = force or not animation.keys_edited(root)
+    if rekey:
+        animation.key_zoom(root, zoom_keys_for(coll, values), scene.frame_start)
+    fit_frame_range(coll, values)
+    if rekey and scene.get(scene_build.HOME_KEY) is not None:
         scene.frame_current = scene.frame_start
-    elif scene.frame_end < end:  # a user's scene only grows to hold the zoom
+    return rekey
+
+
+def fit_frame_range(coll, values: dict) -> None:
+    """The rig's own scene ends Hold End frames after the last zoom key (so retiming by hand
+    moves the end too); a user's scene only grows to hold the zoom."""
+    scene = scene_build.build_scene(coll)
+    span = animation.key_range(scene_build.build_root(coll))
+    if scene is None or span is None:
+        return
+    end = int(round(span[1])) + int(values["hold_end"])
+    if scene.get(scene_build.HOME_KEY) is not None:
+        if scene.frame_end != end:
+            scene.frame_end = end
+    elif scene.frame_end < end:
         scene.frame_end = end
 
 
@@ -146,8 +198,8 @@ def build_and_animate(scene, directory: str, replaces: str = "", level_shift: in
     values = _values(_settings_of(home))
     coll = scene_build.build_zoom_stack(
         home, directory, own_scene=not values["use_current_scene"], exact=values["exact"],
-        engine=values["engine"], samples=values["samples"], replaces=replaces or None,
-        level_shift=level_shift)
+        engine=values["engine"], samples=values["samples"], filter=values["texture_filter"],
+        replaces=replaces or None, level_shift=level_shift)
     animate_build(coll, values)
     if getattr(home, "p10", None) is not None:
         apply_stack(home.p10, directory, read_manifest(directory))
@@ -212,6 +264,71 @@ class P10_OT_load_stack(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class P10_OT_rekey_zoom(bpy.types.Operator):
+    """Replace the zoom's keys with the ones the settings give (keys edited by hand are
+    otherwise kept when a setting changes)"""
+
+    bl_idname = "p10.rekey_zoom"
+    bl_label = "Reset Zoom Keys"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _has_build(cls, context)
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_confirm(self, event)
+
+    def execute(self, context):
+        coll = scene_build.zoom_build(context.scene)
+        animate_build(coll, _values(_settings_of(context.scene)), force=True)
+        self.report({"INFO"}, "Zoom keys reset from the settings")
+        return {"FINISHED"}
+
+
+class P10_OT_fit_overscan(bpy.types.Operator):
+    """Set the rig's overscan to what its camera sees now (lens, sensor, shift, ortho scale,
+    position and rotation), so no coarser level is hidden while the view needs it"""
+
+    bl_idname = "p10.fit_overscan"
+    bl_label = "Fit Overscan to Camera"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        return _has_build(cls, context)
+
+    def execute(self, context):
+        coll = scene_build.zoom_build(context.scene)
+        root = scene_build.build_root(coll)
+        need = scene_build.camera_overscan(coll)
+        root[scene_build.OVERSCAN_PROP] = max(1.0, need)
+        root.update_tag()
+        self.report({"INFO"}, f"Overscan {need:.2f}")
+        return {"FINISHED"}
+
+
+def on_depsgraph_update(scene, depsgraph) -> None:
+    """Hand edits follow: retimed zoom keys move the rig scene's end; a camera that sees
+    more than the overscan raises it (never lowers it)."""
+    ids = {getattr(u.id, "original", u.id) for u in depsgraph.updates}
+    if not ids:
+        return
+    for coll in scene_build.find_builds():
+        root, cam = scene_build.build_root(coll), scene_build.build_camera(coll)
+        if root is None:
+            continue
+        action = root.animation_data.action if root.animation_data else None
+        try:
+            if action is not None and action in ids:
+                fit_frame_range(coll, _values(_settings_of(scene_build.build_scene(coll))))
+            if (cam is not None and (cam in ids or cam.data in ids)
+                    and depsgraph.scene_eval.original == scene_build.build_scene(coll)):
+                scene_build.fit_overscan(coll, depsgraph=depsgraph)
+        except (ReferenceError, RuntimeError, ValueError, ZeroDivisionError):
+            continue
+
+
 def draw_animation_settings(layout, context, settings) -> None:
     """The Animation sub-panel: where the rig goes, its look, the zoom's keys, rendering."""
     layout.use_property_split = True
@@ -227,9 +344,27 @@ def draw_animation_settings(layout, context, settings) -> None:
     col.prop(settings, "hold_start")
     col.prop(settings, "hold_end")
     col.prop(settings, "ease_frames")
+    col.prop(settings, "hold_levels")
+    sub = col.column()
+    sub.active = bool(settings.hold_levels.strip())
+    sub.prop(settings, "hold_frames")
+    if coll is not None:
+        levels = scene_build.build_info(coll)["num_levels"]
+        try:
+            animation.parse_holds(settings.hold_levels, levels)
+        except ValueError as exc:
+            col.label(text=str(exc), icon="ERROR")
+        if animation.keys_edited(root):
+            row = layout.row()
+            row.label(text="Keys edited by hand: kept", icon="KEYFRAME_HLT")
+            row.operator(P10_OT_rekey_zoom.bl_idname, text="Reset")
+        box = layout.column(align=True)
+        box.prop(root, f'["{scene_build.OVERSCAN_PROP}"]', text="Overscan")
+        box.operator(P10_OT_fit_overscan.bl_idname, icon="CAMERA_DATA")
+    layout.prop(settings, "texture_filter")
     col = layout.column(align=True)
     col.prop(settings, "engine")
     col.prop(settings, "samples")
 
 
-CLASSES = (P10_AnimationSettings, P10_OT_load_stack)
+CLASSES = (P10_AnimationSettings, P10_OT_load_stack, P10_OT_rekey_zoom, P10_OT_fit_overscan)

@@ -11,11 +11,12 @@ from typing import Sequence
 
 import bpy
 
+from ..properties import linked_scene
 from ..setup import compat
 from ..rig.animation import level_spans
 from .video_render import set_output
 
-VIDEO_KEY = "p10_video_of"  # custom property on a video scene: the camera scene's name
+VIDEO_KEY = "p10_video_of"  # custom property on a video scene: its camera scene
 
 
 def even(n: float) -> int:
@@ -52,7 +53,7 @@ def caption_layout(text: str, width: int, height: int, font_size: int = 0) -> tu
 
 def find_video_scene(source: "bpy.types.Scene") -> "bpy.types.Scene | None":
     for sc in bpy.data.scenes:
-        if sc.get(VIDEO_KEY) == source.name and sc != source:
+        if linked_scene(sc, VIDEO_KEY) == source and sc != source:
             return sc
     return None
 
@@ -80,7 +81,7 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
     old = find_video_scene(source)
     video = bpy.data.scenes.new(f"{source.name} Video")
     try:
-        video[VIDEO_KEY] = source.name
+        video[VIDEO_KEY] = source  # a pointer: renaming keeps it
         video.frame_start, video.frame_end = start, end
         render = video.render
         render.resolution_x, render.resolution_y = width, height
