@@ -301,3 +301,81 @@ def test_ui_tooltips_preset_estimate_scene_option_colour_note_world(ur, tmp_path
     assert not any("tone-maps" in x for x in notes["Standard False"] + notes["Raw True"])
     assert out["world"] is not None
     assert out["strips"] and not any("P10" in s for s in out["strips"]), out["strips"]
+
+
+def test_targets_and_loop_from_the_panel_reach_the_engine_and_the_marker(ur, tmp_path):
+    """Issue 19.5: Centre by default, one target for all or one per transition (the prompt
+    rows), drawn as the next level's region on the level's thumbnail; a loaded stack's
+    footprints come back as its targets. Issue 20.5: the Loop toggle (one more transition),
+    a photo inside a loop."""
+    from test_addon_ui import RECORDER
+    from core.stack.stack_io import ZoomStack
+    aimed = tmp_path / "aimed"
+    ZoomStack(np.full((3, 64, 64, 3), 0.5, np.float32),
+              {"zoom": 2, "prompts": ["a", "b", "c"], "footprints": [[0, 0], [32, 32]]}
+              ).save(aimed)
+    out = run_blender(script(tmp_path / "stacks", RECORDER + textwrap.dedent(f'''
+        import numpy as np
+        _inner = _fake_generate
+        def _capture(settings, **kw):
+            FAKE["seen"] = [settings.targets, settings.loop, settings.photo is not None]
+            return _inner(settings, **kw)
+        _gen.engine = lambda: (_capture, _FakeCache)
+        mod = addon().p10_blender
+        res = {{}}
+        def generate():
+            r = run_op("generate")
+            return [r, FAKE.get("seen")]
+        res["default"] = [p10.target_mode, generate()]
+        p10.target_mode, p10.target = "ONE", (0.25, 0.75)
+        res["one"] = generate()
+        p10.target_mode = "EACH"
+        for item, t in zip(p10.prompts, ((0.2, 0.3), (0.7, 0.6), (0.1, 0.1))):
+            item.target = t
+        res["each"] = generate()
+        p10.loop = True
+        res["each_loop"] = generate()
+        photo = bpy.data.images.new("photo", 64, 64)
+        p10.use_photo, p10.photo, p10.photo_level = True, photo, 1
+        res["photo_loop"] = generate()
+        p10.use_photo = False
+        # the marker: row 0's target at the top-left quarter of the frame (footprint 0,0)
+        p10.loop = False
+        bpy.context.window.scene = bpy.data.scenes["Scene"]
+        p10.prompt_index = 0
+        p10.prompts[0].target = (0.25, 0.25)
+        img = bpy.data.images["Zoom Target"]
+        w, h = img.size
+        px = np.empty(w * h * 4, np.float32); img.pixels.foreach_get(px)
+        px = px.reshape(h, w, 4)[::-1, :, :3]
+        res["marker"] = [w, h, px[0, 0].tolist(), px[0, w // 2 - 1].tolist(),
+                         px[h // 2 - 1, 0].tolist(), px[h - 1, w - 1].tolist(),
+                         px[h // 4, w // 4].tolist()]
+        log = []
+        mod.interface.panel.draw_prompts(Recorder(log), bpy.context)
+        res["drawn"] = log
+        p10.prompt_index = 2                      # the finest row: no next level
+        log = []
+        mod.interface.panel.draw_prompts(Recorder(log), bpy.context)
+        res["finest"] = [x for k, x in log if k == "label"]
+        # a stack made with targets: its footprints come back as the panel's targets
+        fresh = bpy.data.scenes.new("Fresh"); bpy.context.window.scene = fresh
+        assert bpy.ops.p10.load_stack(directory={str(aimed)!r}) == {{"FINISHED"}}
+        f = fresh.p10
+        res["loaded"] = [f.target_mode, [list(i.target) for i in f.prompts][:2], f.loop]
+        emit(**res)
+    ''')), ur, env=home_env(tmp_path))
+    assert out["default"] == ["CENTRE", [[["FINISHED"], None], [None, False, False]]]
+    assert out["one"][1] == [[[0.25, 0.75]], False, False]
+    assert out["each"][1][0] == [[0.2, 0.3], [0.7, 0.6]]                  # N-1 transitions
+    assert out["each_loop"][1] == [[[0.2, 0.3], [0.7, 0.6], [0.1, 0.1]], True, False]  # N
+    assert out["photo_loop"] == [[["FINISHED"], None], [out["each_loop"][1][0], True, True]]
+    w, h, corner, top_edge, left_edge, far, inside = out["marker"]
+    yellow = pytest.approx([1.0, 0.8, 0.1], abs=0.02)
+    assert (w, h) == (128, 128)
+    assert corner == yellow and top_edge == yellow and left_edge == yellow  # region 0..63
+    assert far != yellow and inside != yellow
+    assert ["prop", "loop"] in out["drawn"] and ["prop", "target_mode"] in out["drawn"]
+    assert ["prop", "target"] in out["drawn"]
+    assert any("no next level" in x for x in out["finest"])
+    assert out["loaded"] == ["EACH", [[0.25, 0.25], [0.75, 0.75]], False]

@@ -12,7 +12,7 @@ import bpy
 
 from ..setup import dependencies, paths
 from ..generate import generation, jobs, operators
-from . import models_ui
+from . import models_ui, targets
 from ..rig import operators as rig_ops, scene_build
 from ..video import operators as video_ops
 from ..properties import p10_of, settings_scene
@@ -105,6 +105,7 @@ def draw_prompts(layout, context) -> None:
     row.operator("p10.prompts_import", text="Import", icon="FILE_FOLDER")
     row.operator("p10.prompts_export", text="Export", icon="EXPORT")
     col.prop(p10, "negative_prompt")
+    targets.draw_targets(col, p10)  # where each level sits (issue 19), the loop (issue 20)
 
 
 def draw_model(layout, context) -> None:

@@ -510,16 +510,17 @@ def _rig_scene(home: "bpy.types.Scene", keys: set, identity: str,
 
 
 def _world(scene: "bpy.types.Scene") -> None:
-    """A rig scene gets a world (Blender's default grey) so objects an artist adds are lit as
-    in any new scene; the planes are emission seen by camera rays only and ignore it."""
+    """A rig scene gets a world of its own (black: the rig renders as before, with no ambient
+    light on objects an artist adds until the world is changed; the planes are emission seen
+    by camera rays only and ignore it)."""
     if scene.world is None:
         world = bpy.data.worlds.new(scene.name)
-        world.color = (0.05, 0.05, 0.05)
+        world.color = (0.0, 0.0, 0.0)
         if hasattr(world, "use_nodes") and not world.use_nodes:
             world.use_nodes = True  # always on (and deprecated) in 5.0
         background = world.node_tree.nodes.get("Background") if world.node_tree else None
         if background is not None:
-            background.inputs["Color"].default_value = (0.05, 0.05, 0.05, 1.0)
+            background.inputs["Color"].default_value = (0.0, 0.0, 0.0, 1.0)
         scene.world = world
 
 
