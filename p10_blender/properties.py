@@ -282,25 +282,19 @@ def targets_of(settings) -> list | None:
 
 
 def apply_stack(settings, directory, manifest: dict) -> None:
-    """A stack was loaded: it becomes the panel's last stack, and its prompts (unless the list
-    already holds them as one run of rows), model and seed become the panel's, so Extend and
-    Regenerate work on it at once."""
+    """A stack was loaded: it becomes the panel's last stack, and its prompts, loop and targets
+    (unless the list already holds its prompts as one run of rows), model and seed become the
+    panel's, so Extend and Regenerate work on it at once."""
     settings.last_stack_dir = str(directory)
     prompts = [str(p) for p in manifest.get("prompts", [])]
     rows = [t.strip() for t in prompts_of(settings)]
     n = len(prompts)
-    start = next((i for i in range(len(rows) - n + 1) if rows[i:i + n] == prompts), None)
-    if start is None:
+    if not any(rows[i:i + n] == prompts for i in range(len(rows) - n + 1)):
+        # another stack: its prompts, loop and targets (the list's own rows, targets and
+        # loop stay when it holds the stack's prompts already: Generate, Extend)
         set_prompts(settings, prompts)
-        start = 0
-    settings.loop = bool(manifest.get("loop", False))
-    targets = stack_targets(manifest)
-    if targets is not None and len(targets) > 1:  # one per transition: onto the stack's rows
-        for item, pair in zip(list(settings.prompts)[start:], targets):
-            item.target = pair
-        settings.target_mode = "EACH"
-    else:
-        set_targets(settings, targets)
+        settings.loop = bool(manifest.get("loop", False))
+        set_targets(settings, stack_targets(manifest))
     if isinstance(manifest.get("model"), str) and manifest["model"]:
         settings.model = manifest["model"]
     seed = manifest.get("seed")

@@ -350,7 +350,7 @@ def test_targets_and_loop_from_the_panel_reach_the_engine_and_the_marker(ur, tmp
         px = px.reshape(h, w, 4)[::-1, :, :3]
         res["marker"] = [w, h, px[0, 0].tolist(), px[0, w // 2 - 1].tolist(),
                          px[h // 2 - 1, 0].tolist(), px[h - 1, w - 1].tolist(),
-                         px[h // 4, w // 4].tolist()]
+                         px[10, 50].tolist()]
         log = []
         mod.interface.panel.draw_prompts(Recorder(log), bpy.context)
         res["drawn"] = log
