@@ -147,8 +147,7 @@ def new_footprints(stack: ZoomStack, targets, count: int, family: str | None) ->
         in LATENT_FAMILIES else 1
     scale = vae * int(w) // int(m.get("sample_width") or w)
     pairs = [tuple(t) for t in targets] * (count if len(targets) == 1 else 1)
-    grid = footprints_for_targets(pairs, h // scale, w // scale, stack.zoom)
-    return [(left * scale, top * scale) for left, top in grid]
+    return footprints_for_targets(pairs, h, w, stack.zoom, grid=scale)
 
 
 def check_extend(stack: ZoomStack, prompts: Sequence[str], *, outward: bool = False, overlap: int = 2,

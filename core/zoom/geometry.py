@@ -67,14 +67,15 @@ def pyramid_depth(height: int, width: int, zoom: int) -> int:
     return k
 
 
-def footprints_for_targets(targets, height: int, width: int, zoom: int) -> list[tuple[int, int]]:
+def footprints_for_targets(targets, height: int, width: int, zoom: int,
+                           grid: int = 1) -> list[tuple[int, int]]:
     """``(left, top)`` per target ``(x, y)`` (fractions of the frame): the H/p x W/p region whose
-    centre is nearest the target while staying inside the frame, on the ``height x width`` grid."""
+    centre is nearest the target while staying inside the frame, starts multiples of ``grid``."""
     p = check_zoom(zoom)
     h, w = height // p, width // p
     out = []
     for x, y in targets:
-        left = min(max(int(math.floor(x * width - w / 2 + 0.5)), 0), width - w)
-        top = min(max(int(math.floor(y * height - h / 2 + 0.5)), 0), height - h)
-        out.append((left, top))
+        left = min(max(int(math.floor((x * width - w / 2) / grid + 0.5)), 0), (width - w) // grid)
+        top = min(max(int(math.floor((y * height - h / 2) / grid + 0.5)), 0), (height - h) // grid)
+        out.append((left * grid, top * grid))
     return out
