@@ -23,7 +23,8 @@ from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_me
                      raise_if_cancelled)
 from .zoom.known import impose_known, make_consistent, needs_reconstruction
 from .models.fast_models import LCM_EMBEDDED_GUIDANCE
-from .zoom.geometry import footprints_for_targets
+from .zoom.geometry import (centred_footprint, check_footprints, footprints_for_targets,
+                            scale_footprints)
 from .zoom.sampler import sample_zoom_stack
 from .settings import DEFAULT_SCHEDULER, SCHEDULERS, GenerateSettings
 from .stack.stack_io import ZoomStack, centred_footprints
@@ -68,28 +69,15 @@ class Footprints:
     def from_settings(cls, s: GenerateSettings, grid_h: int, grid_w: int, scale: int,
                       explicit=None) -> "Footprints":
         """From ``explicit`` footprints in pixels ``scale`` times the grid (they must fall on
-        it), else from ``s.targets``; centred targets give None."""
+        it), else from ``s.targets``; centred ones give None."""
         if explicit is not None:
-            explicit = [(int(left), int(top)) for left, top in explicit]
-            if len(explicit) != s.num_transitions:
-                raise InvalidInputError(f"{len(explicit)} footprints given for "
-                                        f"{s.num_transitions} transition(s)")
-            for i, (left, top) in enumerate(explicit):
-                if left % scale or top % scale:
-                    raise InvalidInputError(
-                        f"footprint {i} ({left}, {top}) is not on this model's {scale}-pixel grid")
-            grid = [(left // scale, top // scale) for left, top in explicit]
+            grid = check_footprints(scale_footprints(list(explicit), 1, scale), grid_h, grid_w,
+                                    s.zoom, len(s.prompts), s.loop)
         else:
             targets = s.transition_targets()
             grid = None if targets is None else footprints_for_targets(targets, grid_h, grid_w, s.zoom)
-        centred = centred_footprints(grid_h, grid_w, s.zoom, s.num_transitions)
-        if grid is not None:
-            bad = [i for i, (left, top) in enumerate(grid)
-                   if not (0 <= left <= grid_w - grid_w // s.zoom
-                           and 0 <= top <= grid_h - grid_h // s.zoom)]
-            if bad:
-                raise InvalidInputError(f"footprint {bad[0]} {grid[bad[0]]} is outside the frame")
-        return cls(None if grid == centred else grid, bool(s.loop))
+        centred = [centred_footprint(grid_h, grid_w, s.zoom)] * s.num_transitions
+        return cls(None if grid is None or grid == centred else grid, bool(s.loop))
 
     def scaled(self, scale: int) -> list[tuple[int, int]] | None:
         if self.grid is None:
@@ -251,7 +239,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
 
     report("sampling", 0, steps)
     denoiser = backend.make_denoiser(cond, guidance, micro_batch,
-                                     differentiable=needs_reconstruction(known_x, n_levels))
+                                     differentiable=needs_reconstruction(known_x, n_levels, loop=s.loop))
     denoiser = backend.pixel_blending(denoiser, p, s.pixel_blend, micro_batch)
     result = sample_zoom_stack(
         denoiser, scheduler,

@@ -34,6 +34,13 @@ At ``s == 1`` both reduce to the same linear interpolation, so the switch is sea
 integer level with ``(h, w) == (H, W)`` the weights are exactly 0 and 1 and the frame is image
 ``l`` bit for bit.
 
+Off-centre footprints and loops (issues 19, 20): the above is the centred case. In general the
+view at level ``l = k + u`` is ``core.zoom.camera_path.level_view``'s rect of image k (top-left
+``q``, size ``s = p^-u`` in image k's frame fractions), so output coordinate ``c'`` maps to
+``x_k = (q_x + c' s / w) W`` and, in image ``j = k + m`` whose frame starts at ``o_m`` (the
+footprints composed), to ``x_j = (q_x - o_m) p^m W + c' s p^m W / w``; image j is pasted inside
+its own footprint ``[o_m, o_m + p^-m]``. With a loop image ``j`` is image ``j mod N``.
+
 Zoom speed: :func:`zoom_levels_for_frames` gives ``l(f) = f / F`` for ``F`` frames per level, i.e.
 the view scale ``p^(-f/F)`` shrinks by the same factor every frame (constant apparent speed).
 """
