@@ -106,6 +106,27 @@ def test_planes_follow_the_camera_path_at_and_between_levels(zoom, w, h, n, foot
             assert math.isclose(fx, x + a[0] / w * size, abs_tol=1e-9)
             assert math.isclose(fy, y + a[1] / h * size, abs_tol=1e-9)
             assert math.isclose(fs, size / zoom, rel_tol=1e-9)
+        # deeper and coarser levels: footprints composed from level k's frame
+        for m in (-2, -1, 2, 3):
+            lv = k + m
+            if not loop and not 0 <= lv < n:
+                continue
+            ex, ey, es = x, y, size
+            for i in (range(k, lv) if m > 0 else range(k - 1, lv - 1, -1)):
+                a = fps[i % len(fps)]
+                if m > 0:
+                    ex, ey, es = ex + a[0] / w * es, ey + a[1] / h * es, es / zoom
+                else:
+                    es = es * zoom
+                    ex, ey = ex - a[0] / w * es, ey - a[1] / h * es
+            js = [j for j in range(plan.planes)
+                  if j % n == lv % n and -m <= plan.wrap(z - j) < 1 - m]
+            if not js:
+                continue
+            gx, gy, gs = plane_rect(plan, js[0], z)
+            assert math.isclose(gs, es, rel_tol=1e-9), (z, m)
+            assert math.isclose(gx, ex, abs_tol=1e-9 * max(1, es))
+            assert math.isclose(gy, ey, abs_tol=1e-9 * max(1, es))
 
 
 def test_loop_period_holds_every_visible_plane_once_and_wraps():
