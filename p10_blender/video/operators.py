@@ -8,7 +8,7 @@ from bpy.props import StringProperty
 
 from ...core.errors import Cancelled, P10Error
 from ..rig import animation, scene_build
-from ..rig.operators import _has_build, _settings_of, _values
+from ..rig.operators import _has_build, _settings_of, _values, show_scene
 from ..setup import compat
 from . import sequencer, video_render
 
