@@ -1,0 +1,229 @@
+"""Off-centre footprints (issue 19) and loops (issue 20): geometry, exactness of Π_image /
+Π_noise / blending at offsets and on the cycle, and bit-identity of the centred default."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.errors import InvalidInputError
+from core.zoom.geometry import (
+    centred_footprint, check_footprints, footprint_offset, footprints_for_targets,
+    max_observation_depth, observation_box, scale_footprints,
+)
+from core.zoom.zoom_stack import (
+    BLEND_METHODS, blend, downsample, noise_gain, observe, render_image, render_noise,
+)
+
+REFERENCE = Path(__file__).parent / "data" / "centred_reference.pt"
+
+
+def rand(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def region(x, footprint, p):
+    left, top = footprint
+    h, w = x.shape[-2] // p, x.shape[-1] // p
+    return x[..., top:top + h, left:left + w]
+
+
+# ------------------------------------------------------------------------------ geometry
+def test_centred_default_and_footprint_checks_name_the_entry():
+    assert centred_footprint(32, 64, 2) == (16, 8)
+    assert check_footprints(None, 32, 64, 2, 4) == [(16, 8)] * 3
+    assert check_footprints(None, 32, 64, 2, 4, loop=True) == [(16, 8)] * 4
+    assert check_footprints([[0, 0], (32, 16.0)], 32, 64, 2, 3) == [(0, 0), (32, 16)]
+    bad = {
+        "need 2 footprints": [[0, 0]],
+        "footprint 1 (level 2 inside level 1) must be whole pixels": [[0, 0], [1.5, 0]],
+        "footprint 0 (level 1 inside level 0) [33, 0] leaves the frame": [[33, 0], [0, 0]],
+        "footprint 1 (level 2 inside level 1) [0, -1] leaves the frame": [[0, 0], [0, -1]],
+        "must be a [left, top] pair": [[0, 0], [1, 2, 3]],
+    }
+    for message, fps in bad.items():
+        with pytest.raises(InvalidInputError, match=message.replace("[", r"\[").replace("(", r"\(")
+                           .replace(")", r"\)")):
+            check_footprints(fps, 32, 64, 2, 3)
+    with pytest.raises(InvalidInputError, match="footprint 2 \\(level 0 inside level 2\\)"):
+        check_footprints([[0, 0], [0, 0], [0, 17]], 32, 64, 2, 3, loop=True)
+    with pytest.raises(InvalidInputError, match="whole pixels"):
+        check_footprints([[0, True], [0, 0]], 32, 64, 2, 3)
+
+
+def test_footprints_for_targets_centre_as_close_as_the_grid_allows():
+    # 64 x 32 frame, p = 4: region 16 x 8
+    assert footprints_for_targets([[0.5, 0.5]], 32, 64, 4) == [(24, 12)]
+    assert footprints_for_targets([[0, 0], [1, 1]], 32, 64, 4) == [(0, 0), (48, 24)]
+    # the eye at (0.3, 0.7): centre 19.2, 22.4 -> start 11.2 -> 11, 18.4 -> 18
+    assert footprints_for_targets([[0.3, 0.7]], 32, 64, 4) == [(11, 18)]
+    # on an 8 px grid: 11.2 -> 8, 18.4 -> 16; the last start on the grid is 48 / 24
+    assert footprints_for_targets([[0.3, 0.7], [0.99, 0.99]], 32, 64, 4, grid=8) == [(8, 16), (48, 24)]
+    # a tie between two grid points goes towards the centred footprint
+    assert footprints_for_targets([[0.5, 0.5]], 32, 64, 4, grid=16) == [(16, 16)]
+    for bad in ([[0.5]], [[0.5, 1.2]], [["a", 0]], [[0.5, None]], 7):
+        with pytest.raises(InvalidInputError, match="target"):
+            footprints_for_targets(bad, 32, 64, 4)
+    with pytest.raises(InvalidInputError, match="grid"):
+        footprints_for_targets([[0.5, 0.5]], 32, 64, 4, grid=0)
+    assert scale_footprints([(8, 16)], 1, 8) == [(1, 2)]
+    assert scale_footprints([(3, 5)], 4) == [(12, 20)]
+    with pytest.raises(InvalidInputError, match="footprint 0 \\[12, 16\\].*multiple of 8"):
+        scale_footprints([(12, 16)], 1, 8)
+
+
+def test_composed_offsets_and_aligned_observations():
+    fps = [(4, 6), (8, 2), (5, 3)]
+    # level 2 inside level 0: f_0 + f_1/2
+    assert footprint_offset(fps, 2, 0, 2) == (8, 7)
+    assert observation_box(fps, 32, 32, 2, 0, 2) == (7, 8, 8, 8)
+    # level 3 inside level 1 at depth 2: f_1 + f_2 / 2 = (8 + 2.5, 2 + 1.5): not aligned
+    assert footprint_offset(fps, 2, 1, 2)[0].denominator == 2
+    assert observation_box(fps, 32, 32, 2, 1, 2) is None
+    assert observation_box(fps, 32, 32, 2, 1, 3) is None  # past the finest level
+    assert observation_box(fps, 32, 32, 2, 1, 3, loop=False) is None
+    # on a loop the chain wraps: level 0 inside level 2 is footprint 2 (the 4th entry)
+    loop_fps = fps + [(2, 4)]
+    assert observation_box(loop_fps, 32, 32, 2, 3, 1, loop=True) == (4, 2, 16, 16)
+    assert observation_box(loop_fps, 32, 32, 2, 2, 2, loop=True) == (3 + 2, 5 + 1, 8, 8)
+    # centred footprints: aligned exactly to max_observation_depth
+    for p, h, w in [(2, 64, 64), (4, 64, 32), (2, 24, 40), (8, 64, 64)]:
+        centred = [centred_footprint(h, w, p)] * 8
+        deepest = max(d for d in range(1, 8) if observation_box(centred, h, w, p, 0, d) or d == 1)
+        assert deepest == max(1, max_observation_depth(h, w, p)), (p, h, w)
+
+
+# ------------------------------------------------------- centred default: bit-identical
+@pytest.fixture(scope="module")
+def reference():
+    return torch.load(REFERENCE)
+
+
+@pytest.mark.parametrize("key", ["2_4_16_32", "4_3_32_32", "8_2_32_16"])
+def test_centred_default_is_bit_identical_to_the_centre_only_code(reference, key):
+    p, n, h, w = map(int, key.split("_"))
+    layers, obs = reference[f"layers_{key}"], reference[f"obs_{key}"]
+    centred = [centred_footprint(h, w, p)] * (n - 1)
+    for fps in (None, centred):
+        assert torch.equal(render_image(layers, p, fps), reference[f"image_{key}"])
+        assert torch.equal(render_noise(layers, p, fps), reference[f"noise_{key}"])
+        for m in BLEND_METHODS:
+            assert torch.equal(blend(obs, p, m, footprints=fps), reference[f"blend_{m}_{key}"]), m
+
+
+# -------------------------------------------------------------------- exact at offsets
+OFFSET_CASES = [  # (p, H, W, footprints of N-1 transitions)
+    (2, 32, 32, [(0, 0), (16, 16), (3, 11), (9, 2)]),
+    (4, 32, 64, [(0, 24), (48, 0), (13, 7)]),
+    (8, 64, 32, [(0, 56), (27, 1)]),
+]
+
+
+@pytest.mark.parametrize("p,h,w,fps", OFFSET_CASES)
+def test_footprint_region_is_the_downsampled_finer_image_at_offsets(p, h, w, fps):
+    n = len(fps) + 1
+    layers = rand(n, 3, h, w, dtype=torch.float64)
+    images = render_image(layers, p, fps)
+    for i, f in enumerate(fps):
+        assert torch.equal(region(images[i], f, p), downsample(images[i + 1], p))
+        outside = images[i].clone()
+        region(outside, f, p).copy_(region(layers[i], f, p))
+        assert torch.equal(outside, layers[i])  # the rest of the layer untouched
+    # deeper: wherever the composed region is aligned it is D_p^d of the finer image
+    checked = 0
+    for d in range(2, n):
+        for i in range(n - d):
+            box = observation_box(fps, h, w, p, i, d)
+            if box is not None:
+                t, l, bh, bw = box
+                torch.testing.assert_close(images[i][:, t:t + bh, l:l + bw],
+                                           downsample(images[i + d], p, times=d), rtol=0, atol=1e-12)
+                checked += 1
+    assert checked >= 1 or p == 8
+    assert torch.equal(render_image(images, p, fps), images)  # idempotent
+
+
+@pytest.mark.parametrize("p,h,w,fps", OFFSET_CASES)
+def test_render_noise_at_offsets_is_unit_variance_and_consistent(p, h, w, fps):
+    n = len(fps) + 1
+    eps = render_noise(rand(2000, n, 1, h, w, seed=3).transpose(0, 1).reshape(n, 2000, h, w), p, fps)
+    std = eps.std(dim=1)          # per pixel over 2000 draws, every level
+    mean = eps.mean(dim=1)
+    assert (std - 1).abs().max() < 0.09, float((std - 1).abs().max())
+    assert mean.abs().max() < 0.12
+    g = noise_gain(p)
+    for i, f in enumerate(fps):
+        torch.testing.assert_close(region(eps[i], f, p), g * downsample(eps[i + 1], p))
+    # neighbours stay uncorrelated (also across a footprint border)
+    corr = (eps[0, :, :, 1:] * eps[0, :, :, :-1]).mean(0)
+    assert corr.abs().max() < 0.12
+
+
+@pytest.mark.parametrize("p,h,w,fps", OFFSET_CASES)
+@pytest.mark.parametrize("method", ["laplacian", "naive", "laplacian-sr1"])
+def test_consistent_stack_is_a_fixed_point_of_blending_at_offsets(p, h, w, fps, method):
+    n = len(fps) + 1
+    images = render_image(rand(n, 2, h, w, seed=4, dtype=torch.float64), p, fps)
+    out = render_image(blend(images, p, method, footprints=fps), p, fps)
+    if method == "naive":  # not a fixed point (blurs), but it must honour the footprints
+        assert not torch.allclose(out, images, atol=1e-3)
+        return
+    torch.testing.assert_close(out, images, rtol=0, atol=1e-12)
+
+
+def test_blend_observes_each_layer_where_its_footprint_is():
+    p, h, w, fps = 2, 16, 16, [(0, 0), (8, 8)]
+    images = render_image(rand(3, 1, 16, 16, seed=5), p, fps)
+    base = blend(images, p, footprints=fps)
+    changed = images.clone()
+    changed[0, :, 8:16, 8:16] += 1.0     # outside level 1's footprint (top-left 8 x 8)
+    assert torch.equal(blend(changed, p, footprints=fps)[1], base[1])
+    changed = images.clone()
+    changed[0, :, 0:8, 0:8] += 1.0       # inside it: level 1 hears it
+    assert (blend(changed, p, footprints=fps)[1] - base[1]).abs().max() > 1e-2
+    # observe: level 2's region in level 0 is aligned (offset 0 + 8/2 = 4)
+    crops, aligned = observe(images, p, 2, fps)
+    assert aligned.flatten().tolist() == [1.0]
+    assert torch.equal(crops[0], images[0][:, 4:8, 4:8])
+
+
+def _reference_sampler_runs(footprints):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from core.zoom.analytic import MixtureDenoiser, make_scenes
+    from core.zoom.sampler import sample_zoom_stack
+
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    ddpm = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    scenes = make_scenes(3, 3, (2, 16, 16), 2, g(0), detail=4)
+    den = MixtureDenoiser(scenes, ddpm.alphas_cumprod)
+    kw = dict(num_levels=3, zoom=2, shape=(2, 16, 16), num_inference_steps=8, footprints=footprints)
+    out = {f"sample_{m}": sample_zoom_stack(den, ddpm, generator=g(3), mode=m, **kw).images
+           for m in ("joint", "iterative", "independent")}
+    out["sample_photo_ddim"] = sample_zoom_stack(
+        den, DDIMScheduler(num_train_timesteps=1000), generator=g(4), photo=scenes[1, 0],
+        photo_level=0, **kw).images
+    out["sample_known_out_photo"] = sample_zoom_stack(
+        den, ddpm, generator=g(5), known={-1: scenes[2, 2]}, known_guidance="photo", **kw).images
+    out["sample_known_mid"] = sample_zoom_stack(
+        den, ddpm, generator=g(6), known={1: scenes[0, 1]}, known_guidance="photo", **kw).images
+    return out
+
+
+@pytest.mark.parametrize("footprints", [None, [(4, 4), (4, 4)]])
+def test_centred_sampler_and_known_levels_are_bit_identical(reference, footprints):
+    from core.zoom.known import impose_known, level_residuals, make_consistent
+
+    for key, images in _reference_sampler_runs(footprints).items():
+        assert torch.equal(images, reference[key]), key
+    for key in ["2_4_16_32", "4_3_32_32", "8_2_32_16"]:
+        p, n, h, w = map(int, key.split("_"))
+        fps = None if footprints is None else [(w // 2 - w // (2 * p), h // 2 - h // (2 * p))] * (n - 1)
+        imgs = reference[f"obs_{key}"]
+        known = {0: imgs[0], n - 1: imgs[-1]} if n > 2 else {0: imgs[0]}
+        assert torch.equal(impose_known(imgs, known, p, footprints=fps), reference[f"impose_{key}"])
+        consistent = make_consistent({0: imgs[0], n - 1: imgs[-1]}, p, footprints=fps)
+        assert torch.equal(torch.stack(list(consistent.values())), reference[f"consistent_{key}"])
+        res = level_residuals(imgs, torch.arange(n), imgs[1 % n], 1 % n, p, footprints=fps)
+        assert torch.equal(torch.cat([r.flatten() for r in res if r is not None]),
+                           reference[f"resid_{key}"])
