@@ -320,6 +320,13 @@ bpy.context.window.scene = bpy.data.scenes["Renamed Home"]
 res["poll_video"] = bpy.ops.p10.make_video.poll()
 assert bpy.ops.p10.rekey_zoom() == {{"FINISHED"}}
 res["reset"], res["reset_end"] = keys(), rig.frame_end
+before = len(bpy.data.objects)
+try:
+    bpy.ops.p10.load_stack(directory={bad!r})
+    res["bad"] = "loaded"
+except RuntimeError as e:
+    res["bad"] = str(e)
+res["bad_built"] = len(bpy.data.objects) - before
 emit(**res)
 '''
 
@@ -327,7 +334,9 @@ emit(**res)
 def test_hand_timing_kept_holds_without_overshoot_camera_children_and_home_kept(ur, tmp_path):
     images = consistent_images(procedural_layers(4, 32, seed=4), 2, [(8, 8)] * 3)
     write_stack(tmp_path / "fp", images, 2)
-    out = run_blender(KEYS.format(stack=str(tmp_path / "fp"), addon=ADDON), ur)
+    write_stack(tmp_path / "bad", images, 2, footprints=[(8, 8), (20, 8), (8, 8)])
+    out = run_blender(KEYS.format(stack=str(tmp_path / "fp"), addon=ADDON,
+                                  bad=str(tmp_path / "bad")), ur)
     for name in ("first", "held", "reset"):
         out[name] = [tuple(k) for k in out[name]]
     assert out["first"] == [(3.0, 0.0), (33.0, 3.0)] and out["first_end"] == 36
@@ -348,3 +357,6 @@ def test_hand_timing_kept_holds_without_overshoot_camera_children_and_home_kept(
     # Reset Zoom Keys: the settings' keys again (7 frames per level now, hold 6 at level 2)
     assert out["reset"] == [(3.0, 0.0), (17.0, 2.0), (23.0, 2.0), (30.0, 3.0)]
     assert out["reset_end"] == 33
+    # a footprint outside the frame: one line naming it, nothing built
+    assert "footprint 1 [20, 8]" in out["bad"] and "\n" not in out["bad"].strip()
+    assert out["bad_built"] == 0

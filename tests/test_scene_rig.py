@@ -98,7 +98,9 @@ emit(before=before, after=after, own=own, after_current=snapshot(user),
     assert after == before
     own = out["own"]
     assert own["name"] == "p2" and own["camera"] == "P10 Camera p2"
-    assert own["objects"] == ["P10 Camera p2", "P10 Root p2"] + [f"P10 p2 L{i:02d}" for i in range(4)]
+    assert own["objects"] == sorted(
+        ["P10 Camera p2", "P10 Root p2", "P10 Pivot p2", "P10 Frame p2"]
+        + [f"P10 p2 L{i:02d}" for i in range(4)] + [f"P10 Level p2 L{i:02d}" for i in range(4)])
     assert own["view"] == "Standard" and own["engine"] == "CYCLES"
     assert own["zoom_level"] == 0.0 and own["shadow"] == [False] * 4
     cur = out["after_current"]
