@@ -2,12 +2,11 @@
 (lens, ortho scale, tilt, roll, pan, height), any root scale, objects parented to a level.
 
 Headless Blender subprocesses (tests/blender_harness); tiny Cycles renders read back as pixels.
-The expected frames come from the camera path of the brief (the same formulas as
-``core.zoom.camera_path``), written out here independently of the rig's code.
+The expected frames are core.stack.preview's (``render_zoom_frame`` with the footprints), which
+follows ``core.zoom.camera_path``: the rig and the MP4 share one camera path.
 """
 
 import json
-import math
 
 import imageio.v3 as iio
 import numpy as np
@@ -15,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.zoom.zoom_stack import downsample
+from core.stack.preview import render_zoom_frame
+from core.zoom.zoom_stack import render_image
 
 from blender_harness import install_extension, run_blender
 from test_scene_render import procedural_layers, psnr
@@ -24,19 +24,9 @@ ADDON = "bl_ext.user_default.powers_of_ten"
 
 
 def consistent_images(layers: np.ndarray, zoom: int, footprints, loop: bool = False):
-    """Paste D_p(level i+1) into level i's footprint, finest first (around the cycle for a
-    loop, until it settles): a zoom-consistent stack with off-centre footprints."""
-    imgs = layers.copy()
-    n, h, w, _ = imgs.shape
-    fh, fw = h // zoom, w // zoom
-    order = list(range(n if loop else n - 1))[::-1]
-    for _ in range(12 if loop else 1):
-        for i in order:
-            finer = torch.from_numpy(imgs[(i + 1) % n]).permute(2, 0, 1)[None]
-            small = downsample(finer, zoom)[0].permute(1, 2, 0).numpy()
-            left, top = footprints[i]
-            imgs[i, top:top + fh, left:left + fw] = small
-    return np.clip(imgs, 0, 1)
+    """core's Π_image with the footprints (round the cycle for a loop): what each level shows."""
+    t = torch.from_numpy(layers).permute(0, 3, 1, 2)
+    return render_image(t, zoom, footprints, loop).permute(0, 2, 3, 1).numpy().clip(0, 1)
 
 
 def write_stack(path, images: np.ndarray, zoom: int, footprints=None, loop=False) -> np.ndarray:
@@ -58,51 +48,9 @@ def write_stack(path, images: np.ndarray, zoom: int, footprints=None, loop=False
     return q.astype(np.float32) / 255
 
 
-def view(z, zoom, fixed, n, loop=False):
-    """(k, left, top, size) of the view in level k's frame fractions: the brief's path."""
-    if loop:
-        z = z % n
-    k = min(int(math.floor(z + 1e-9)), n - 1)
-    u = z - k
-    if u <= 1e-9:
-        return k, 0.0, 0.0, 1.0
-    prev = fixed[k - 1] if (k > 0 or loop) else fixed[0]
-    h = u * u * (3 - 2 * u)
-    s = zoom ** -u
-    return k, *[(prev[a] + (fixed[k][a] - prev[a]) * h) * (1 - s) for a in range(2)], s
-
-
-def bilinear(img, fx, fy):
-    h, w, _ = img.shape
-    x = np.clip(fx * w - 0.5, 0, w - 1)
-    y = np.clip(fy * h - 0.5, 0, h - 1)
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    ax, ay = (x - x0)[..., None], (y - y0)[..., None]
-    top = img[y0, x0] * (1 - ax) + img[y0, x1] * ax
-    bottom = img[y1, x0] * (1 - ax) + img[y1, x1] * ax
-    return top * (1 - ay) + bottom * ay
-
-
 def reference_frame(images, zoom, footprints, z, size, loop=False):
-    """Each pixel centre sampled from the finest level whose frame holds it (bilinear)."""
-    n, h, w, _ = images.shape
-    shrink = 1 - 1 / zoom
-    fixed = [(l / w / shrink, t / h / shrink) for l, t in footprints]
-    k, left, top, s = view(z, zoom, fixed, n, loop)
-    grid = (np.arange(size) + 0.5) / size
-    fx, fy = np.meshgrid(left + grid * s, top + grid * s)
-    out = bilinear(images[k], fx, fy)
-    j = k
-    for _ in range(6):
-        if not loop and j >= n - 1:
-            break
-        a = footprints[j % n]
-        fx, fy = (fx - a[0] / w) * zoom, (fy - a[1] / h) * zoom
-        j += 1
-        inside = (fx >= 0) & (fx < 1) & (fy >= 0) & (fy < 1)
-        out[inside] = bilinear(images[j % n], fx, fy)[inside]
-    return out
+    """core.stack.preview's frame at zoom level z: the same camera path as the rig's."""
+    return render_zoom_frame(images, zoom, z, (size, size), footprints=footprints, loop=loop)
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +102,8 @@ def test_off_centre_camera_path_renders_like_the_core_at_and_between_levels(
     print("PSNR", zoom, scores)
     assert min(scores.values()) >= 30, scores
     # the path is what moves the view: a centred view would miss the off-centre footprint
-    centred = [((64 - 64 // zoom) // 2,) * 2] * len(footprints)
     frame = iio.imread(tmp_path / f"z{levels[-1]}.png").astype(np.float32) / 255
-    assert psnr(frame, reference_frame(images, zoom, centred, levels[-1], 64)) < \
+    assert psnr(frame, reference_frame(images, zoom, None, levels[-1], 64)) < \
         scores[levels[-1]] - 6
 
 
@@ -238,7 +185,7 @@ emit(fitted=fitted, scales=scales, clip=[cam.data.clip_end])
 
 def test_any_framing_and_root_scale_never_shows_black_and_levels_can_be_parented_to(
         ur, tmp_path):
-    images = consistent_images(procedural_layers(4, 32, seed=3), 2, [(8, 8)] * 3)
+    images = consistent_images(procedural_layers(4, 32, seed=3), 2, None)
     write_stack(tmp_path / "fp", images, 2)  # centred, no "footprints" key
     out = run_blender(FRAMING.format(stack=str(tmp_path / "fp"), out=str(tmp_path)), ur)
 
@@ -332,7 +279,7 @@ emit(**res)
 
 
 def test_hand_timing_kept_holds_without_overshoot_camera_children_and_home_kept(ur, tmp_path):
-    images = consistent_images(procedural_layers(4, 32, seed=4), 2, [(8, 8)] * 3)
+    images = consistent_images(procedural_layers(4, 32, seed=4), 2, None)
     write_stack(tmp_path / "fp", images, 2)
     write_stack(tmp_path / "bad", images, 2, footprints=[(8, 8), (20, 8), (8, 8)])
     out = run_blender(KEYS.format(stack=str(tmp_path / "fp"), addon=ADDON,
@@ -358,5 +305,5 @@ def test_hand_timing_kept_holds_without_overshoot_camera_children_and_home_kept(
     assert out["reset"] == [(3.0, 0.0), (17.0, 2.0), (23.0, 2.0), (30.0, 3.0)]
     assert out["reset_end"] == 33
     # a footprint outside the frame: one line naming it, nothing built
-    assert "footprint 1 [20, 8]" in out["bad"] and "\n" not in out["bad"].strip()
+    assert "footprints[1]" in out["bad"] and "\n" not in out["bad"].strip()
     assert out["bad_built"] == 0
