@@ -78,10 +78,38 @@ def render(scene, path):
 
 RENDER = HELPERS + '''
 rig, root = load_rig({stack!r})
+zoom_keys = [tuple(kp.co) for kp in compat.find_fcurve(root, '["zoom_level"]').keyframe_points]
 for z in {levels!r}:
     root["zoom_level"] = float(z)
     render(rig, os.path.join({out!r}, f"z{{z}}.png"))
-emit(n=len(rig.objects))
+# every driver runs without Python: valid, and SCRIPTED ones simple expressions
+not_simple = [(idb.name, fc.data_path) for idb in [*bpy.data.objects, *bpy.data.cameras]
+              if idb.animation_data for fc in idb.animation_data.drivers
+              if not fc.driver.is_valid
+              or (fc.driver.type == "SCRIPTED" and not fc.driver.is_simple_expression)]
+drivers = sum(len(idb.animation_data.drivers) for idb in [*bpy.data.objects, *bpy.data.cameras]
+              if idb.animation_data)
+if {save!r}:
+    bpy.context.window.scene = rig
+    bpy.ops.wm.save_as_mainfile(filepath={save!r})
+emit(n=len(rig.objects), not_simple=not_simple, drivers=drivers, zoom_keys=zoom_keys,
+     frame_end=rig.frame_end)
+'''
+
+# the saved .blend, opened without the add-on and with auto-run scripts off
+NO_ADDON = '''
+if ADDON in bpy.context.preferences.addons.keys():
+    disable_addon()
+bpy.context.preferences.filepaths.use_scripts_auto_execute = False
+bpy.ops.wm.open_mainfile(filepath={blend!r}, load_ui=False)
+rig = bpy.context.scene
+root = [o for o in rig.objects if "zoom_level" in o][0]
+root.animation_data.action = None
+root["zoom_level"] = {z!r}
+rig.render.filepath = {path!r}
+bpy.ops.render.render(write_still=True)
+emit(auto=bpy.context.preferences.filepaths.use_scripts_auto_execute, scene=rig.name,
+     addon=ADDON in bpy.context.preferences.addons.keys(), p10=hasattr(bpy.types.Scene, "p10"))
 '''
 
 
@@ -94,7 +122,9 @@ def test_off_centre_camera_path_renders_like_the_core_at_and_between_levels(
     n = len(footprints) + 1
     images = consistent_images(procedural_layers(n, 64, seed=11 + zoom), zoom, footprints)
     images = write_stack(tmp_path / "fp", images, zoom, footprints)
-    run_blender(RENDER.format(stack=str(tmp_path / "fp"), levels=levels, out=str(tmp_path)), ur)
+    out = run_blender(RENDER.format(stack=str(tmp_path / "fp"), levels=levels,
+                                    out=str(tmp_path), save=""), ur)
+    assert out["not_simple"] == [] and out["drivers"] > 0
     scores = {}
     for z in levels:
         frame = iio.imread(tmp_path / f"z{z}.png").astype(np.float32) / 255
@@ -112,9 +142,18 @@ def test_loop_wraps_zoom_level_n_renders_like_zero_at_any_number_of_loops(ur, tm
     images = consistent_images(procedural_layers(3, 64, seed=21), zoom, footprints, loop=True)
     images = write_stack(tmp_path / "loop", images, zoom, footprints, loop=True)
     levels = [0, 3, 6, 1.5, 4.5, 10.5, 2.5]
-    run_blender(RENDER.format(stack=str(tmp_path / "loop"), levels=levels,
-                              out=str(tmp_path)), ur)
+    blend = str(tmp_path / "loop.blend")
+    out = run_blender(RENDER.format(stack=str(tmp_path / "loop"), levels=levels,
+                                    out=str(tmp_path), save=blend), ur)
+    assert out["not_simple"] == [] and out["drivers"] > 0
+    # the panel's keys zoom once round the loop: level 0 to level N (= level 0 again)
+    assert [k[1] for k in out["zoom_keys"]] == [0.0, 3.0]
     frames = {z: iio.imread(tmp_path / f"z{z}.png").astype(np.float32) / 255 for z in levels}
+    # without the add-on, auto-run off: the same frame
+    bare = run_blender(NO_ADDON.format(blend=blend, z=4.5, path=str(tmp_path / "bare.png")),
+                       ur, enable=False)
+    assert bare["auto"] is False and not bare["addon"] and not bare["p10"]
+    assert psnr(iio.imread(tmp_path / "bare.png").astype(np.float32) / 255, frames[4.5]) >= 40
     assert psnr(frames[3], frames[0]) >= 40 and psnr(frames[6], frames[0]) >= 40
     assert psnr(frames[4.5], frames[1.5]) >= 40 and psnr(frames[10.5], frames[1.5]) >= 40
     for z in (0, 1.5, 2.5):  # and each is the cycle's frame (2.5: level 0 inside level 2)
