@@ -184,3 +184,18 @@ def frame_levels(root, frames) -> np.ndarray:
     if fc is None or fc.mute:
         return np.full(len(frames), float(root[ZOOM_PATH[2:-2]]))
     return np.array([fc.evaluate(f) for f in frames], dtype=np.float64)
+
+
+def shift_levels(root, shift: int) -> None:
+    """Add ``shift`` to ``zoom_level`` and every key of it (levels added outside the stack, as
+    Extend Wider does: image k is now level k + shift), so each frame shows what it showed."""
+    from ..setup import compat
+
+    root[ZOOM_PATH[2:-2]] = float(root[ZOOM_PATH[2:-2]]) + shift
+    fc = compat.find_fcurve(root, ZOOM_PATH)
+    if fc is None:
+        return
+    for kp in fc.keyframe_points:
+        for point in (kp.co, kp.handle_left, kp.handle_right):
+            point.y += shift
+    fc.update()

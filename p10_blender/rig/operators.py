@@ -13,8 +13,9 @@ from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from ...core.errors import P10Error
 from . import animation, scene_build
-from ..setup import compat
-from ..properties import settings_scene
+from ..setup import compat, paths
+from ...core.stack.stack_io import read_manifest
+from ..properties import apply_stack, settings_scene
 
 ENGINES = (
     ("CYCLES", "Cycles", "CPU or GPU path tracer; frames match the core's renderer"),
@@ -93,7 +94,9 @@ class P10_AnimationSettings(bpy.types.PropertyGroup):
         description="Samples per pixel; they average the finer layers' texels (antialiasing)")
     video_size: IntProperty(name="Video Size", default=512, min=16, soft_max=4096,
                             subtype="PIXEL",
-                            description="Pixels on the longer side of the video")
+                            description="Pixels on the longer side of the video, in the "
+                                        "stack's aspect; a resolution set on the rig's scene "
+                                        "is kept instead (its size and aspect)")
     fps: IntProperty(name="FPS", default=24, min=1, max=240,
                      description="Frames per second of the video")
     captions: BoolProperty(name="Captions", default=True,
@@ -105,8 +108,13 @@ class P10_AnimationSettings(bpy.types.PropertyGroup):
                              description="Fade in from and out to black over these frames")
     filepath: StringProperty(
         name="Output", default="", subtype="FILE_PATH", options=compat.PATH_OPTIONS,
-        description="MP4 file to write (empty: <stack>.mp4 beside the stack folder; '//' "
-                    "is the .blend's folder, or the stack's parent folder if unsaved)")
+        description="Video file, or folder of an image sequence (empty: named after the stack, "
+                    "in the folder stacks go to; '//' and relative paths start at the .blend's "
+                    "folder, at ~/zoom_stacks while the file is unsaved)")
+    video_format: EnumProperty(
+        name="Format", default="H264",
+        description="A video file and its codec, or an image sequence in a folder",
+        items=[(key, label, tip) for key, (label, tip, *_rest) in paths.OUTPUT_FORMATS.items()])
 
 
 def _values(settings) -> dict:
@@ -176,10 +184,13 @@ def apply_look(coll, values: dict) -> None:
         scene_build.set_scene_look(scene, values["exact"])
 
 
-def build_and_animate(scene, directory: str):
+def build_and_animate(scene, directory: str, replaces: str = "", level_shift: int = 0):
     """Build the stack folder's rig for ``scene`` (in a scene of its own unless the settings
-    say otherwise) and key its zoom from the settings: what "Load Zoom Stack" does, and what
-    runs when a generation completes. Returns the build's collection.
+    say otherwise), or update its rig in place (the same stack, moved or not, or the stack
+    ``replaces`` names: Extend / Regenerate), and key its zoom from the settings: what "Load
+    Zoom Stack" does, and what runs when a job completes. The panel's stack, prompts and
+    model then are the loaded stack's (Extend and Regenerate work on it). Returns the
+    build's collection.
 
     Raises core.errors.P10Error (StackFormatError) with a one-line message for a bad folder.
     """
@@ -187,8 +198,11 @@ def build_and_animate(scene, directory: str):
     values = _values(_settings_of(home))
     coll = scene_build.build_zoom_stack(
         home, directory, own_scene=not values["use_current_scene"], exact=values["exact"],
-        engine=values["engine"], samples=values["samples"], filter=values["texture_filter"])
+        engine=values["engine"], samples=values["samples"], filter=values["texture_filter"],
+        replaces=replaces or None, level_shift=level_shift)
     animate_build(coll, values)
+    if getattr(home, "p10", None) is not None:
+        apply_stack(home.p10, directory, read_manifest(directory))
     return coll
 
 
@@ -214,6 +228,13 @@ class P10_OT_load_stack(bpy.types.Operator):
 
     directory: StringProperty(name="Stack Folder", subtype="DIR_PATH", options=compat.PATH_OPTIONS,
                               description="Folder of a saved zoom stack (manifest.json + PNGs)")
+    replaces: StringProperty(
+        name="Replaces", default="", options={"HIDDEN", "SKIP_SAVE"},
+        description="Folder of the stack this one was made from (Extend, Regenerate): its rig "
+                    "is updated in place")
+    level_shift: IntProperty(
+        name="Level Shift", default=0, min=0, options={"HIDDEN", "SKIP_SAVE"},
+        description="Levels added outside the replaced stack (Extend Wider)")
     filter_folder: BoolProperty(default=True, options={"HIDDEN"},
                                 description="Show only folders in the browser")
 
@@ -225,8 +246,10 @@ class P10_OT_load_stack(bpy.types.Operator):
         if not self.directory:
             self.report({"ERROR"}, "Choose a zoom stack folder")
             return {"CANCELLED"}
+        before = set(scene_build.find_builds())
         try:
-            coll = build_and_animate(context.scene, self.directory)
+            coll = build_and_animate(context.scene, self.directory, self.replaces,
+                                     self.level_shift)
         except P10Error as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -235,7 +258,8 @@ class P10_OT_load_stack(bpy.types.Operator):
             return {"CANCELLED"}
         info = scene_build.build_info(coll)
         scene = scene_build.build_scene(coll)
-        show_scene(context, scene)
+        if coll not in before:  # a new rig: show it; an updated one stays where the artist is
+            show_scene(context, scene)
         self.report({"INFO"}, f"Loaded {info['num_levels']} levels into scene '{scene.name}'")
         return {"FINISHED"}
 
@@ -309,7 +333,6 @@ def draw_animation_settings(layout, context, settings) -> None:
     """The Animation sub-panel: where the rig goes, its look, the zoom's keys, rendering."""
     layout.use_property_split = True
     col = layout.column(align=True)
-    col.prop(settings, "use_current_scene")
     col.prop(settings, "exact")
     coll = scene_build.zoom_build(context.scene)
     root = scene_build.build_root(coll) if coll is not None else None

@@ -17,6 +17,7 @@ new datablocks then take the old names (no ``.001``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -34,7 +35,8 @@ from ..properties import linked_scene
 from . import path_keys
 
 BUILD_KEY = "p10_build"
-STACK_KEY = "p10_stack"
+STACK_KEY = "p10_stack"         # the stack folder's real path
+IDENTITY_KEY = "p10_stack_id"   # the stack wherever it lies (``stack_identity``)
 HOME_KEY = "p10_home"      # on a rig scene: the scene whose settings it uses
 ZOOM_PROP = "zoom_level"  # the animatable float on the rig's root object
 PLANE_SIZE = 1.0          # longer side of the view (and of plane k at zoom_level k), in units
@@ -481,17 +483,46 @@ def _vec(corner):
     return Vector(tuple(corner))
 
 
-def _rig_scene(home: "bpy.types.Scene", key: str, label: str) -> "tuple[bpy.types.Scene, bool]":
-    """The stack's own scene (made on its first load): ``(scene, created)``."""
+def stack_identity(manifest: dict[str, Any]) -> str:
+    """The same stack wherever its folder lies: a digest of its manifest (prompts, seed, model,
+    creation time, levels...). A moved or renamed folder keeps it; an extended or regenerated
+    stack (a new manifest) gets a new one."""
+    text = json.dumps(manifest, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _same_stack(idb: "bpy.types.ID", keys: set, identity: str) -> bool:
+    return idb.get(STACK_KEY) in keys or idb.get(IDENTITY_KEY) == identity
+
+
+def _rig_scene(home: "bpy.types.Scene", keys: set, identity: str,
+               label: str) -> "tuple[bpy.types.Scene, bool]":
+    """The stack's own scene (made on its first load): ``(scene, created)``. A moved folder
+    (same identity) or the stack this one was made from (``keys``: Extend, Regenerate) finds
+    the scene it had."""
     for scene in bpy.data.scenes:
-        if scene.get(STACK_KEY) == key and scene.get(HOME_KEY) is not None:
+        if _same_stack(scene, keys, identity) and scene.get(HOME_KEY) is not None:
             if not isinstance(scene.get(HOME_KEY), bpy.types.Scene) and home_of(scene) is None:
                 scene[HOME_KEY] = home  # an older file's name that no longer resolves
             return scene, False
     scene = bpy.data.scenes.new(label)
-    scene[STACK_KEY] = key
     scene[HOME_KEY] = home  # a pointer: renaming the home scene keeps the link
     return scene, True
+
+
+def _world(scene: "bpy.types.Scene") -> None:
+    """A rig scene gets a world of its own (black: the rig renders as before, with no ambient
+    light on objects an artist adds until the world is changed; the planes are emission seen
+    by camera rays only and ignore it)."""
+    if scene.world is None:
+        world = bpy.data.worlds.new(scene.name)
+        world.color = (0.0, 0.0, 0.0)
+        if hasattr(world, "use_nodes") and not world.use_nodes:
+            world.use_nodes = True  # always on (and deprecated) in 5.0
+        background = world.node_tree.nodes.get("Background") if world.node_tree else None
+        if background is not None:
+            background.inputs["Color"].default_value = (0.0, 0.0, 0.0, 1.0)
+        scene.world = world
 
 
 def stack_path(manifest: dict[str, Any]) -> tuple[list, list, bool]:
@@ -571,10 +602,11 @@ def _adopt(old: list, role: str):
     return found[0] if found else None
 
 
-def _carry_over(old: list, coll, keep: set, by_level: dict) -> None:
+def _carry_over(old: list, coll, keep: set, by_level: dict, shift: int = 0) -> None:
     """Before the old build goes: everything that pointed to its planes or level empties
-    (children, constraints, drivers) points to the new ones; objects an artist put in its
-    collection move to the new one."""
+    (children, constraints, drivers) points to the new ones of the same image (level +
+    ``shift``: levels added outside, Extend Wider); objects an artist put in its collection
+    move to the new one."""
     for c in old:
         for ob in list(c.objects):
             if ob in keep:
@@ -585,7 +617,7 @@ def _carry_over(old: list, coll, keep: set, by_level: dict) -> None:
                 continue
             level = ob.get("p10_level")
             role = ob.get("p10_role")
-            target = by_level.get((role, level)) if role in ("LAYER", "LEVEL") else \
+            target = by_level.get((role, level + shift)) if role in ("LAYER", "LEVEL") else \
                 by_level.get((role, None))
             if target is not None and target != ob:
                 ob.user_remap(target)
@@ -594,7 +626,8 @@ def _carry_over(old: list, coll, keep: set, by_level: dict) -> None:
 def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
                      own_scene: bool = True, exact: bool = False, engine: str = "CYCLES",
                      samples: int = 16, size: float = PLANE_SIZE,
-                     filter: str | None = None) -> "bpy.types.Collection":
+                     filter: str | None = None, replaces: str | os.PathLike | None = None,
+                     level_shift: int = 0) -> "bpy.types.Collection":
     """Build (or rebuild) the rig of the stack folder ``directory``; returns its collection.
 
     ``own_scene`` (default): in a scene of its own named after the stack, made on the first
@@ -604,33 +637,42 @@ def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
     place, keys, overscan and children) and camera (every setting), makes new planes, and
     only then removes the previous planes, so a failure leaves everything as it was. Raises
     StackFormatError for a bad folder. The zoom is not keyed here (``animation.key_zoom``).
+
+    A rebuild is of the same stack: the same folder, the same stack moved elsewhere
+    (``stack_identity``), or the stack ``replaces`` names (Extend / Regenerate made this one
+    from it). It keeps the scene and the names (the first load's label); children of the old
+    planes go to the new plane of the same image (``level_shift``: levels added outside, as
+    Extend Wider does; the root's ``zoom_level`` and keys shift with them).
     """
     directory = Path(bpy.path.abspath(os.fspath(directory)))
     manifest = read_manifest(directory)
     footprints, fixed, loop = stack_path(manifest)
-    key = _stack_key(directory)
+    key, identity = _stack_key(directory), stack_identity(manifest)
+    keys = {key} | ({_stack_key(replaces)} if replaces else set())
     width, height = int(manifest["width"]), int(manifest["height"])
     zoom, n = int(manifest["zoom"]), int(manifest["num_levels"])
     plan = path_keys.plan_rig(zoom, width, height, n, footprints, fixed, loop)
-    label = directory.name or "stack"
     build_id = uuid.uuid4().hex
 
-    images = _load_layers(directory, manifest, label, build_id)
     created_scene = None
     try:
         if own_scene:
-            scene, created = _rig_scene(home, key, label)
+            scene, created = _rig_scene(home, keys, identity, directory.name or "stack")
             created_scene = scene if created else None
         else:
             scene = home
-        old = [c for c in find_builds(scene, directory)]
+        old = [c for c in find_builds(scene) if _same_stack(c, keys, identity)]
+        old.sort(key=lambda c: -c.get("p10_serial", 0))  # the newest rig is the one kept
+        label = str(old[0].get("p10_label", "")) if old else ""
+        label = label or directory.name or "stack"  # a rebuild keeps the names it had
+        images = _load_layers(directory, manifest, label, build_id)
         smooth = build_filter(old[0]) if old else filter  # a rebuild keeps the filter
         names: dict[bpy.types.ID, str] = {im: f"P10 {label} L{i:02d}"
                                           for i, im in enumerate(images)}
         coll = bpy.data.collections.new(f"P10 Zoom {label}")
         names[coll] = f"P10 Zoom {label}"
         coll[BUILD_KEY] = build_id
-        coll[STACK_KEY] = key
+        coll[STACK_KEY], coll[IDENTITY_KEY], coll["p10_label"] = key, identity, label
         coll[HOME_KEY] = home
         coll["p10_serial"] = max([c.get("p10_serial", 0) for c in find_builds()] or [0]) + 1
         coll["p10_zoom"], coll["p10_num_levels"] = zoom, n
@@ -718,6 +760,7 @@ def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
     # settings, keys and children), takes over what pointed to the old planes, then the
     # previous build goes and its names pass to the new datablocks.
     kept = {root, cam}
+    adopted_root = root.get(BUILD_KEY) != build_id
     for ob in kept:
         if ob.get(BUILD_KEY) != build_id:
             ob[BUILD_KEY] = build_id
@@ -728,7 +771,10 @@ def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
     action = root.animation_data.action if root.animation_data else None
     if action is not None:
         action[BUILD_KEY] = build_id
-    _carry_over(old, coll, kept, by_level)
+    _carry_over(old, coll, kept, by_level, level_shift)
+    if level_shift and adopted_root:
+        from .animation import shift_levels
+        shift_levels(root, level_shift)  # image k is level k + shift now
     for coll_old in old:
         for ob in kept:
             if ob.name in coll_old.objects:
@@ -747,8 +793,10 @@ def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
     root["p10_zoom"] = zoom
     if own_scene:
         scene.camera = cam
+        scene[STACK_KEY], scene[IDENTITY_KEY] = key, identity  # (a moved stack: its new place)
         if created_scene is not None:
             configure_render(scene, width, height, engine, samples, exact)
+            _world(scene)
     elif scene.camera is None or any(scene.camera == build_camera(c) for c in old):
         scene.camera = cam
     for idb, name in names.items():

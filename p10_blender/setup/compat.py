@@ -53,18 +53,41 @@ def set_text_layout(strip, location: tuple[float, float], align_y: str = "BOTTOM
 
 
 # ------------------------------------------------------------------------------ rendering
-def set_video_output(scene: "bpy.types.Scene", filepath: str, fps: int) -> None:
-    """FFmpeg H.264 in MP4. 5.0 splits image/video formats by ``media_type``."""
+def set_video_output(scene: "bpy.types.Scene", filepath: str, fps: int, codec: str = "H264",
+                     container: str = "MPEG4") -> None:
+    """FFmpeg ``codec`` in ``container`` (default H.264 in MP4). 5.0 splits image/video
+    formats by ``media_type``. A codec this Blender's FFmpeg lacks raises ValueError."""
     settings = scene.render.image_settings
     if "media_type" in settings.bl_rna.properties:
         settings.media_type = "VIDEO"
     settings.file_format = "FFMPEG"
     ff = scene.render.ffmpeg
-    ff.format = "MPEG4"
-    ff.codec = "H264"
-    if "constant_rate_factor" in ff.bl_rna.properties:
+    if codec not in {i.identifier for i in ff.bl_rna.properties["codec"].enum_items}:
+        raise ValueError(f"this Blender's FFmpeg has no {codec} encoder")
+    ff.format = container
+    ff.codec = codec
+    if "constant_rate_factor" in ff.bl_rna.properties and codec in ("H264", "H265", "AV1"):
         ff.constant_rate_factor = "HIGH"
     ff.audio_codec = "NONE"
+    scene.render.fps = int(fps)
+    scene.render.fps_base = 1.0
+    scene.render.filepath = filepath
+    scene.render.use_file_extension = True
+
+
+def set_sequence_output(scene: "bpy.types.Scene", filepath: str, fps: int,
+                        file_format: str = "PNG") -> None:
+    """An image sequence: 8-bit RGB PNG, or half-float OpenEXR (ZIP) for a compositor."""
+    settings = scene.render.image_settings
+    if "media_type" in settings.bl_rna.properties:
+        settings.media_type = "IMAGE"
+    settings.file_format = file_format
+    settings.color_mode = "RGB"
+    if file_format == "OPEN_EXR":
+        settings.color_depth = "16"
+        settings.exr_codec = "ZIP"
+    else:
+        settings.color_depth = "8"
     scene.render.fps = int(fps)
     scene.render.fps_base = 1.0
     scene.render.filepath = filepath
