@@ -79,6 +79,7 @@ def render(scene, path):
 RENDER = HELPERS + '''
 rig, root = load_rig({stack!r})
 zoom_keys = [tuple(kp.co) for kp in compat.find_fcurve(root, '["zoom_level"]').keyframe_points]
+interpolation = [kp.interpolation for kp in compat.find_fcurve(root, '["zoom_level"]').keyframe_points]
 for z in {levels!r}:
     root["zoom_level"] = float(z)
     render(rig, os.path.join({out!r}, f"z{{z}}.png"))
@@ -93,7 +94,7 @@ if {save!r}:
     bpy.context.window.scene = rig
     bpy.ops.wm.save_as_mainfile(filepath={save!r})
 emit(n=len(rig.objects), not_simple=not_simple, drivers=drivers, zoom_keys=zoom_keys,
-     frame_end=rig.frame_end)
+     frame_end=rig.frame_end, interpolation=interpolation)
 '''
 
 # the saved .blend, opened without the add-on and with auto-run scripts off
@@ -146,8 +147,10 @@ def test_loop_wraps_zoom_level_n_renders_like_zero_at_any_number_of_loops(ur, tm
     out = run_blender(RENDER.format(stack=str(tmp_path / "loop"), levels=levels,
                                     out=str(tmp_path), save=blend), ur)
     assert out["not_simple"] == [] and out["drivers"] > 0
-    # the panel's keys zoom once round the loop: level 0 to level N (= level 0 again)
-    assert [k[1] for k in out["zoom_keys"]] == [0.0, 3.0]
+    # the panel's keys zoom once round the loop, level 0 to level N (= level 0 again), at
+    # constant speed from the first frame; the last frame is the one before level N
+    assert out["zoom_keys"] == [[1.0, 0.0], [145.0, 3.0]] and out["frame_end"] == 144
+    assert out["interpolation"] == ["LINEAR", "LINEAR"]
     frames = {z: iio.imread(tmp_path / f"z{z}.png").astype(np.float32) / 255 for z in levels}
     # without the add-on, auto-run off: the same frame
     bare = run_blender(NO_ADDON.format(blend=blend, z=4.5, path=str(tmp_path / "bare.png")),
