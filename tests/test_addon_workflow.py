@@ -176,6 +176,11 @@ anim.frames_per_level, anim.hold_start, anim.hold_end, anim.ease_frames = 1, 0, 
 anim.samples, anim.fade_frames, anim.captions = 1, 0, False
 assert bpy.ops.p10.load_stack(directory={old!r}) == {{"FINISHED"}}
 rig = bpy.context.scene
+rig.render.resolution_x, rig.render.resolution_y = 33, 18      # odd: H.264 cannot
+try:
+    bpy.ops.p10.make_video()
+except RuntimeError as e:
+    res["odd"] = str(e)
 rig.render.resolution_x, rig.render.resolution_y = 32, 18      # the artist's 16:9 frame
 rig.camera.data.type, rig.camera.data.lens = "PERSP", 36.0
 bpy.ops.wm.save_as_mainfile(filepath={blend!r})
@@ -219,6 +224,8 @@ def test_moved_stack_relinks_and_video_keeps_the_frame_and_writes_sequences(ur, 
     planes = [f"P10 p2 L{i:02d}" for i in range(3)]  # objects and images
     assert [n for n in names if n.startswith("P10 p2 L")] == sorted(planes * 2)
     assert out["cam"] == ["PERSP", 36.0]
+    assert "needs an even width and height, the frame is 33x18" in out["odd"]
+    assert "Traceback" not in out["odd"] and len(out["odd"].strip().splitlines()) == 1
     assert out["video_size"] == out["rig_size"] == [32, 18]
     assert out["make_path"] == str(proj / "zoom_stacks" / "p2.mp4")  # follows the .blend
     for fmt in ("PNG", "EXR", "FFV1"):

@@ -334,10 +334,10 @@ for _ in range(3):
     seen.append(names())
 props = importlib.import_module(ADDON + ".p10_blender.properties")
 home = bpy.data.scenes["Scene"]
-home.p10.prompts.add().text = "typed at home"
+home.p10.negative_prompt = "typed at home"  # (the prompts are the loaded stack's now)
 for sc in bpy.data.scenes:  # the panel's settings are the home scene's, whatever is shown
     bpy.context.window.scene = sc
-    seen.append([sc.name, props.p10_of(bpy.context).prompts[0].text,
+    seen.append([sc.name, props.p10_of(bpy.context).negative_prompt,
                  bpy.ops.p10.generate.poll()])
 emit(seen=seen)
 '''

@@ -238,21 +238,8 @@ def update_previews(preview) -> None:
     arr = np.asarray(preview, dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[None]
-    n, h, w, _ = arr.shape
-    rgba = np.ones((n, h, w, 4), dtype=np.float32)
-    rgba[..., :3] = np.clip(arr[:, ::-1], 0.0, 1.0)  # Blender rows are bottom-up
-    for i in range(n):
-        name = f"{PREVIEW_PREFIX}{i:02d}"
-        img = bpy.data.images.get(name)
-        if img is not None and tuple(img.size) != (w, h):
-            bpy.data.images.remove(img)
-            img = None
-        if img is None:
-            img = bpy.data.images.new(name, w, h, alpha=False)
-            # colour space before pixels: setting it afterwards wipes them
-            img.colorspace_settings.name = "sRGB"
-        img.pixels.foreach_set(rgba[i].ravel())
-        img.update()
+    for i, rgb in enumerate(arr):
+        compat.write_rgb_image(f"{PREVIEW_PREFIX}{i:02d}", rgb)
 
 
 def remove_images(prefix: str) -> None:

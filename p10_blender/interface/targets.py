@@ -12,6 +12,7 @@ import bpy
 
 from ...core.zoom.geometry import footprints_for_targets
 from ..properties import transitions_of
+from ..setup import compat
 
 MARKER_IMAGE = "Zoom Target"
 THUMB = 128                   # the thumbnail's longer side, in pixels
@@ -96,17 +97,7 @@ def update_marker(scene) -> "bpy.types.Image | None":
         xs = (np.arange(tw) * width // tw).clip(0, width - 1)
         base = pixels[ys][:, xs]
     rgb = marker_pixels(base, active_target(p10), (width, height), zoom)
-    marker = bpy.data.images.get(MARKER_IMAGE)
-    if marker is not None and tuple(marker.size) != (tw, th):
-        bpy.data.images.remove(marker)
-        marker = None
-    if marker is None:
-        marker = bpy.data.images.new(MARKER_IMAGE, tw, th, alpha=False)
-        marker.colorspace_settings.name = "sRGB"  # before pixels: setting it wipes them
-    rgba = np.ones((th, tw, 4), np.float32)
-    rgba[..., :3] = rgb[::-1]  # Blender rows are bottom-up
-    marker.pixels.foreach_set(rgba.ravel())
-    marker.update()
+    marker = compat.write_rgb_image(MARKER_IMAGE, rgb)
     try:
         marker.preview_ensure()
         marker.preview.reload()

@@ -144,6 +144,27 @@ def load_image_packed(filepath: str | os.PathLike, name: str,
     return image
 
 
+def write_rgb_image(name: str, rgb) -> "bpy.types.Image":
+    """The image datablock ``name`` holding float RGB ``(h, w, 3)`` pixels given top row first
+    (Blender's rows are bottom-up); made, or remade at another size, as needed."""
+    import numpy as np
+
+    rgb = np.asarray(rgb, dtype=np.float32)
+    h, w = rgb.shape[:2]
+    img = bpy.data.images.get(name)
+    if img is not None and tuple(img.size) != (w, h):
+        bpy.data.images.remove(img)
+        img = None
+    if img is None:
+        img = bpy.data.images.new(name, w, h, alpha=False)
+        img.colorspace_settings.name = "sRGB"  # before pixels: setting it afterwards wipes them
+    rgba = np.ones((h, w, 4), dtype=np.float32)
+    rgba[..., :3] = np.clip(rgb[::-1], 0.0, 1.0)
+    img.pixels.foreach_set(rgba.ravel())
+    img.update()
+    return img
+
+
 # ----------------------------------------------------------------------------- animation
 def fcurves_for(id_data) -> "bpy.types.bpy_prop_collection":
     """The F-curves animating ``id_data``: ``action.fcurves`` before 4.4, the slot's
