@@ -210,6 +210,9 @@ cam.data.type, cam.data.lens = "PERSP", 12.0
 bpy.context.view_layer.update()
 fitted["lens12"] = root["overscan"]
 shot("lens12", [2, 3])
+root["overscan"] = 10.0  # Fit Overscan to Camera sets it exactly (down too)
+assert bpy.ops.p10.fit_overscan() == {{"FINISHED"}}
+fitted["operator"] = root["overscan"]
 # an object parented to a level's empty zooms with it at every zoom level
 reset()
 child = bpy.data.objects.new("child", None)
@@ -241,6 +244,7 @@ def test_any_framing_and_root_scale_never_shows_black_and_levels_can_be_parented
     print("overscan fitted", out["fitted"])
     assert black("nomargin", 1) > 0.2  # the test sees black when there is some
     assert out["fitted"]["lens12"] >= 2.9
+    assert 2.9 <= out["fitted"]["operator"] <= 3.1
     assert out["fitted"]["scale10"] == 2.0  # the default covers these; scale changes nothing
     assert black("lens12", 2) == 0.0 and black("lens12", 3) == 0.0
     # world scale of a child of level 1's empty: 2^(z - 1) at every zoom level, unclamped

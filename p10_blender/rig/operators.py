@@ -271,17 +271,22 @@ class P10_OT_load_stack(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class P10_OT_rekey_zoom(bpy.types.Operator):
-    """Replace the zoom's keys with the ones the settings give (keys edited by hand are
-    otherwise kept when a setting changes)"""
+class _OnRig:
+    """Operators acting on the rig the panel shows (greyed out, with the reason, without)."""
 
-    bl_idname = "p10.rekey_zoom"
-    bl_label = "Reset Zoom Keys"
     bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context):
         return _has_build(cls, context)
+
+
+class P10_OT_rekey_zoom(_OnRig, bpy.types.Operator):
+    """Replace the zoom's keys with the ones the settings give (keys edited by hand are
+    otherwise kept when a setting changes)"""
+
+    bl_idname = "p10.rekey_zoom"
+    bl_label = "Reset Zoom Keys"
 
     def invoke(self, context, event):
         return context.window_manager.invoke_confirm(self, event)
@@ -293,17 +298,12 @@ class P10_OT_rekey_zoom(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class P10_OT_fit_overscan(bpy.types.Operator):
+class P10_OT_fit_overscan(_OnRig, bpy.types.Operator):
     """Set the rig's overscan to what its camera sees now (lens, sensor, shift, ortho scale,
     position and rotation), so no coarser level is hidden while the view needs it"""
 
     bl_idname = "p10.fit_overscan"
     bl_label = "Fit Overscan to Camera"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return _has_build(cls, context)
 
     def execute(self, context):
         coll = scene_build.zoom_build(context.scene)
