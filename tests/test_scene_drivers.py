@@ -83,6 +83,9 @@ interpolation = [kp.interpolation for kp in compat.find_fcurve(root, '["zoom_lev
 for z in {levels!r}:
     root["zoom_level"] = float(z)
     render(rig, os.path.join({out!r}, f"z{{z}}.png"))
+rig.camera.data.type = "PERSP"  # the matching lens frames the same view
+render(rig, os.path.join({out!r}, "persp.png"))
+rig.camera.data.type = "ORTHO"
 # every driver runs without Python: valid, and SCRIPTED ones simple expressions
 not_simple = [(idb.name, fc.data_path) for idb in [*bpy.data.objects, *bpy.data.cameras]
               if idb.animation_data for fc in idb.animation_data.drivers
@@ -136,6 +139,8 @@ def test_off_centre_camera_path_renders_like_the_core_at_and_between_levels(
     frame = iio.imread(tmp_path / f"z{levels[-1]}.png").astype(np.float32) / 255
     assert psnr(frame, reference_frame(images, zoom, None, levels[-1], 64)) < \
         scores[levels[-1]] - 6
+    persp = iio.imread(tmp_path / "persp.png").astype(np.float32) / 255
+    assert psnr(persp, reference_frame(images, zoom, footprints, levels[-1], 64)) >= 30
 
 
 def test_loop_wraps_zoom_level_n_renders_like_zero_at_any_number_of_loops(ur, tmp_path):
