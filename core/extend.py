@@ -26,9 +26,8 @@ import numpy as np
 from .errors import InvalidInputError, raise_if_cancelled
 from .settings import (LATENT_FAMILIES, VAE_SCALE, GenerateSettings, check_targets,
                        family_hint)
-from .stack.stack_io import centred_footprints
-from .zoom.geometry import footprints_for_targets
-from .stack.stack_io import ZoomStack
+from .stack.stack_io import ZoomStack, centred_footprints
+from .zoom.geometry import footprints_for_targets, scale_footprints
 
 Progress = Callable[[str, int, int, "np.ndarray | None"], None]
 
@@ -135,17 +134,30 @@ def _geometry_kw(stack: ZoomStack, footprints: Sequence[Sequence[int]]) -> dict:
     return {"footprints": [tuple(fp) for fp in footprints], "loop": stack.loop}
 
 
+def grid_scale(stack: ZoomStack, family: str | None = None) -> int:
+    """The stack's pixels per sampler pixel: the VAE factor of latent models times the upscale."""
+    m = stack.manifest
+    w = int(stack.layers.shape[2])
+    vae = VAE_SCALE if (family or m.get("family") or family_hint(str(m.get("model") or ""))) \
+        in LATENT_FAMILIES else 1
+    return vae * w // int(m.get("sample_width") or w)
+
+
+def _check_on_grid(stack: ZoomStack, settings: GenerateSettings) -> None:
+    """The stack's own footprints must fall on the sampler's grid (a stack made with targets
+    does; a hand-edited manifest may not): one line before any model loads."""
+    if _geometry_kw(stack, stack.footprints):
+        scale_footprints(stack.footprints, 1, grid_scale(stack, settings.family))
+
+
 def new_footprints(stack: ZoomStack, targets, count: int, family: str | None) -> list[tuple[int, int]]:
     """The footprints of ``count`` new transitions from ``targets`` (None: centred) in the
     stack's pixels, on the sampler's grid (latent pixels times the VAE and upscale factors)."""
-    m = stack.manifest
     _, h, w, _ = stack.layers.shape
     targets = check_targets(targets, count)
     if targets is None:
         return centred_footprints(h, w, stack.zoom, count)
-    vae = VAE_SCALE if (family or m.get("family") or family_hint(str(m.get("model") or ""))) \
-        in LATENT_FAMILIES else 1
-    scale = vae * int(w) // int(m.get("sample_width") or w)
+    scale = grid_scale(stack, family)
     pairs = [tuple(t) for t in targets] * (count if len(targets) == 1 else 1)
     return footprints_for_targets(pairs, h, w, stack.zoom, grid=scale)
 
@@ -171,6 +183,7 @@ def check_extend(stack: ZoomStack, prompts: Sequence[str], *, outward: bool = Fa
         raise InvalidInputError(f"the window ({window} levels) must be larger than the overlap "
                                 f"({overlap} levels)")
     settings = stack_settings(stack, prompts, seed, options)
+    _check_on_grid(stack, settings)
     _check_known_levels(stack, list(range(overlap)) if outward else list(range(n - overlap, n)))
     return settings, overlap, window
 
@@ -208,6 +221,7 @@ def check_regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError(f"the stack's prompt of level {i} is empty: give one")
     settings = stack_settings(stack, all_prompts, seed, options)
+    _check_on_grid(stack, settings)
     _check_known_levels(stack, [i for i in range(n) if i not in chosen])
     return settings, sorted(chosen)
 
@@ -336,5 +350,5 @@ def regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[str] |
     return _result(stack, out, records, settings)  # known levels come back exactly
 
 
-__all__ = ["check_extend", "check_regenerate", "extend", "level_records", "regenerate",
-           "stack_settings"]
+__all__ = ["check_extend", "check_regenerate", "extend", "grid_scale", "level_records",
+           "new_footprints", "regenerate", "stack_settings"]

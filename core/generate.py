@@ -205,12 +205,6 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     n_levels = len(s.prompts)
     out_scale = f * 4 ** len(plan)  # output pixels per sampler pixel
     geo = Footprints.from_settings(s, height // f, width // f, out_scale, footprints)
-    if geo.kw() and s.pixel_blend:
-        raise InvalidInputError("pixel blend works on centred stacks only: give targets/loop "
-                                "or pixel blend, not both")
-    if geo.kw() and plan:
-        raise InvalidInputError("the x4 super-resolution stage does not place off-centre or "
-                                "looping levels yet: use --upscale 1 with targets/loop")
 
     raise_if_cancelled(cancel)
     report("encoding prompts", 0, 1)
@@ -240,7 +234,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     report("sampling", 0, steps)
     denoiser = backend.make_denoiser(cond, guidance, micro_batch,
                                      differentiable=needs_reconstruction(known_x, n_levels, loop=s.loop))
-    denoiser = backend.pixel_blending(denoiser, p, s.pixel_blend, micro_batch)
+    denoiser = backend.pixel_blending(denoiser, p, s.pixel_blend, micro_batch, **geo.kw(f))
     result = sample_zoom_stack(
         denoiser, scheduler,
         num_levels=n_levels, zoom=p, shape=(backend.channels, height // f, width // f),
@@ -263,7 +257,8 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         pixels = upscale(backend, pixels, cond, list(s.prompts), s.negative_prompt, plan, zoom=p,
                                  scheduler=sr_scheduler, steps=sr_steps, seed=s.seed,
                                  micro_batch=micro_batch, cancel=cancel,
-                                 progress=lambda phase, i, n: report(phase, i, n))
+                                 progress=lambda phase, i, n: report(phase, i, n),
+                                 **geo.kw(f))
 
     raise_if_cancelled(cancel)
     known_px = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).permute(2, 0, 1)

@@ -2,8 +2,8 @@
 
 The rig is simulated the way Blender evaluates it — pivot Bezier keys with flat third-length
 handles (a smoothstep), CONSTANT level keys, ``v = R + p^u (f - R)`` — and every level's plane
-must land where the brief's camera path puts it, at and between levels, with and without
-footprints and loops.
+must land where ``core.zoom.camera_path`` (the MP4's path) puts the view, at and between
+levels, with and without footprints and loops.
 """
 
 import importlib.util
@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from core.stack.stack_io import centred_footprints
+from core.zoom.camera_path import fixed_points, level_view
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,19 +32,10 @@ pk = _load("p10_rig_path_keys", "p10_blender/rig/path_keys.py")
 anim = _load("p10_rig_animation", "p10_blender/rig/animation.py")
 
 
-def brief_view(z, zoom, footprints, w, h, n, loop=False):
-    """(k, left, top, size): the brief's camera path, written out independently."""
-    shrink = 1 - 1 / zoom
-    c = [(l / w / shrink, t / h / shrink) for l, t in footprints]
-    if loop:
-        z = z % n
-    k = min(int(math.floor(z + 1e-12)), n - 1)
-    u = z - k
-    s = zoom ** -u
-    prev = c[k - 1] if (k > 0 or loop) else c[0]
-    here = c[k % len(c)] if (loop or k < len(c)) else prev
-    e = 3 * u * u - 2 * u ** 3
-    return k, *[(prev[a] + (here[a] - prev[a]) * e) * (1 - s) for a in range(2)], s
+def plan_of(zoom, w, h, n, footprints, loop=False):
+    count = n if loop else n - 1
+    fps = footprints or centred_footprints(h, w, zoom, count)
+    return pk.plan_rig(zoom, w, h, n, fps, fixed_points(fps, zoom, w, h, count), loop), fps
 
 
 def pivot_at(keys, z, period=None):
@@ -85,11 +79,10 @@ CASES = [
 
 @pytest.mark.parametrize("zoom,w,h,n,footprints,loop", CASES)
 def test_planes_follow_the_camera_path_at_and_between_levels(zoom, w, h, n, footprints, loop):
-    plan = pk.plan_rig(zoom, w, h, n, footprints, loop)
-    fps = footprints or pk.centred_footprints(zoom, w, h, n if loop else n - 1)
+    plan, fps = plan_of(zoom, w, h, n, footprints, loop)
     top = 3 * n + 0.5 if loop else n - 1
     for z in np.linspace(0, top, 37):
-        k, left, top_, s = brief_view(z, zoom, fps, w, h, n, loop)
+        k, left, top_, s = level_view(z, footprints, zoom, w, h, n, loop)  # core's path
         # the plane showing level k (its occurrence in view) spans [-q/s, (1-q)/s]
         js = [j for j in range(plan.planes) if j % n == k and 0 <= plan.wrap(z - j) < 1]
         assert len(js) == 1, (z, js)  # exactly one copy of level k is the current one
@@ -130,7 +123,7 @@ def test_planes_follow_the_camera_path_at_and_between_levels(zoom, w, h, n, foot
 
 
 def test_loop_period_holds_every_visible_plane_once_and_wraps():
-    plan = pk.plan_rig(2, 64, 64, 3, [(24, 8), (4, 20), (16, 16)], True)
+    plan, _ = plan_of(2, 64, 64, 3, [(24, 8), (4, 20), (16, 16)], True)
     assert plan.period % 3 == 0 and plan.period >= plan.depth + plan.coarse + 2
     for j in range(plan.planes):
         assert plan.wrap(0.25 - j + plan.period) == pytest.approx(plan.wrap(0.25 - j))
@@ -140,7 +133,7 @@ def test_loop_period_holds_every_visible_plane_once_and_wraps():
 
 
 def test_coarser_plane_stays_until_a_finer_one_covers_the_widened_view():
-    plan = pk.plan_rig(2, 64, 64, 4)  # centred
+    plan, _ = plan_of(2, 64, 64, 4, None)  # centred
     # overscan 1 (the nominal view): covered as soon as the finer plane fills the view
     assert not pk.covered_at(plan, 0, 0.999, 1.0) and pk.covered_at(plan, 0, 1.0, 1.0)
     # a view 2x wider: one more level (the finer plane is then 2 views wide)
@@ -149,7 +142,7 @@ def test_coarser_plane_stays_until_a_finer_one_covers_the_widened_view():
     assert pk.covered_at(plan, 3, -(plan.depth + 0.5), 1.0)
     assert pk.covered_at(plan, 0, plan.coarse + 1, 64.0)
     # off-centre: the finer plane's margin on the near side is smaller; it hides later
-    off = pk.plan_rig(2, 64, 64, 4, [(4, 16)] * 3)
+    off, _ = plan_of(2, 64, 64, 4, [(4, 16)] * 3)
     assert not pk.covered_at(off, 0, 2.0, 2.0)
 
 

@@ -2,12 +2,11 @@
 (lens, ortho scale, tilt, roll, pan, height), any root scale, objects parented to a level.
 
 Headless Blender subprocesses (tests/blender_harness); tiny Cycles renders read back as pixels.
-The expected frames come from the camera path of the brief (the same formulas as
-``core.zoom.camera_path``), written out here independently of the rig's code.
+The expected frames are core.stack.preview's (``render_zoom_frame`` with the footprints), which
+follows ``core.zoom.camera_path``: the rig and the MP4 share one camera path.
 """
 
 import json
-import math
 
 import imageio.v3 as iio
 import numpy as np
@@ -15,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.zoom.zoom_stack import downsample
+from core.stack.preview import render_zoom_frame
+from core.zoom.zoom_stack import render_image
 
 from blender_harness import install_extension, run_blender
 from test_scene_render import procedural_layers, psnr
@@ -24,19 +24,9 @@ ADDON = "bl_ext.user_default.powers_of_ten"
 
 
 def consistent_images(layers: np.ndarray, zoom: int, footprints, loop: bool = False):
-    """Paste D_p(level i+1) into level i's footprint, finest first (around the cycle for a
-    loop, until it settles): a zoom-consistent stack with off-centre footprints."""
-    imgs = layers.copy()
-    n, h, w, _ = imgs.shape
-    fh, fw = h // zoom, w // zoom
-    order = list(range(n if loop else n - 1))[::-1]
-    for _ in range(12 if loop else 1):
-        for i in order:
-            finer = torch.from_numpy(imgs[(i + 1) % n]).permute(2, 0, 1)[None]
-            small = downsample(finer, zoom)[0].permute(1, 2, 0).numpy()
-            left, top = footprints[i]
-            imgs[i, top:top + fh, left:left + fw] = small
-    return np.clip(imgs, 0, 1)
+    """core's Π_image with the footprints (round the cycle for a loop): what each level shows."""
+    t = torch.from_numpy(layers).permute(0, 3, 1, 2)
+    return render_image(t, zoom, footprints, loop).permute(0, 2, 3, 1).numpy().clip(0, 1)
 
 
 def write_stack(path, images: np.ndarray, zoom: int, footprints=None, loop=False) -> np.ndarray:
@@ -58,51 +48,9 @@ def write_stack(path, images: np.ndarray, zoom: int, footprints=None, loop=False
     return q.astype(np.float32) / 255
 
 
-def view(z, zoom, fixed, n, loop=False):
-    """(k, left, top, size) of the view in level k's frame fractions: the brief's path."""
-    if loop:
-        z = z % n
-    k = min(int(math.floor(z + 1e-9)), n - 1)
-    u = z - k
-    if u <= 1e-9:
-        return k, 0.0, 0.0, 1.0
-    prev = fixed[k - 1] if (k > 0 or loop) else fixed[0]
-    h = u * u * (3 - 2 * u)
-    s = zoom ** -u
-    return k, *[(prev[a] + (fixed[k][a] - prev[a]) * h) * (1 - s) for a in range(2)], s
-
-
-def bilinear(img, fx, fy):
-    h, w, _ = img.shape
-    x = np.clip(fx * w - 0.5, 0, w - 1)
-    y = np.clip(fy * h - 0.5, 0, h - 1)
-    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
-    ax, ay = (x - x0)[..., None], (y - y0)[..., None]
-    top = img[y0, x0] * (1 - ax) + img[y0, x1] * ax
-    bottom = img[y1, x0] * (1 - ax) + img[y1, x1] * ax
-    return top * (1 - ay) + bottom * ay
-
-
 def reference_frame(images, zoom, footprints, z, size, loop=False):
-    """Each pixel centre sampled from the finest level whose frame holds it (bilinear)."""
-    n, h, w, _ = images.shape
-    shrink = 1 - 1 / zoom
-    fixed = [(l / w / shrink, t / h / shrink) for l, t in footprints]
-    k, left, top, s = view(z, zoom, fixed, n, loop)
-    grid = (np.arange(size) + 0.5) / size
-    fx, fy = np.meshgrid(left + grid * s, top + grid * s)
-    out = bilinear(images[k], fx, fy)
-    j = k
-    for _ in range(6):
-        if not loop and j >= n - 1:
-            break
-        a = footprints[j % n]
-        fx, fy = (fx - a[0] / w) * zoom, (fy - a[1] / h) * zoom
-        j += 1
-        inside = (fx >= 0) & (fx < 1) & (fy >= 0) & (fy < 1)
-        out[inside] = bilinear(images[j % n], fx, fy)[inside]
-    return out
+    """core.stack.preview's frame at zoom level z: the same camera path as the rig's."""
+    return render_zoom_frame(images, zoom, z, (size, size), footprints=footprints, loop=loop)
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +78,42 @@ def render(scene, path):
 
 RENDER = HELPERS + '''
 rig, root = load_rig({stack!r})
+zoom_keys = [tuple(kp.co) for kp in compat.find_fcurve(root, '["zoom_level"]').keyframe_points]
+interpolation = [kp.interpolation for kp in compat.find_fcurve(root, '["zoom_level"]').keyframe_points]
 for z in {levels!r}:
     root["zoom_level"] = float(z)
     render(rig, os.path.join({out!r}, f"z{{z}}.png"))
-emit(n=len(rig.objects))
+rig.camera.data.type = "PERSP"  # the matching lens frames the same view
+render(rig, os.path.join({out!r}, "persp.png"))
+rig.camera.data.type = "ORTHO"
+# every driver runs without Python: valid, and SCRIPTED ones simple expressions
+not_simple = [(idb.name, fc.data_path) for idb in [*bpy.data.objects, *bpy.data.cameras]
+              if idb.animation_data for fc in idb.animation_data.drivers
+              if not fc.driver.is_valid
+              or (fc.driver.type == "SCRIPTED" and not fc.driver.is_simple_expression)]
+drivers = sum(len(idb.animation_data.drivers) for idb in [*bpy.data.objects, *bpy.data.cameras]
+              if idb.animation_data)
+if {save!r}:
+    bpy.context.window.scene = rig
+    bpy.ops.wm.save_as_mainfile(filepath={save!r})
+emit(n=len(rig.objects), not_simple=not_simple, drivers=drivers, zoom_keys=zoom_keys,
+     frame_end=rig.frame_end, interpolation=interpolation)
+'''
+
+# the saved .blend, opened without the add-on and with auto-run scripts off
+NO_ADDON = '''
+if ADDON in bpy.context.preferences.addons.keys():
+    disable_addon()
+bpy.context.preferences.filepaths.use_scripts_auto_execute = False
+bpy.ops.wm.open_mainfile(filepath={blend!r}, load_ui=False)
+rig = bpy.context.scene
+root = [o for o in rig.objects if "zoom_level" in o][0]
+root.animation_data.action = None
+root["zoom_level"] = {z!r}
+rig.render.filepath = {path!r}
+bpy.ops.render.render(write_still=True)
+emit(auto=bpy.context.preferences.filepaths.use_scripts_auto_execute, scene=rig.name,
+     addon=ADDON in bpy.context.preferences.addons.keys(), p10=hasattr(bpy.types.Scene, "p10"))
 '''
 
 
@@ -146,7 +126,9 @@ def test_off_centre_camera_path_renders_like_the_core_at_and_between_levels(
     n = len(footprints) + 1
     images = consistent_images(procedural_layers(n, 64, seed=11 + zoom), zoom, footprints)
     images = write_stack(tmp_path / "fp", images, zoom, footprints)
-    run_blender(RENDER.format(stack=str(tmp_path / "fp"), levels=levels, out=str(tmp_path)), ur)
+    out = run_blender(RENDER.format(stack=str(tmp_path / "fp"), levels=levels,
+                                    out=str(tmp_path), save=""), ur)
+    assert out["not_simple"] == [] and out["drivers"] > 0
     scores = {}
     for z in levels:
         frame = iio.imread(tmp_path / f"z{z}.png").astype(np.float32) / 255
@@ -154,10 +136,11 @@ def test_off_centre_camera_path_renders_like_the_core_at_and_between_levels(
     print("PSNR", zoom, scores)
     assert min(scores.values()) >= 30, scores
     # the path is what moves the view: a centred view would miss the off-centre footprint
-    centred = [((64 - 64 // zoom) // 2,) * 2] * len(footprints)
     frame = iio.imread(tmp_path / f"z{levels[-1]}.png").astype(np.float32) / 255
-    assert psnr(frame, reference_frame(images, zoom, centred, levels[-1], 64)) < \
+    assert psnr(frame, reference_frame(images, zoom, None, levels[-1], 64)) < \
         scores[levels[-1]] - 6
+    persp = iio.imread(tmp_path / "persp.png").astype(np.float32) / 255
+    assert psnr(persp, reference_frame(images, zoom, footprints, levels[-1], 64)) >= 30
 
 
 def test_loop_wraps_zoom_level_n_renders_like_zero_at_any_number_of_loops(ur, tmp_path):
@@ -165,9 +148,20 @@ def test_loop_wraps_zoom_level_n_renders_like_zero_at_any_number_of_loops(ur, tm
     images = consistent_images(procedural_layers(3, 64, seed=21), zoom, footprints, loop=True)
     images = write_stack(tmp_path / "loop", images, zoom, footprints, loop=True)
     levels = [0, 3, 6, 1.5, 4.5, 10.5, 2.5]
-    run_blender(RENDER.format(stack=str(tmp_path / "loop"), levels=levels,
-                              out=str(tmp_path)), ur)
+    blend = str(tmp_path / "loop.blend")
+    out = run_blender(RENDER.format(stack=str(tmp_path / "loop"), levels=levels,
+                                    out=str(tmp_path), save=blend), ur)
+    assert out["not_simple"] == [] and out["drivers"] > 0
+    # the panel's keys zoom once round the loop, level 0 to level N (= level 0 again), at
+    # constant speed from the first frame; the last frame is the one before level N
+    assert out["zoom_keys"] == [[1.0, 0.0], [145.0, 3.0]] and out["frame_end"] == 144
+    assert out["interpolation"] == ["LINEAR", "LINEAR"]
     frames = {z: iio.imread(tmp_path / f"z{z}.png").astype(np.float32) / 255 for z in levels}
+    # without the add-on, auto-run off: the same frame
+    bare = run_blender(NO_ADDON.format(blend=blend, z=4.5, path=str(tmp_path / "bare.png")),
+                       ur, enable=False)
+    assert bare["auto"] is False and not bare["addon"] and not bare["p10"]
+    assert psnr(iio.imread(tmp_path / "bare.png").astype(np.float32) / 255, frames[4.5]) >= 40
     assert psnr(frames[3], frames[0]) >= 40 and psnr(frames[6], frames[0]) >= 40
     assert psnr(frames[4.5], frames[1.5]) >= 40 and psnr(frames[10.5], frames[1.5]) >= 40
     for z in (0, 1.5, 2.5):  # and each is the cycle's frame (2.5: level 0 inside level 2)
@@ -221,6 +215,9 @@ cam.data.type, cam.data.lens = "PERSP", 12.0
 bpy.context.view_layer.update()
 fitted["lens12"] = root["overscan"]
 shot("lens12", [2, 3])
+root["overscan"] = 10.0  # Fit Overscan to Camera sets it exactly (down too)
+assert bpy.ops.p10.fit_overscan() == {{"FINISHED"}}
+fitted["operator"] = root["overscan"]
 # an object parented to a level's empty zooms with it at every zoom level
 reset()
 child = bpy.data.objects.new("child", None)
@@ -238,7 +235,7 @@ emit(fitted=fitted, scales=scales, clip=[cam.data.clip_end])
 
 def test_any_framing_and_root_scale_never_shows_black_and_levels_can_be_parented_to(
         ur, tmp_path):
-    images = consistent_images(procedural_layers(4, 32, seed=3), 2, [(8, 8)] * 3)
+    images = consistent_images(procedural_layers(4, 32, seed=3), 2, None)
     write_stack(tmp_path / "fp", images, 2)  # centred, no "footprints" key
     out = run_blender(FRAMING.format(stack=str(tmp_path / "fp"), out=str(tmp_path)), ur)
 
@@ -252,6 +249,7 @@ def test_any_framing_and_root_scale_never_shows_black_and_levels_can_be_parented
     print("overscan fitted", out["fitted"])
     assert black("nomargin", 1) > 0.2  # the test sees black when there is some
     assert out["fitted"]["lens12"] >= 2.9
+    assert 2.9 <= out["fitted"]["operator"] <= 3.1
     assert out["fitted"]["scale10"] == 2.0  # the default covers these; scale changes nothing
     assert black("lens12", 2) == 0.0 and black("lens12", 3) == 0.0
     # world scale of a child of level 1's empty: 2^(z - 1) at every zoom level, unclamped
@@ -332,7 +330,7 @@ emit(**res)
 
 
 def test_hand_timing_kept_holds_without_overshoot_camera_children_and_home_kept(ur, tmp_path):
-    images = consistent_images(procedural_layers(4, 32, seed=4), 2, [(8, 8)] * 3)
+    images = consistent_images(procedural_layers(4, 32, seed=4), 2, None)
     write_stack(tmp_path / "fp", images, 2)
     write_stack(tmp_path / "bad", images, 2, footprints=[(8, 8), (20, 8), (8, 8)])
     out = run_blender(KEYS.format(stack=str(tmp_path / "fp"), addon=ADDON,
@@ -358,5 +356,5 @@ def test_hand_timing_kept_holds_without_overshoot_camera_children_and_home_kept(
     assert out["reset"] == [(3.0, 0.0), (17.0, 2.0), (23.0, 2.0), (30.0, 3.0)]
     assert out["reset_end"] == 33
     # a footprint outside the frame: one line naming it, nothing built
-    assert "footprint 1 [20, 8]" in out["bad"] and "\n" not in out["bad"].strip()
+    assert "footprints[1]" in out["bad"] and "\n" not in out["bad"].strip()
     assert out["bad_built"] == 0

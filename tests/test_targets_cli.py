@@ -109,3 +109,15 @@ def test_extend_refuses_a_loop_and_bad_targets_before_loading(capsys, tmp_path):
                         "--out", tmp_path / "e")
     assert code == 1 and "2 targets given for 1 transition" in _one_line_error(err)
     assert not (tmp_path / "e").exists()
+
+
+def test_footprints_off_the_samplers_grid_are_refused_before_loading(capsys, tmp_path):
+    # a hand-edited manifest: 3 px is not a whole latent pixel of a Stable Diffusion stack
+    rng = np.random.default_rng(1)
+    folder = ZoomStack(rng.random((2, 32, 32, 3), dtype=np.float32),
+                       {"zoom": 2, "model": "m", "prompts": ["a", "b"],
+                        "footprints": [[3, 0]]}).save(tmp_path / "odd")
+    for argv in (["extend", folder, "--prompt", "x"], ["regenerate", folder, "--level", "1"]):
+        code, _, err = _run(capsys, *argv, "--out", tmp_path / "e")
+        assert code == 1 and "not on the sampling grid" in _one_line_error(err)
+    assert not (tmp_path / "e").exists()

@@ -193,14 +193,23 @@ def _write(path, text):
     return path
 
 
-def test_targets_with_super_resolution_are_refused(capsys, model, tmp_path):
-    code, _, err = _run(capsys, "generate", "--prompt", "a", "--prompt", "b", "--model", model,
-                        "--target", "0.2,0.2", "--pixel-blend", "0.5", "--out", tmp_path / "o", *GEN)
-    assert code == 1 and "pixel blend works on centred stacks only" in _one_line_error(err)
+def test_targets_and_loops_through_super_resolution_and_pixel_blend(capsys, model, tmp_path):
     from tests.tiny_models import make_tiny_x4_upscaler
 
+    # 32 px = 4 x 4 latents, footprints 2 latents: (0.75, 0.25) -> (2, 0) latents -> (64, 0) in
+    # the x4 stage's 128 px PNGs; the SR stage samples, augments and blends at the footprints
     x4 = make_tiny_x4_upscaler(tmp_path / "x4")
-    code, _, err = _run(capsys, "generate", "--prompt", "a", "--prompt", "b", "--model", model,
-                        "--loop", "--upscale", "4", "--upscaler", x4, "--out", tmp_path / "o", *GEN)
-    assert code == 1 and "super-resolution" in _one_line_error(err)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["x4"]
+    common = ["--prompt", "a", "--prompt", "b", "--prompt", "c", "--model", model, "--size", "32",
+              "--steps", "2", "--device", "cpu", "--seed", "5", "--quiet", "--target", "0.75,0.25",
+              "--loop"]
+    code, _, err = _run(capsys, "generate", *common, "--upscale", "4", "--upscaler", x4,
+                        "--out", tmp_path / "sr")
+    assert code == 0, err
+    sr = ZoomStack.load(tmp_path / "sr")
+    assert sr.layers.shape[1:3] == (128, 128) and sr.loop
+    assert sr.footprints == [(64, 0)] * 3 and _exact(tmp_path / "sr")
+    code, _, err = _run(capsys, "generate", *common, "--pixel-blend", "0.5", "--out",
+                        tmp_path / "pb")
+    assert code == 0, err
+    pb = ZoomStack.load(tmp_path / "pb")
+    assert pb.footprints == [(16, 0)] * 3 and _exact(tmp_path / "pb")

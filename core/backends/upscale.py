@@ -22,6 +22,7 @@ from ..errors import InvalidInputError, raise_if_cancelled
 from ..models.estimate import USABLE_FRACTION, free_bytes_now, spec_from_backend, unet_rows
 from ..zoom.sampler import sample_zoom_stack
 from ..settings import UPSCALE_FACTORS, upscaler_models
+from ..zoom.geometry import scale_footprints
 from ..zoom.zoom_stack import sr_blend_method
 from .base import Backend, Conditioning
 from .loading import check_upscaler, load_stage
@@ -112,8 +113,13 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
             negative_prompt: str, plan: list[tuple[str, str]], *, zoom: int, scheduler: str,
             steps: int, seed: int, micro_batch: int | None = None,
             progress: Callable[[str, int, int], None] | None = None,
-            cancel=None) -> torch.Tensor:
+            cancel=None, footprints=None, loop: bool = False) -> torch.Tensor:
     """Run the ×4 stages of ``plan`` jointly on consistent images (N, 3, h, w) in [0, 1].
+
+    ``footprints``: ``(left, top)`` of level i+1 inside level i in the input images' pixels
+    (None: centred) and ``loop``: a cyclic stack. Each stage samples, noise-augments and blends
+    at them scaled to its own grid (×4 in SR pixels; the x4 upscaler's latents have the input's
+    size); the next stage's input is 4x larger, and so are its footprints.
 
     Each stage: load (cached on the backend) -> its own conditioning -> per-level low-res
     conditioning with zoom-consistent noise augmentation -> ``sample_zoom_stack`` with
@@ -135,9 +141,12 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
         report("loading model", 1, 1)
         stage_cond = stage.conditioning(list(prompts), negative_prompt, cond)
         generator = torch.Generator("cpu").manual_seed(stage_seed(seed, i))
-        stage.prepare(images, zoom, generator)
         n_steps = min(int(steps), stage.default_steps)
         shape = stage.sample_shape(images.shape[-2], images.shape[-1])
+        placement = {} if footprints is None and not loop else {
+            "footprints": None if footprints is None else
+            scale_footprints(footprints, shape[-1] // images.shape[-1]), "loop": loop}
+        stage.prepare(images, zoom, generator, **placement)
         micro = micro_batch if micro_batch is not None else fit_tile_micro_batch(
             stage, images.shape[0], shape[1:])
         report("super-resolution", 0, n_steps)
@@ -147,10 +156,12 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
             num_levels=images.shape[0], zoom=zoom, shape=shape,
             num_inference_steps=n_steps, generator=generator, blending=sr_blend_method(zoom),
             callback=lambda step, total, _layers: report("super-resolution", step, total),
-            cancel=cancel, device=stage.device, dtype=torch.float32,
+            cancel=cancel, device=stage.device, dtype=torch.float32, **placement,
         )
         raise_if_cancelled(cancel)
         images = stage.decode(result.images, micro)
+        if footprints is not None:  # the next stage's input: this stage's 4x larger output
+            footprints = scale_footprints(footprints, 4)
     return images
 
 

@@ -131,17 +131,21 @@ def _settings_of(scene):
 
 
 def zoom_keys_for(coll, values: dict) -> "animation.ZoomKeys":
-    """The keys the settings give this build (a loop zooms through N levels back to 0)."""
+    """The keys the settings give this build. A loop zooms through N levels back to level 0
+    at constant speed, without end holds (its last frame is the one before level N, which
+    is level 0 again: the video repeats without a cut)."""
     info = scene_build.build_info(coll)
-    levels = info["num_levels"] + (1 if info["loop"] else 0)
+    loop = info["loop"]
+    levels = info["num_levels"] + (1 if loop else 0)
     try:
         hold_levels = animation.parse_holds(values.get("hold_levels", ""), levels)
     except ValueError:
         hold_levels = []  # the panel shows the error under the field
     return animation.zoom_keys(
         levels, values["frames_per_level"], direction=values["direction"],
-        hold_start=values["hold_start"], hold_end=values["hold_end"],
-        ease_frames=values["ease_frames"],
+        hold_start=0 if loop else values["hold_start"],
+        hold_end=0 if loop else values["hold_end"],
+        ease_frames=0 if loop else values["ease_frames"],
         holds={k: values.get("hold_frames", 0) for k in hold_levels})
 
 
@@ -167,7 +171,10 @@ def fit_frame_range(coll, values: dict) -> None:
     span = animation.key_range(scene_build.build_root(coll))
     if scene is None or span is None:
         return
-    end = int(round(span[1])) + int(values["hold_end"])
+    if scene_build.build_info(coll)["loop"]:
+        end = int(round(span[1])) - 1  # the frame at level N is the first frame again
+    else:
+        end = int(round(span[1])) + int(values["hold_end"])
     if scene.get(scene_build.HOME_KEY) is not None:
         if scene.frame_end != end:
             scene.frame_end = end
@@ -264,17 +271,22 @@ class P10_OT_load_stack(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class P10_OT_rekey_zoom(bpy.types.Operator):
-    """Replace the zoom's keys with the ones the settings give (keys edited by hand are
-    otherwise kept when a setting changes)"""
+class _OnRig:
+    """Operators acting on the rig the panel shows (greyed out, with the reason, without)."""
 
-    bl_idname = "p10.rekey_zoom"
-    bl_label = "Reset Zoom Keys"
     bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context):
         return _has_build(cls, context)
+
+
+class P10_OT_rekey_zoom(_OnRig, bpy.types.Operator):
+    """Replace the zoom's keys with the ones the settings give (keys edited by hand are
+    otherwise kept when a setting changes)"""
+
+    bl_idname = "p10.rekey_zoom"
+    bl_label = "Reset Zoom Keys"
 
     def invoke(self, context, event):
         return context.window_manager.invoke_confirm(self, event)
@@ -286,17 +298,12 @@ class P10_OT_rekey_zoom(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class P10_OT_fit_overscan(bpy.types.Operator):
+class P10_OT_fit_overscan(_OnRig, bpy.types.Operator):
     """Set the rig's overscan to what its camera sees now (lens, sensor, shift, ortho scale,
     position and rotation), so no coarser level is hidden while the view needs it"""
 
     bl_idname = "p10.fit_overscan"
     bl_label = "Fit Overscan to Camera"
-    bl_options = {"REGISTER", "UNDO"}
-
-    @classmethod
-    def poll(cls, context):
-        return _has_build(cls, context)
 
     def execute(self, context):
         coll = scene_build.zoom_build(context.scene)

@@ -44,20 +44,6 @@ def coarse_depth(zoom: int) -> int:
     return max(1, int(math.ceil(math.log(OVERSCAN_MAX, zoom) - 1e-9)))
 
 
-def fixed_points(footprints, zoom: int, width: int, height: int,
-                 count: int) -> list[tuple[float, float]]:
-    """``(c_x, c_y)`` per transition: the fixed point ``a / (1 - 1/p)`` of the zoom from level
-    k onto its footprint (``a = left / W``), in level k's frame fractions; centred: 0.5."""
-    if footprints is None:
-        return [(0.5, 0.5)] * count
-    shrink = 1.0 - 1.0 / zoom
-    return [(left / width / shrink, top / height / shrink) for left, top in footprints]
-
-
-def centred_footprints(zoom: int, width: int, height: int, count: int) -> list[tuple[int, int]]:
-    return [((width - width // zoom) // 2, (height - height // zoom) // 2)] * count
-
-
 @dataclass(frozen=True)
 class RigPlan:
     """Everything the drivers need, in frame fractions (x right, y down)."""
@@ -85,15 +71,15 @@ class RigPlan:
         return d + a - self.period * math.floor((d + a) / self.period) - a
 
 
-def plan_rig(zoom: int, width: int, height: int, num_levels: int, footprints=None,
+def plan_rig(zoom: int, width: int, height: int, num_levels: int, footprints, fixed,
              loop: bool = False) -> RigPlan:
-    """The rig's plan for a stack: offsets and fixed points of each transition, the visible
-    window (D finer, ``coarse`` coarser levels) and, for a loop, its period V."""
-    count = num_levels if loop else max(num_levels - 1, 0)
-    if footprints is None:
-        footprints = centred_footprints(zoom, width, height, count)
+    """The rig's plan for a stack: offsets ``a_k`` of each transition's footprint (pixels,
+    one per transition, the last placing level 0 in level N-1 for a loop), their fixed points
+    ``c_k`` (``core.zoom.camera_path.fixed_points``), the visible window (D finer, ``coarse``
+    coarser levels) and, for a loop, its period V."""
+    count = len(footprints)
     offsets = [(left / width, top / height) for left, top in footprints]
-    fixed = fixed_points(footprints, zoom, width, height, count)
+    fixed = [tuple(c) for c in fixed]
     depth, coarse = visible_depth(zoom), coarse_depth(zoom)
     period = num_levels
     if loop:  # every virtual plane's window [-D, coarse] fits in one period: no plane twice

@@ -28,7 +28,8 @@ from typing import Any
 import bpy
 
 from ...core.errors import StackFormatError
-from ...core.stack.stack_io import read_manifest
+from ...core.stack.stack_io import centred_footprints, read_manifest
+from ...core.zoom.camera_path import fixed_points
 from ..setup import compat
 from ..properties import linked_scene
 from . import path_keys
@@ -524,26 +525,16 @@ def _world(scene: "bpy.types.Scene") -> None:
         scene.world = world
 
 
-def stack_path(manifest: dict[str, Any], where: Path) -> tuple[list | None, bool]:
-    """The manifest's optional ``footprints`` and ``loop`` (centred, no loop when absent)."""
-    loop = manifest.get("loop", False)
-    if not isinstance(loop, bool):
-        raise StackFormatError(f"{where}: \"loop\" must be true or false, got {loop!r}")
-    footprints = manifest.get("footprints")
-    if footprints is None:
-        return None, loop
+def stack_path(manifest: dict[str, Any]) -> tuple[list, list, bool]:
+    """Footprints (centred when the manifest has none), their fixed points and the loop flag
+    of a manifest ``read_manifest`` validated."""
+    loop = bool(manifest.get("loop", False))
     n, w, h = int(manifest["num_levels"]), int(manifest["width"]), int(manifest["height"])
-    count = n if loop else n - 1
-    p = int(manifest["zoom"])
-    if not isinstance(footprints, list) or len(footprints) != count:
-        raise StackFormatError(f"{where}: \"footprints\" must list {count} [left, top] pairs")
-    for i, fp in enumerate(footprints):
-        ok = (isinstance(fp, list) and len(fp) == 2
-              and all(isinstance(v, int) and not isinstance(v, bool) for v in fp))
-        if not ok or not (0 <= fp[0] <= w - w // p and 0 <= fp[1] <= h - h // p):
-            raise StackFormatError(f"{where}: footprint {i} {fp!r} is not a [left, top] pair "
-                                   f"of whole pixels inside the frame")
-    return [tuple(fp) for fp in footprints], loop
+    zoom, count = int(manifest["zoom"]), n if loop else n - 1
+    given = manifest.get("footprints")
+    footprints = [tuple(fp) for fp in given] if given is not None else \
+        centred_footprints(h, w, zoom, count)
+    return footprints, fixed_points(footprints, zoom, w, h, count), loop
 
 
 def camera_overscan(coll: "bpy.types.Collection", scene=None, depsgraph=None) -> float:
@@ -655,12 +646,12 @@ def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
     """
     directory = Path(bpy.path.abspath(os.fspath(directory)))
     manifest = read_manifest(directory)
-    footprints, loop = stack_path(manifest, directory / "manifest.json")
+    footprints, fixed, loop = stack_path(manifest)
     key, identity = _stack_key(directory), stack_identity(manifest)
     keys = {key} | ({_stack_key(replaces)} if replaces else set())
     width, height = int(manifest["width"]), int(manifest["height"])
     zoom, n = int(manifest["zoom"]), int(manifest["num_levels"])
-    plan = path_keys.plan_rig(zoom, width, height, n, footprints, loop)
+    plan = path_keys.plan_rig(zoom, width, height, n, footprints, fixed, loop)
     build_id = uuid.uuid4().hex
 
     created_scene = None
@@ -689,7 +680,7 @@ def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
         coll["p10_plane_size"] = float(size)
         coll["p10_prompts"] = json.dumps([str(p) for p in manifest["prompts"]])
         coll["p10_loop"] = bool(loop)
-        coll["p10_footprints"] = json.dumps(footprints)
+        coll["p10_footprints"] = json.dumps(manifest.get("footprints"))
         scene.collection.children.link(coll)
 
         created: list[bpy.types.ID] = []
