@@ -218,6 +218,17 @@ shot("lens12", [2, 3])
 root["overscan"] = 10.0  # Fit Overscan to Camera sets it exactly (down too)
 assert bpy.ops.p10.fit_overscan() == {{"FINISHED"}}
 fitted["operator"] = root["overscan"]
+# an animated lens (36 mm on frame 1, 12 mm on the last): fitted over the whole shot
+reset()
+cam.data.type = "PERSP"
+cam.data.keyframe_insert("lens", frame=rig.frame_start)
+cam.data.lens = 12.0
+cam.data.keyframe_insert("lens", frame=rig.frame_end)
+rig.frame_set(rig.frame_start)
+root["overscan"] = 1.0
+assert bpy.ops.p10.fit_overscan() == {{"FINISHED"}}
+fitted["animated"] = root["overscan"]
+fitted["frame_back"] = rig.frame_current == rig.frame_start
 # an object parented to a level's empty zooms with it at every zoom level
 reset()
 child = bpy.data.objects.new("child", None)
@@ -250,6 +261,7 @@ def test_any_framing_and_root_scale_never_shows_black_and_levels_can_be_parented
     assert black("nomargin", 1) > 0.2  # the test sees black when there is some
     assert out["fitted"]["lens12"] >= 2.9
     assert 2.9 <= out["fitted"]["operator"] <= 3.1
+    assert 2.9 <= out["fitted"]["animated"] <= 3.1 and out["fitted"]["frame_back"]
     assert out["fitted"]["scale10"] == 2.0  # the default covers these; scale changes nothing
     assert black("lens12", 2) == 0.0 and black("lens12", 3) == 0.0
     # world scale of a child of level 1's empty: 2^(z - 1) at every zoom level, unclamped
