@@ -346,6 +346,13 @@ def test_targets_and_loop_from_the_panel_reach_the_engine_and_the_marker(ur, tmp
         p10.use_photo, p10.photo, p10.photo_level = True, photo, 1
         res["photo_loop"] = generate()
         p10.use_photo = False
+        # prompt files carry the targets and the loop both ways
+        path = os.path.join(OUT, "..", "aimed.json")
+        bpy.ops.p10.prompts_export(filepath=path)
+        p10.target_mode, p10.loop = "CENTRE", False
+        bpy.ops.p10.prompts_import(filepath=path)
+        res["file"] = [p10.target_mode, p10.loop,
+                       [[round(v, 4) for v in i.target] for i in p10.prompts]]
         # the marker: row 0's target at the top-left quarter of the frame (footprint 0,0)
         p10.loop = False
         bpy.context.window.scene = bpy.data.scenes["Scene"]
@@ -376,6 +383,7 @@ def test_targets_and_loop_from_the_panel_reach_the_engine_and_the_marker(ur, tmp
     assert out["one"][1] == [[[0.25, 0.75]], False, False]
     assert out["each"][1][0] == [[0.2, 0.3], [0.7, 0.6]]                  # N-1 transitions
     assert out["each_loop"][1] == [[[0.2, 0.3], [0.7, 0.6], [0.1, 0.1]], True, False]  # N
+    assert out["file"] == ["EACH", True, [[0.2, 0.3], [0.7, 0.6], [0.1, 0.1]]]
     assert out["photo_loop"] == [[["FINISHED"], None], [out["each_loop"][1][0], True, True]]
     w, h, corner, top_edge, left_edge, far, inside = out["marker"]
     yellow = pytest.approx([1.0, 0.8, 0.1], abs=0.02)
