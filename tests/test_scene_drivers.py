@@ -180,11 +180,13 @@ def reset():
     cam.location, cam.rotation_euler = base["loc"], base["rot"]
     cam.data["rig_ortho_scale"] = base["ortho"]
     root.scale = (1, 1, 1)
+    root.location = root.rotation_euler = (0, 0, 0)
 def shot(name, levels):
     for z in levels:
         root["zoom_level"] = float(z)
         render(rig, os.path.join({out!r}, f"{{name}}_{{z}}.png"))
 cases = dict(
+    nominal=lambda: None,
     lens24=lambda: (setattr(cam.data, "type", "PERSP"), setattr(cam.data, "lens", 24.0)),
     ortho13=lambda: cam.data.__setitem__("rig_ortho_scale", 1.3),
     tilt15=lambda: setattr(cam, "rotation_euler", (math.radians(15), 0, 0)),
@@ -193,6 +195,9 @@ cases = dict(
     high15=lambda: (setattr(cam.data, "type", "PERSP"), setattr(cam, "location", (0, 0, 1.5))),
     scale10=lambda: setattr(root, "scale", (10, 10, 10)),
     scale01=lambda: setattr(root, "scale", (0.1, 0.1, 0.1)),
+    moved=lambda: (setattr(root, "location", (5, -3, 2)),
+                   setattr(root, "rotation_euler", (0.3, 0.2, 1.0)),
+                   setattr(root, "scale", (2, 2, 2))),
 )
 fitted = {{}}
 for name, change in cases.items():
@@ -218,6 +223,17 @@ shot("lens12", [2, 3])
 root["overscan"] = 10.0  # Fit Overscan to Camera sets it exactly (down too)
 assert bpy.ops.p10.fit_overscan() == {{"FINISHED"}}
 fitted["operator"] = root["overscan"]
+# an animated lens (36 mm on frame 1, 12 mm on the last): fitted over the whole shot
+reset()
+cam.data.type = "PERSP"
+cam.data.keyframe_insert("lens", frame=rig.frame_start)
+cam.data.lens = 12.0
+cam.data.keyframe_insert("lens", frame=rig.frame_end)
+rig.frame_set(rig.frame_start)
+root["overscan"] = 1.0
+assert bpy.ops.p10.fit_overscan() == {{"FINISHED"}}
+fitted["animated"] = root["overscan"]
+fitted["frame_back"] = rig.frame_current == rig.frame_start
 # an object parented to a level's empty zooms with it at every zoom level
 reset()
 child = bpy.data.objects.new("child", None)
@@ -244,12 +260,19 @@ def test_any_framing_and_root_scale_never_shows_black_and_levels_can_be_parented
         return float((frame.max(axis=-1) < 0.02).mean())
 
     for name in ("lens24", "ortho13", "tilt15", "roll30", "pan015", "high15", "scale10",
-                 "scale01"):
+                 "scale01", "moved"):
         assert [black(name, z) for z in (1, 2, 3)] == [0.0, 0.0, 0.0], (name, out["fitted"])
     print("overscan fitted", out["fitted"])
     assert black("nomargin", 1) > 0.2  # the test sees black when there is some
+    # the root's transform moves the whole shot: the frames stay what they were
+    for name in ("scale10", "scale01", "moved"):
+        for z in (1, 2, 3):
+            a, b = (iio.imread(tmp_path / f"{n}_{z}.png").astype(np.float32) / 255
+                    for n in (name, "nominal"))
+            assert psnr(a, b) >= 35, (name, z, psnr(a, b))
     assert out["fitted"]["lens12"] >= 2.9
     assert 2.9 <= out["fitted"]["operator"] <= 3.1
+    assert 2.9 <= out["fitted"]["animated"] <= 3.1 and out["fitted"]["frame_back"]
     assert out["fitted"]["scale10"] == 2.0  # the default covers these; scale changes nothing
     assert black("lens12", 2) == 0.0 and black("lens12", 3) == 0.0
     # world scale of a child of level 1's empty: 2^(z - 1) at every zoom level, unclamped

@@ -41,11 +41,14 @@ class AnalyticBackend:
         alphas = DDPMScheduler(num_train_timesteps=1000).alphas_cumprod
         return MixtureDenoiser(self.renders, alphas)
 
-    def pixel_blending(self, denoiser, zoom, fraction, micro_batch):
+    def pixel_blending(self, denoiser, zoom, fraction, micro_batch, **placement):
         return denoiser
 
     def decode(self, images, micro_batch):
         return ((images + 1) / 2).clamp(0, 1)
+
+    def preview(self, images):
+        return None
 
     def encode_photo(self, x, micro_batch):
         return x[0] * 2 - 1 if x.dim() == 4 else x * 2 - 1
@@ -94,6 +97,30 @@ def test_targets_reach_the_sampler_as_footprints_on_its_grid(loop):
     centred = _analytic(GenerateSettings(**{**s.to_dict(), "targets": None}), renders)
     assert nearest_scene_error(torch.from_numpy(centred.layers).permute(0, 3, 1, 2) * 2 - 1,
                                renders)[0] > 5 * err
+
+
+@pytest.mark.parametrize("outward", [False, True])
+def test_extend_with_targets_lands_on_the_known_levels_scene(outward):
+    from core.extend import extend
+
+    fps = [(8, 0), (0, 8)]
+    renders = _scenes(fps, False)
+    pixels = ((renders[1] + 1) / 2).permute(0, 2, 3, 1).numpy()  # scene 1, (N, H, W, 3)
+    kept = slice(1, 3) if outward else slice(0, 2)
+    stack = ZoomStack(pixels[kept], {
+        "zoom": 2, "model": "analytic", "family": "if", "prompts": ["a", "b"],
+        "footprints": [list(fps[1] if outward else fps[0])], "scheduler": "ddpm", "steps": 40,
+        "upscaler": "none", "sample_width": 16, "sample_height": 16, "seed": 3, "width": 16,
+        "height": 16})
+    target = [[0.75, 0.25]] if outward else [[0.25, 0.75]]  # -> (8, 0) / (0, 8) on the 16 grid
+    out = extend(stack, ["new"], outward=outward, targets=target, micro_batch=8,
+                 models=AnalyticCache(AnalyticBackend(renders)))
+    assert out.footprints == fps and out.manifest["footprints"] == [list(f) for f in fps]
+    new = 0 if outward else 2
+    x = torch.from_numpy(out.layers[new]).permute(2, 0, 1) * 2 - 1
+    rmse = ((renders[:, new] - x) ** 2).flatten(1).mean(-1).sqrt()  # to each scene's level
+    assert int(rmse.argmin()) == 1 and rmse[1] < 0.3 * rmse[[0, 2]].min()  # the known scene's
+    assert np.abs(out.layers[kept] - pixels[kept]).max() < 1e-5
 
 
 # ------------------------------------------------------------------------ tiny model, CLI

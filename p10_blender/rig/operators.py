@@ -299,8 +299,9 @@ class P10_OT_rekey_zoom(_OnRig, bpy.types.Operator):
 
 
 class P10_OT_fit_overscan(_OnRig, bpy.types.Operator):
-    """Set the rig's overscan to what its camera sees now (lens, sensor, shift, ortho scale,
-    position and rotation), so no coarser level is hidden while the view needs it"""
+    """Set the rig's overscan to what its camera sees (lens, sensor, shift, ortho scale,
+    position and rotation; over the whole shot when the camera or the rig is animated), so
+    no coarser level is hidden while the view needs it"""
 
     bl_idname = "p10.fit_overscan"
     bl_label = "Fit Overscan to Camera"
@@ -308,11 +309,43 @@ class P10_OT_fit_overscan(_OnRig, bpy.types.Operator):
     def execute(self, context):
         coll = scene_build.zoom_build(context.scene)
         root = scene_build.build_root(coll)
-        need = scene_build.camera_overscan(coll)
+        need = shot_overscan(coll)
         root[scene_build.OVERSCAN_PROP] = max(1.0, need)
         root.update_tag()
         self.report({"INFO"}, f"Overscan {need:.2f}")
         return {"FINISHED"}
+
+
+def _animated(idb) -> bool:
+    """Keyed (the rig's own drivers on the camera data only follow the root's scale)."""
+    anim = getattr(idb, "animation_data", None)
+    return anim is not None and anim.action is not None
+
+
+def shot_overscan(coll, samples: int = 100) -> float:
+    """The widest the build's camera sees: now, or over the scene's frame range (about
+    ``samples`` frames, every key frame of the camera's included) when it is animated."""
+    scene = scene_build.build_scene(coll)
+    cam = scene_build.build_camera(coll)
+    moving = cam is not None and (
+        _animated(cam) or _animated(cam.data) or len(cam.constraints) > 0
+        or cam.parent != scene_build.build_root(coll))
+    if scene is None or not moving:
+        return scene_build.camera_overscan(coll)
+    start, end = scene.frame_start, scene.frame_end
+    frames = set(range(start, end + 1, max(1, (end - start) // samples)))
+    for idb in (cam, cam.data):
+        if idb.animation_data and idb.animation_data.action:
+            frames.update(int(round(kp.co.x)) for fc in compat.fcurves_for(idb)
+                          for kp in fc.keyframe_points if start <= kp.co.x <= end)
+    current, need = scene.frame_current, 1.0
+    try:
+        for frame in sorted(frames | {end}):
+            scene.frame_set(frame)
+            need = max(need, scene_build.camera_overscan(coll, scene))
+    finally:
+        scene.frame_set(current)
+    return need
 
 
 def on_depsgraph_update(scene, depsgraph) -> None:
