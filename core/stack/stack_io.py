@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StackFormatError
-from ..zoom.geometry import centre_box, check_size, check_zoom
+from ..zoom.geometry import centred_footprint, check_size, check_zoom
 from .publish import make_hidden_dir, publish_dir
 
 if TYPE_CHECKING:
@@ -100,8 +100,7 @@ def validate_geometry(manifest: dict[str, Any], where: Path) -> None:
 
 def centred_footprints(height: int, width: int, zoom: int, count: int) -> list[tuple[int, int]]:
     """``count`` centred footprints ``(left, top)``: ((W - W/p)/2, (H - H/p)/2)."""
-    top, left, _, _ = centre_box(height, width, zoom)
-    return [(left, top)] * count
+    return [centred_footprint(height, width, zoom)] * count
 
 
 def validate_footprints(manifest: dict[str, Any], where: Path) -> None:
