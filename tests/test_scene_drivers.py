@@ -341,6 +341,26 @@ bpy.context.window.scene = bpy.data.scenes["Renamed Home"]
 res["poll_video"] = bpy.ops.p10.make_video.poll()
 assert bpy.ops.p10.rekey_zoom() == {{"FINISHED"}}
 res["reset"], res["reset_end"] = keys(), rig.frame_end
+# a rig whose root lacks the overscan (as rigs of older versions do), saved and reopened:
+# a reload adopts that root and its new drivers must work (they were left flagged invalid)
+del root["overscan"]
+bpy.context.window.scene = rig
+bpy.ops.wm.save_as_mainfile(filepath={blend!r})
+bpy.ops.wm.open_mainfile(filepath={blend!r})
+bpy.context.window.scene = bpy.data.scenes["Renamed Home"]
+assert "FINISHED" in bpy.ops.p10.load_stack(directory={stack!r})
+rig = bpy.context.scene
+root = [o for o in rig.objects if "zoom_level" in o][0]
+root.animation_data.action = None
+root["zoom_level"] = 0.0
+root.update_tag()
+bpy.context.view_layer.update()
+dg = bpy.context.evaluated_depsgraph_get()
+res["legacy"] = dict(
+    invalid=[(i.name, fc.data_path) for i in [*bpy.data.objects, *bpy.data.cameras]
+             if i.animation_data for fc in i.animation_data.drivers if not fc.driver.is_valid],
+    shown=[o.name for o in rig.objects if o.get("p10_role") == "LAYER"
+           and not o.evaluated_get(dg).hide_render], overscan=root.get("overscan"))
 before = len(bpy.data.objects)
 try:
     bpy.ops.p10.load_stack(directory={bad!r})
@@ -357,7 +377,8 @@ def test_hand_timing_kept_holds_without_overshoot_camera_children_and_home_kept(
     write_stack(tmp_path / "fp", images, 2)
     write_stack(tmp_path / "bad", images, 2, footprints=[(8, 8), (20, 8), (8, 8)])
     out = run_blender(KEYS.format(stack=str(tmp_path / "fp"), addon=ADDON,
-                                  bad=str(tmp_path / "bad")), ur)
+                                  bad=str(tmp_path / "bad"), blend=str(tmp_path / "k.blend")),
+                      ur)
     for name in ("first", "held", "reset"):
         out[name] = [tuple(k) for k in out[name]]
     assert out["first"] == [(3.0, 0.0), (33.0, 3.0)] and out["first_end"] == 36
@@ -381,3 +402,6 @@ def test_hand_timing_kept_holds_without_overshoot_camera_children_and_home_kept(
     # a footprint outside the frame: one line naming it, nothing built
     assert "footprints[1]" in out["bad"] and "\n" not in out["bad"].strip()
     assert out["bad_built"] == 0
+    legacy = out["legacy"]
+    assert legacy["invalid"] == [] and legacy["overscan"] == 2.0
+    assert legacy["shown"] == ["P10 fp L00", "P10 fp L01", "P10 fp L02", "P10 fp L03"]
