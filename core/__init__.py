@@ -27,6 +27,8 @@ _LAZY = {
     # the joint sampler (Alg. 2)
     "sample_zoom_stack": "zoom.sampler", "SampleResult": "zoom.sampler",
     "make_scheduler": "backends.schedulers",
+    # the camera path through a stack (the preview's and the rig's)
+    "view_rect": "zoom.camera_path",
     # the stack folder
     "ZoomStack": "stack.stack_io", "read_manifest": "stack.stack_io",
     # running it
