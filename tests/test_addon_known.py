@@ -129,14 +129,14 @@ def test_r1_r5_r15_lora_kept_new_seed_each_regenerate_unsaved_output_and_bad_gui
         for _ in range(2):
             res[f"regen{len(seeds)}"] = run_op("regenerate_level")
             seeds.append(manifest()["levels"][1]["seed"])
-        deps = addon().p10_blender.setup.dependencies
+        paths = addon().p10_blender.setup.paths
         p10.output_dir = "//stacks"                     # an unsaved file: not the working folder
-        unsaved_root = str(_gen.output_root(p10))
+        unsaved_root = str(paths.output_root(p10))
         props = addon().p10_blender.properties
         g = p10.guidance
         ignored = [props.apply_settings(p10, {"guidance": v}) for v in ("nan", "inf", 1e9, "high")]
         emit(res=res, seen=seen, lora_kept=lora_kept, seeds=seeds, unsaved_root=unsaved_root,
-             user_dir=str(deps.user_dir()), guidance=[g, p10.guidance], ignored=ignored,
+             user_dir=str(paths.default_root()), guidance=[g, p10.guidance], ignored=ignored,
              cwd=os.getcwd())
     '''), ur)
     other = out["res"].pop("other")
@@ -148,6 +148,6 @@ def test_r1_r5_r15_lora_kept_new_seed_each_regenerate_unsaved_output_and_bad_gui
     assert out["lora_kept"] == "latent-consistency/lcm-lora-sdv1-5"
     seeds = out["seeds"]
     assert len(set(seeds)) == 4 and seeds[2] == 77 and 0 not in seeds  # a new variation each time
-    assert out["unsaved_root"] == str(Path(out["user_dir"]) / "stacks")
+    assert out["unsaved_root"] == str(Path(out["user_dir"]) / "stacks")  # ~/zoom_stacks/stacks
     assert not out["unsaved_root"].startswith(out["cwd"] + "/stacks")
     assert out["ignored"] == [["guidance"]] * 4 and out["guidance"][0] == out["guidance"][1]
