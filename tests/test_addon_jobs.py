@@ -223,22 +223,3 @@ def test_run_logged_streams_lines_and_logs(tmp_path):
     assert "Collecting a" in log.read_text()
     assert dependencies.pip_phase("Collecting torch") == "resolving"
 
-
-def test_video_path_of_a_saved_file_is_beside_it_not_inside_its_path(tmp_path, monkeypatch):
-    # video_render imports bpy (a stand-in will do: resolve_output never touches it)
-    stub = types.ModuleType("bpy")
-    stub.types = types.SimpleNamespace(StringProperty=types.SimpleNamespace(
-        bl_rna=types.SimpleNamespace(properties=[])))
-    monkeypatch.setitem(sys.modules, "bpy", sys.modules.get("bpy") or stub)
-    _package(f"{PKG}.p10_blender.video", ROOT / "p10_blender" / "video")
-    resolve = _load("video.video_render").resolve_output
-    stack, blend = tmp_path / "stacks" / "a-galaxy", tmp_path / "shots" / "scene.blend"
-    stack.mkdir(parents=True)
-    blend.parent.mkdir()
-    assert resolve("//zoom.mp4", str(stack), str(blend)) == tmp_path / "shots" / "zoom.mp4"
-    assert resolve("//renders/", str(stack), str(blend)) \
-        == tmp_path / "shots" / "renders" / "a-galaxy.mp4"
-    assert resolve("//", str(stack), str(blend)) == tmp_path / "shots" / "a-galaxy.mp4"
-    assert resolve("//zoom", str(stack), "") == tmp_path / "stacks" / "zoom.mp4"  # unsaved
-    assert resolve("", str(stack), str(blend)) == tmp_path / "stacks" / "a-galaxy.mp4"
-    assert not (tmp_path / "shots" / "scene.blend").exists()  # no folder made in the file's name
