@@ -413,7 +413,7 @@ class _RecordingStage:
     are not zoom-consistent), and a decode that records what it is given."""
 
     default_steps, guidance, device, dtype = 5, 1.0, torch.device("cpu"), torch.float32
-    tile_size, tile_overlap = 64, 8
+    tile_size, tile_overlap, factor = 64, 8, 4
     scheduler_config = {"num_train_timesteps": 1000, "beta_schedule": "linear",
                         "beta_start": 0.0001, "beta_end": 0.02}
 
@@ -423,7 +423,7 @@ class _RecordingStage:
     def conditioning(self, prompts, negative_prompt, cond):
         return None
 
-    def prepare(self, images, zoom, generator):
+    def prepare(self, images, zoom, generator, footprints=None, loop=False):
         pass
 
     def sample_shape(self, h, w):
