@@ -623,18 +623,6 @@ def _carry_over(old: list, coll, keep: set, by_level: dict, shift: int = 0) -> N
                 ob.user_remap(target)
 
 
-def _revalidate(coll: "bpy.types.Collection") -> None:
-    """Clear a stale 'invalid' flag on the build's expression drivers (a safety net): Blender
-    flags a driver invalid when an evaluation fails and keeps the flag until its expression
-    is set again, even once its targets are there."""
-    ids = [*coll.objects, *(ob.data for ob in coll.objects if ob.type == "CAMERA")]
-    for idb in ids:
-        anim = idb.animation_data
-        for fc in (anim.drivers if anim is not None else ()):
-            if fc.driver.type == "SCRIPTED" and not fc.driver.is_valid:
-                fc.driver.expression = fc.driver.expression
-
-
 def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
                      own_scene: bool = True, exact: bool = False, engine: str = "CYCLES",
                      samples: int = 16, size: float = PLANE_SIZE,
@@ -818,8 +806,7 @@ def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
         if idb.name != name:
             idb.name = name
     try:
-        fit_overscan(coll)  # (evaluates the rig once)
+        fit_overscan(coll)
     except (RuntimeError, ValueError, ZeroDivisionError):
         pass  # no evaluated camera yet: the default overscan stands
-    _revalidate(coll)
     return coll
