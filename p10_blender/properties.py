@@ -148,8 +148,9 @@ def _base_annotations() -> dict:
                                                  "the peak memory, whatever the total depth"),
         "output_dir": StringProperty(name="Output Folder", default="", subtype="DIR_PATH",
                                      options=compat.PATH_OPTIONS,
-                                     description="Where stacks go (empty: the add-on's "
-                                                 "user folder)"),
+                                     description="Where stacks and videos go (empty: "
+                                                 "zoom_stacks beside the saved .blend, or in "
+                                                 "your home folder while it is unsaved)"),
         "last_stack_dir": StringProperty(name="Last Stack", default="", subtype="DIR_PATH",
                                          options=compat.PATH_OPTIONS,
                                          description="Folder of the last generated stack"),

@@ -394,3 +394,34 @@ def test_targets_and_loop_from_the_panel_reach_the_engine_and_the_marker(ur, tmp
     assert ["prop", "target"] in out["drawn"]
     assert any("no next level" in x for x in out["finest"])
     assert out["loaded"] == ["EACH", [[0.25, 0.25], [0.75, 0.75]], False]
+
+
+def test_a_frame_narrower_than_the_stack_is_filled_not_letterboxed(ur, tmp_path):
+    """Issue 21.9: a square frame of a 2:1 stack shows its middle (the add-on's camera framing
+    is fitted); a camera the artist framed is left alone."""
+    from core.stack.stack_io import ZoomStack
+    rng = np.random.default_rng(4)
+    wide = tmp_path / "wide"
+    ZoomStack(rng.uniform(0.3, 0.9, (2, 16, 32, 3)).astype(np.float32),
+              {"zoom": 2, "prompts": ["a", "b"]}).save(wide)
+    out = run_blender(textwrap.dedent(f'''
+        anim = bpy.context.scene.p10.animation
+        anim.frames_per_level, anim.hold_start, anim.hold_end, anim.ease_frames = 1, 0, 0, 0
+        anim.samples, anim.fade_frames, anim.captions = 1, 0, False
+        anim.video_format, anim.filepath = "PNG", {str(tmp_path / "seq") + "/"!r}
+        assert bpy.ops.p10.load_stack(directory={str(wide)!r}) == {{"FINISHED"}}
+        rig = bpy.context.scene
+        rig.render.resolution_x = rig.render.resolution_y = 16
+        assert bpy.ops.p10.render_video() == {{"FINISHED"}}
+        cam = rig.camera.data
+        fitted = [cam.ortho_scale, cam.lens, cam.sensor_width]
+        cam.lens = 20.0                                  # framed by the artist: kept
+        bpy.ops.p10.make_video()
+        emit(fitted=fitted, kept=[cam.lens, cam.ortho_scale])
+    '''), ur, env=home_env(tmp_path))
+    ortho, lens, sensor = out["fitted"]
+    assert ortho == pytest.approx(0.5) and lens == pytest.approx(2 * sensor)
+    assert out["kept"] == pytest.approx([20.0, 0.5])
+    frames = sorted((tmp_path / "seq" / "wide-frames").glob("frame_*.png"))
+    frame = iio.imread(frames[0]).astype(np.float32) / 255
+    assert frame.shape == (16, 16, 3) and frame.mean(axis=(1, 2)).min() > 0.2  # no bars

@@ -1,6 +1,7 @@
 """Off-centre footprints (issue 19) and loops (issue 20): geometry, exactness of Π_image /
 Π_noise / blending at offsets and on the cycle, and bit-identity of the centred default."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,171 @@ def test_centred_sampler_and_known_levels_are_bit_identical(reference, footprint
         res = level_residuals(imgs, torch.arange(n), imgs[1 % n], 1 % n, p, footprints=fps)
         assert torch.equal(torch.cat([r.flatten() for r in res if r is not None]),
                            reference[f"resid_{key}"])
+
+
+# ------------------------------------------------------------------------------- loops
+LOOP_CASES = [  # (p, H, W, N footprints: the last places level 0 inside level N-1)
+    (2, 32, 32, [(3, 9), (10, 2), (0, 16), (7, 7)]),
+    (4, 32, 64, [(0, 24), (48, 0), (13, 7)]),
+    (2, 16, 16, [(4, 4), (4, 4)]),
+]
+
+
+def wrap_links(images, fps, p, gain=1.0):
+    """Max-abs residual of every link (on a loop the last is the wrap)."""
+    n = len(images)
+    return [float((region(images[i], fps[i], p) - gain * downsample(images[(i + 1) % n], p))
+                  .abs().max()) for i in range(len(fps))]
+
+
+@pytest.mark.parametrize("p,h,w,fps", LOOP_CASES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-13)])
+def test_render_on_the_cycle_is_consistent_round_every_link(p, h, w, fps, dtype, tol):
+    n = len(fps)
+    layers = rand(n, 3, h, w, seed=7, dtype=dtype)
+    images = render_image(layers, p, fps, loop=True)
+    links = wrap_links(images, fps, p)
+    assert links[:-1] == [0.0] * (n - 1)   # bit for bit
+    assert links[-1] <= tol, links         # the wrap: to the dtype's precision
+    for i, f in enumerate(fps):            # each level shows its layer outside its footprint
+        outside = images[i].clone()
+        region(outside, f, p).copy_(region(layers[i], f, p))
+        assert torch.equal(outside, layers[i])
+    torch.testing.assert_close(render_image(images, p, fps, loop=True), images, rtol=0, atol=tol)
+    # not the same as rendering the chain open: level N-1 shows level 0 in its footprint
+    assert not torch.allclose(images[-1], render_image(layers, p, fps[:-1])[-1])
+
+
+@pytest.mark.parametrize("p,h,w,fps", LOOP_CASES[:2] + [(8, 64, 64, [(0, 56), (56, 0)])])
+def test_render_noise_on_the_cycle_is_consistent_and_unit_variance(p, h, w, fps):
+    n = len(fps)
+    eps = render_noise(rand(n, 2000, h, w, seed=8), p, fps, loop=True)
+    assert max(wrap_links(eps, fps, p, noise_gain(p))) < 2e-6
+    std = eps.std(dim=1)
+    assert (std - 1).abs().max() < 0.09, float((std - 1).abs().max())
+    assert eps.mean(dim=1).abs().max() < 0.12
+
+
+def test_render_noise_on_a_short_p2_cycle_deviates_only_at_the_zoom_centre():
+    # No noise is both i.i.d. and consistent round a cycle (docs/sampler.md, "Loops"): with the
+    # box filter of p = 2 the 2 x 2 pixels round each level's zoom centre carry a variance of
+    # about (1 + 2^-N) / (1 - 2^-N); everywhere else it is 1.
+    p, n, h = 2, 3, 32
+    eps = render_noise(rand(n, 4000, h, h, seed=9), p, None, loop=True)
+    var = eps.var(dim=1)
+    centre = torch.zeros(h, h, dtype=torch.bool)
+    centre[15:17, 15:17] = True
+    assert (var[:, ~centre] - 1).abs().max() < 0.15
+    assert 1.15 < var[:, centre].mean() < 1.45, var[:, centre]
+
+
+@pytest.mark.parametrize("p,h,w,fps", LOOP_CASES)
+def test_consistent_cycle_is_a_fixed_point_of_blending(p, h, w, fps):
+    n = len(fps)
+    images = render_image(rand(n, 2, h, w, seed=10, dtype=torch.float64), p, fps, loop=True)
+    for method in ("laplacian", "laplacian-sr1"):
+        out = render_image(blend(images, p, method, footprints=fps, loop=True), p, fps, loop=True)
+        torch.testing.assert_close(out, images, rtol=0, atol=1e-11)
+    # on the cycle level 0 hears from level N-1 (its coarser level round the loop)
+    changed = images.clone()
+    left, top = fps[-1]
+    changed[-1, :, top:top + h // p, left:left + w // p] += 1.0
+    moved = blend(changed, p, footprints=fps, loop=True) - blend(images, p, footprints=fps, loop=True)
+    assert moved[0].abs().max() > 1e-2
+    assert blend(changed, p, footprints=fps[:-1])[0].equal(blend(images, p, footprints=fps[:-1])[0])
+
+
+# ------------------------------------------------------------------ the sampler, offsets
+SAMPLER_GEOMETRY = {  # p = 2, N = 3, 16 x 16: off-centre; off-centre loop
+    "targets": ([(0, 8), (6, 2)], False),
+    "loop": ([(0, 8), (6, 2), (4, 4)], True),
+}
+
+
+@pytest.fixture(scope="module")
+def geometry_scenes():
+    return {name: make_scenes_for(fps, loop) for name, (fps, loop) in SAMPLER_GEOMETRY.items()}
+
+
+def make_scenes_for(fps, loop):
+    from core.zoom.analytic import make_scenes
+    return make_scenes(3, 3, (2, 16, 16), 2, torch.Generator().manual_seed(0), detail=4,
+                       footprints=fps, loop=loop)
+
+
+def sample(scenes, fps, loop, seed=0, scheduler=None, steps=12, **kw):
+    from diffusers import DDPMScheduler
+
+    from core.zoom.analytic import MixtureDenoiser
+    from core.zoom.sampler import sample_zoom_stack
+
+    ddpm = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    den = MixtureDenoiser(scenes, ddpm.alphas_cumprod)
+    return sample_zoom_stack(den, scheduler or ddpm, num_levels=3, zoom=2, shape=(2, 16, 16),
+                             num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                             footprints=fps, loop=loop, **kw)
+
+
+@pytest.mark.parametrize("name", list(SAMPLER_GEOMETRY))
+@pytest.mark.parametrize("mode,scheduler", [("joint", "ddpm"), ("joint", "ddim"),
+                                            ("joint", "sde-dpmsolver++"), ("joint", "lcm"),
+                                            ("iterative", "ddpm")])
+def test_sampled_stack_is_exactly_consistent_at_offsets_and_on_the_cycle(
+        geometry_scenes, name, mode, scheduler):
+    from core.backends.schedulers import make_scheduler
+    from diffusers import DDPMScheduler
+
+    fps, loop = SAMPLER_GEOMETRY[name]
+    sched = make_scheduler(scheduler, DDPMScheduler(num_train_timesteps=1000).config)
+    out = sample(geometry_scenes[name], fps, loop, scheduler=sched, mode=mode)
+    links = wrap_links(out.images, fps, 2)
+    assert max(links) < 1e-6, links
+    assert torch.equal(render_image(out.layers, 2, fps, loop), out.images) or \
+        (render_image(out.layers, 2, fps, loop) - out.images).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("name", list(SAMPLER_GEOMETRY))
+def test_joint_sampling_lands_on_one_scene_at_offsets_and_round_the_loop(geometry_scenes, name):
+    from core.zoom.analytic import nearest_scene_error
+
+    fps, loop = SAMPLER_GEOMETRY[name]
+    scenes = geometry_scenes[name]
+    hits = [nearest_scene_error(sample(scenes, fps, loop, seed=s, steps=50).images, scenes)[0] < 0.02
+            for s in range(6)]
+    assert sum(hits) >= 4, hits  # 24 seeds each, with standard errors: docs/sampler.md
+    # ... and a sampler that ignored the footprints would not: centred geometry, same scenes
+    wrong = [nearest_scene_error(sample(scenes, None, False, seed=s, steps=50).images, scenes)[0]
+             < 0.02 for s in range(6)]
+    assert sum(wrong) <= 1, wrong
+
+
+@pytest.mark.parametrize("name", list(SAMPLER_GEOMETRY))
+@pytest.mark.parametrize("known_at", [0, -1])  # on the loop: aligned miniature / not aligned
+def test_known_level_is_held_at_offsets_and_inside_a_loop(geometry_scenes, name, known_at):
+    fps, loop = SAMPLER_GEOMETRY[name]
+    scenes = geometry_scenes[name]
+    photo = scenes[1, known_at].clone()
+    if loop:
+        # a photo cannot contain its own miniature: it is shown exactly except there (the
+        # H/p^N region the cycle brings back, 2 x 2 px here, rounded out to whole pixels)
+        k = known_at % 3
+        left, top = footprint_offset(fps, 2, k, 3, loop=True)
+        mask = torch.ones(16, 16, dtype=torch.bool)
+        mask[math.floor(top):math.ceil(top + 2), math.floor(left):math.ceil(left + 2)] = False
+        photo[:, ~mask] += 0.5  # the photo disagrees with its miniature
+    out = sample(scenes, fps, loop, seed=1, steps=20, known={known_at: photo})
+    shown = out.images[known_at]
+    if loop:
+        assert (shown - photo)[:, mask].abs().max() < 1e-5
+        assert (shown - photo)[:, ~mask].abs().max() > 1e-3
+        box = observation_box(fps, 16, 16, 2, k, 3, loop=True)
+        if box is not None:  # aligned: the miniature is the level itself, downsampled
+            t, l, h, w = box
+            torch.testing.assert_close(shown[:, t:t + h, l:l + w], downsample(shown, 2, times=3),
+                                       rtol=0, atol=1e-5)
+    else:
+        assert (shown - photo).abs().max() < 1e-5
+    assert max(wrap_links(out.images, fps, 2)) < 1e-6
+    # the other levels follow the photo's scene
+    from core.zoom.analytic import per_level_scene
+    assert per_level_scene(out.images, scenes) == [1, 1, 1]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StackFormatError
-from ..zoom.geometry import centre_box, check_size, check_zoom
+from ..zoom.geometry import centred_footprint, check_size, check_zoom
 from .publish import make_hidden_dir, publish_dir
 
 if TYPE_CHECKING:
@@ -45,8 +45,14 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise StackFormatError(f"{directory} is not a zoom stack: it has no {MANIFEST}")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:  # not "not valid JSON": the file may be fine, just not readable
+        raise StackFormatError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from None
+    except UnicodeDecodeError as exc:
+        raise StackFormatError(f"{path} is not valid JSON ({exc})") from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise StackFormatError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise StackFormatError(f"{path} must hold a JSON object")
@@ -100,8 +106,7 @@ def validate_geometry(manifest: dict[str, Any], where: Path) -> None:
 
 def centred_footprints(height: int, width: int, zoom: int, count: int) -> list[tuple[int, int]]:
     """``count`` centred footprints ``(left, top)``: ((W - W/p)/2, (H - H/p)/2)."""
-    top, left, _, _ = centre_box(height, width, zoom)
-    return [(left, top)] * count
+    return [centred_footprint(height, width, zoom)] * count
 
 
 def validate_footprints(manifest: dict[str, Any], where: Path) -> None:

@@ -98,6 +98,7 @@ def update_marker(scene) -> "bpy.types.Image | None":
         base = pixels[ys][:, xs]
     rgb = marker_pixels(base, active_target(p10), (width, height), zoom)
     marker = compat.write_rgb_image(MARKER_IMAGE, rgb)
+    marker.use_fake_user = True  # the panel's, not an orphan: kept with the .blend
     try:
         marker.preview_ensure()
         marker.preview.reload()

@@ -33,6 +33,44 @@ def frame_size(scene, info: dict, values: dict) -> tuple[int, int]:
     return max(1, round(current[0] * pct)), max(1, round(current[1] * pct))
 
 
+FIT_KEY = "p10_fit"  # on the rig camera's data: the view size Make Zoom Video last gave it
+
+
+def fill_scale(plane_w: float, plane_h: float, frame_w: int, frame_h: int) -> float:
+    """The view's longer side (sensor fit AUTO) for which a ``frame_w x frame_h`` frame lies
+    inside the level's ``plane_w x plane_h`` plane: the zoom fills the frame, cropped."""
+    aspect = frame_w / frame_h
+    return min(plane_w, plane_h * aspect) if aspect >= 1 else min(plane_h, plane_w / aspect)
+
+
+def fit_camera(coll, size: tuple[int, int]) -> None:
+    """Crop a frame whose aspect differs from the stack's so the zoom fills it (a square frame
+    of a 2:1 stack shows its middle, not bars), as long as the camera has the add-on's
+    framing (the first load's, or the last fit); a camera the artist framed stays as it is."""
+    cam = scene_build.build_camera(coll)
+    if cam is None:
+        return
+    data, info = cam.data, scene_build.build_info(coll)
+    unit = info["plane_size"]
+    base = "rig_ortho_scale" if "rig_ortho_scale" in data else None
+    current = float(data[base]) if base else float(data.ortho_scale)
+    lens = data.sensor_width * scene_build.CAMERA_HEIGHT * unit / current
+    owned = abs(current - float(data.get(FIT_KEY, unit))) < 1e-6 and abs(data.lens - lens) < 1e-4 \
+        and data.sensor_fit == "AUTO" and data.shift_x == 0 and data.shift_y == 0
+    if not owned:
+        return
+    sx, sy = scene_build.plane_size(info["width"], info["height"], 0, info["zoom"], unit)
+    fit = fill_scale(sx, sy, *size)
+    if abs(fit - current) < 1e-9:
+        return
+    if base:
+        data[base] = fit  # the driver scales it by the root's size
+    else:
+        data.ortho_scale = fit
+    data.lens = data.sensor_width * scene_build.CAMERA_HEIGHT * unit / fit
+    data[FIT_KEY] = fit
+
+
 def make_video_scene(coll, values: dict, filepath: str = ""):
     """(Re)build the video scene of a rig and its output path: ``(video scene, Path)``."""
     info = scene_build.build_info(coll)
@@ -48,6 +86,7 @@ def make_video_scene(coll, values: dict, filepath: str = ""):
         raise InvalidInputError(f"{video_render.OUTPUT_FORMATS[fmt][0]} needs an even width "
                                 f"and height, the frame is {size[0]}x{size[1]}: change the "
                                 f"resolution or the format")
+    fit_camera(coll, size)
     if (scene.render.resolution_x, scene.render.resolution_y) != size \
             and scene.get(scene_build.HOME_KEY) is not None:  # the add-on's own size only
         scene.render.resolution_x, scene.render.resolution_y = size
