@@ -3,7 +3,10 @@
 Geometries, each sampled jointly (DDPM, every seed with its own noise):
 * "centred": the paper's stack;
 * "targets": footprints from ``footprints_for_targets`` at TARGETS (off-centre, unaligned);
-* "loop": the same footprints plus a wrap transition (level 0 inside level N-1) - a cycle.
+* "loop": the same footprints plus a wrap transition (level 0 inside level N-1) - a cycle;
+* "targets_aligned" (--geometry): the targets on a grid of p^(N-2) px, which keeps every
+  observation depth of the blending pixel-aligned (off-centre footprints lose depths >= 2);
+  "targets_grid_p": on a grid of p px (keeps the depth-2 observations).
 Priors (each level's model is the exact posterior mean; the scenes are rendered with the
 geometry under test, on a loop each scene is a cycle - a self-similar prior):
 * "mixture_smooth": K = 3 scenes of smooth random blobs (``make_scenes``, detail 8);
@@ -51,7 +54,11 @@ SUCCESS_RMSE = 0.02
 def geometries(p: int) -> dict[str, tuple[list | None, bool]]:
     n = LEVELS[p]
     fps = footprints_for_targets(TARGETS[:n], SHAPE[1], SHAPE[2], p)
-    return {"centred": (None, False), "targets": (fps[: n - 1], False), "loop": (fps, True)}
+    # on a grid of p^(N-2) px every observation depth of the N levels stays pixel-aligned
+    aligned = footprints_for_targets(TARGETS[:n - 1], SHAPE[1], SHAPE[2], p, grid=p ** (n - 2))
+    on_p = footprints_for_targets(TARGETS[:n - 1], SHAPE[1], SHAPE[2], p, grid=p)
+    return {"centred": (None, False), "targets": (fps[: n - 1], False), "loop": (fps, True),
+            "targets_aligned": (aligned, False), "targets_grid_p": (on_p, False)}
 
 
 def rate(hits: list[bool]) -> dict:
@@ -71,12 +78,16 @@ def sample(denoiser, sched, p, fps, loop, seed, steps, mode="joint"):
                              generator=torch.Generator().manual_seed(seed)).images
 
 
-def run(seeds: int, steps: int, zooms: list[int], field_seeds: int) -> dict:
+def run(seeds: int, steps: int, zooms: list[int], field_seeds: int,
+        only: list[str] | None = None, priors: tuple[str, ...] = ("mixture_smooth", "mixture_field")
+        ) -> dict:
     sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
     out: dict = {}
     for p in zooms:
         for geo, (fps, loop) in geometries(p).items():
-            for prior in ("mixture_smooth", "mixture_field"):
+            if geo not in (only or ("centred", "targets", "loop")):
+                continue
+            for prior in priors:
                 g = torch.Generator().manual_seed(0)
                 make = (lambda: make_scenes(3, LEVELS[p], SHAPE, p, g, detail=8, footprints=fps,
                                             loop=loop)) if prior == "mixture_smooth" else (
@@ -115,13 +126,17 @@ def main() -> None:
     ap.add_argument("--zoom", type=int, nargs="*", default=list(LEVELS))
     ap.add_argument("--field-seeds", type=int, default=None,
                     help="seeds of the Gaussian-field prior (default: --seeds; 0 = skip it)")
+    ap.add_argument("--geometry", nargs="*", default=None,
+                    help="centred, targets, loop, targets_aligned, targets_grid_p (default: the first three)")
+    ap.add_argument("--prior", nargs="*", default=["mixture_smooth", "mixture_field"])
     args = ap.parse_args()
     torch.set_num_threads(1)
     result = {"seeds": args.seeds, "steps": args.steps, "shape": list(SHAPE),
               "levels": LEVELS, "targets": TARGETS,
-              "footprints": {p: geometries(p)["loop"][0] for p in LEVELS},
+              "footprints": {p: {g: f for g, (f, _) in geometries(p).items()} for p in LEVELS},
               "results": run(args.seeds, args.steps, args.zoom,
-                             args.seeds if args.field_seeds is None else args.field_seeds)}
+                             args.seeds if args.field_seeds is None else args.field_seeds,
+                             args.geometry, tuple(args.prior))}
     print(json.dumps(result, indent=1))
 
 

@@ -396,3 +396,26 @@ def test_known_level_is_held_at_offsets_and_inside_a_loop(geometry_scenes, name,
     # the other levels follow the photo's scene
     from core.zoom.analytic import per_level_scene
     assert per_level_scene(out.images, scenes) == [1, 1, 1]
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_photo_loss_terms_vanish_on_a_stack_rendered_with_the_footprints(loop):
+    from core.zoom.known import level_residuals
+    from core.zoom.sampler import photo_guidance
+
+    p, fps = 2, [(0, 8), (8, 0), (4, 4)]
+    fps = fps if loop else fps[:2]
+    images = render_image(rand(3, 2, 16, 16, seed=11, dtype=torch.float64), p, fps, loop)
+    levels = torch.arange(3)
+    for at in range(3):
+        terms = level_residuals(images, levels, images[at], at, p, fps, loop)
+        assert sum(t is not None for t in terms) == 3
+        assert max(float(t.abs().max()) for t in terms) < 1e-12
+        centred = level_residuals(images, levels, images[at], at, p)  # the wrong geometry
+        assert max(float(t.abs().max()) for t in centred if t is not None) > 1e-2
+    # the photo loss pulls perturbed estimates back towards the photo's footprints
+    noisy = images + 0.3 * rand(3, 2, 16, 16, seed=12, dtype=torch.float64)
+    before = [float(t.pow(2).sum()) for t in level_residuals(noisy, levels, images[0], 0, p, fps, loop)[1:]]
+    pulled = photo_guidance(noisy, levels, images[0], p, footprints=fps, loop=loop)
+    after = [float(t.pow(2).sum()) for t in level_residuals(pulled, levels, images[0], 0, p, fps, loop)[1:]]
+    assert all(a < 0.7 * b for a, b in zip(after, before)), (before, after)
