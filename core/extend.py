@@ -217,7 +217,7 @@ def new_footprints(stack: ZoomStack, targets, count: int, family: str | None) ->
         return centred_footprints(h, w, stack.zoom, count)
     scale = grid_scale(stack, family)
     pairs = [tuple(t) for t in targets] * (count if len(targets) == 1 else 1)
-    return footprints_for_targets(pairs, h, w, stack.zoom, grid=scale)
+    return footprints_for_targets(pairs, h, w, stack.zoom, grid=scale * stack.zoom)  # as generate
 
 
 def check_extend(stack: ZoomStack, prompts: Sequence[str], *, outward: bool = False, overlap: int = 2,

@@ -76,7 +76,10 @@ class Footprints:
                                     s.zoom, len(s.prompts), s.loop)
         else:
             targets = s.transition_targets()
-            grid = None if targets is None else footprints_for_targets(targets, grid_h, grid_w, s.zoom)
+            # a grid of p sampling pixels keeps the depth-2 observations of the blend
+            # (targets at any pixel lose them: docs/sampler.md "Targets")
+            grid = None if targets is None else footprints_for_targets(
+                targets, grid_h, grid_w, s.zoom, grid=s.zoom)
         centred = [centred_footprint(grid_h, grid_w, s.zoom)] * s.num_transitions
         return cls(None if grid is None or grid == centred else grid, bool(s.loop))
 

@@ -132,18 +132,47 @@ def test_loop_period_holds_every_visible_plane_once_and_wraps():
     assert first[1:] == pytest.approx(last[1:])  # the Cycles modifier's period closes
 
 
+SIMPLE = {"pow": pow, "floor": math.floor,
+          "clamp": lambda x, lo, hi: min(max(x, lo), hi)}  # Blender's simple expressions
+
+
+def covered_at(plan, j, d, overscan):
+    """Evaluate plane j's real hide_render expression at zoom level j + d."""
+    return bool(eval(pk.hide_expression(plan, j), dict(SIMPLE, z=j + d, o=overscan)))
+
+
 def test_coarser_plane_stays_until_a_finer_one_covers_the_widened_view():
     plan, _ = plan_of(2, 64, 64, 4, None)  # centred
     # overscan 1 (the nominal view): covered as soon as the finer plane fills the view
-    assert not pk.covered_at(plan, 0, 0.999, 1.0) and pk.covered_at(plan, 0, 1.0, 1.0)
+    assert not covered_at(plan, 0, 0.999, 1.0) and covered_at(plan, 0, 1.0, 1.0)
     # a view 2x wider: one more level (the finer plane is then 2 views wide)
-    assert not pk.covered_at(plan, 0, 1.9, 2.0) and pk.covered_at(plan, 0, 2.0, 2.0)
+    assert not covered_at(plan, 0, 1.9, 2.0) and covered_at(plan, 0, 2.0, 2.0)
     # too small (finer than 1/4096 of the view) and beyond the kept window: hidden
-    assert pk.covered_at(plan, 3, -(plan.depth + 0.5), 1.0)
-    assert pk.covered_at(plan, 0, plan.coarse + 1, 64.0)
+    assert covered_at(plan, 3, -(plan.depth + 0.5), 1.0)
+    assert covered_at(plan, 0, plan.coarse + 1, 64.0)
     # off-centre: the finer plane's margin on the near side is smaller; it hides later
     off, _ = plan_of(2, 64, 64, 4, [(4, 16)] * 3)
-    assert not pk.covered_at(off, 0, 2.0, 2.0)
+    assert not covered_at(off, 0, 2.0, 2.0)
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_plane_expressions_clamp_order_and_wrap(loop):
+    plan, _ = plan_of(2, 64, 64, 3, [(24, 8), (4, 20), (16, 16)] if loop else None, loop)
+    for j in (0, 1):
+        for d in (-20.5, -3.25, -0.5, 0.0, 0.75, 1.5, 9.0):
+            z = j + d
+            if z < 0:
+                continue
+            env = dict(SIMPLE, z=z, o=2.0)
+            w = plan.wrap(d)
+            scale = eval(pk.scale_expression(plan, j), env)
+            # the level's empty scales p^w; the plane's own factor clamps the product
+            world = 2.0 ** w * scale
+            assert 2.0 ** -(plan.depth + 1) - 1e-12 <= world <= 2.0 ** (plan.coarse + 1) + 1e-9
+            if -plan.depth - 1 <= w <= plan.coarse + 1:
+                assert scale == pytest.approx(1.0)
+            height = eval(pk.depth_expression(plan, j, 1e-4), env)
+            assert height == pytest.approx(min(max(-w, -(plan.coarse + 1)), plan.depth + 1) * 1e-4)
 
 
 def test_view_overscan_from_where_the_corner_rays_meet_the_planes():

@@ -140,33 +140,37 @@ def pivot_keys(plan: RigPlan) -> list[tuple[int, float, float]]:
     return [(k, *c[max(k - 1, 0)]) for k in range(n)]
 
 
-def view_at(plan: RigPlan, z: float) -> tuple[int, float, float, float]:
-    """``(k, left, top, size)`` of the view at zoom level z in level k's fractions (what the
-    drivers produce; tests compare it with core.zoom.camera_path)."""
-    n = plan.num_levels
-    if plan.loop:
-        z = z - n * math.floor(z / n)
-    k = int(math.floor(z + 1e-9))
+def relative_level(plan: RigPlan, j: int) -> str:
+    """``z - j`` as a simple expression, wrapped into the plane's window for a loop."""
     if not plan.loop:
-        k = min(max(k, 0), n - 1)
-    u = min(max(z - k, 0.0), 1.0)
-    if u == 0.0 or not plan.fixed:
-        return k % n, 0.0, 0.0, 1.0
-    c = plan.fixed
-    prev = c[(k - 1) % len(c)] if (k > 0 or plan.loop) else c[0]
-    h = u * u * (3.0 - 2.0 * u)
-    s = float(plan.zoom) ** -u
-    r = [prev[i] + (c[k % len(c)][i] - prev[i]) * h for i in range(2)]
-    return k % n, r[0] * (1.0 - s), r[1] * (1.0 - s), s
+        return f"(z - {j})"
+    a = plan.period - (plan.coarse + 1)
+    b = a - j
+    return f"(z + {b} - {plan.period} * floor((z + {b}) / {plan.period}) - {a})"
 
 
-def covered_at(plan: RigPlan, j: int, d: float, overscan: float) -> bool:
-    """Whether virtual plane j is hidden at relative level d: a finer plane covers the view
-    widened ``overscan`` times (about its centre), or it is beyond the drawn window."""
-    d = plan.wrap(d)
-    if d < -plan.depth or d >= plan.coarse + 1:
-        return True
-    return plan.zoom ** (d - 1.0) >= 1.0 + (overscan - 1.0) * plan.spread[j]
+def scale_expression(plan: RigPlan, j: int) -> str:
+    """Plane j's scale under its level's empty: 1, or what clamps it to p^-(D+1) .. p^(C+1)
+    views where it is hidden (so float32 never sees an extreme number)."""
+    d = relative_level(plan, j)
+    return f"pow({plan.zoom}, clamp({d}, {-(plan.depth + 1)}, {plan.coarse + 1}) - {d})"
+
+
+def depth_expression(plan: RigPlan, j: int, step: float) -> str:
+    """Plane j's height: finer planes a hair (``step``) per level in front."""
+    d = relative_level(plan, j)
+    return f"clamp(-{d}, {-(plan.coarse + 1)}, {plan.depth + 1}) * {step!r}"
+
+
+def hide_expression(plan: RigPlan, j: int) -> str:
+    """Plane j's ``hide_render`` (``o``: the root's overscan): smaller than 1/4096 of the
+    view, more than C levels behind, or covered by the finer plane once that one reaches
+    ``1 + (o - 1) g`` views (g = 1 centred; larger off-centre, where its near margin is
+    thinner)."""
+    d = relative_level(plan, j)
+    spread = round(plan.spread[j], 6)
+    return (f"{d} < {-plan.depth} or {d} >= {plan.coarse + 1} or "
+            f"pow({plan.zoom}, {d} - 1) >= 1 + (o - 1) * {spread!r}")
 
 
 def view_overscan(points, half_width: float, half_height: float,

@@ -167,15 +167,6 @@ def _keyed(idb, path: str, index: int, root, keys, interpolation: str = "CONSTAN
     fc.update()
 
 
-def _relative_level(plan: "path_keys.RigPlan", j: int) -> str:
-    """``z - j`` as an expression, wrapped into the plane's window for a loop."""
-    if not plan.loop:
-        return f"(z - {j})"
-    a = plan.period - (plan.coarse + 1)
-    b = a - j
-    return f"(z + {b} - {plan.period} * floor((z + {b}) / {plan.period}) - {a})"
-
-
 def drive_pivot(pivot, frame, root, plan: "path_keys.RigPlan", sx: float, sy: float) -> None:
     """Pivot: location R(z) (the camera path's fixed-point ease), scale p^(z - floor z);
     frame: location -R(z). Together: level floor(z)'s frame scaled p^u about R."""
@@ -209,17 +200,11 @@ def drive_plane(ob, root, plan: "path_keys.RigPlan", j: int, size: float) -> Non
     the view widened by the root's ``overscan`` (the camera's actual view), or when it is
     smaller than 1/4096 of the view, or more than ``coarse`` levels behind.
     """
-    p, depth, coarse = plan.zoom, plan.depth, plan.coarse
-    d = _relative_level(plan, j)
-    corr = f"pow({p}, clamp({d}, {-(depth + 1)}, {coarse + 1}) - {d})"
+    corr = path_keys.scale_expression(plan, j)
     _expression(ob, "scale", 0, root, corr)
     _expression(ob, "scale", 1, root, corr)
-    _expression(ob, "location", 2, root,
-                f"clamp(-{d}, {-(coarse + 1)}, {depth + 1}) * {Z_STEP * size!r}")
-    spread = round(plan.spread[j], 6)
-    _expression(ob, "hide_render", -1, root,
-                f"{d} < {-depth} or {d} >= {coarse + 1} or "
-                f"pow({p}, {d} - 1) >= 1 + (o - 1) * {spread!r}", overscan=True)
+    _expression(ob, "location", 2, root, path_keys.depth_expression(plan, j, Z_STEP * size))
+    _expression(ob, "hide_render", -1, root, path_keys.hide_expression(plan, j), overscan=True)
 
 
 CAMERA_BASES = (("ortho_scale", "rig_ortho_scale"), ("clip_start", "rig_clip_start"),
@@ -623,18 +608,6 @@ def _carry_over(old: list, coll, keep: set, by_level: dict, shift: int = 0) -> N
                 ob.user_remap(target)
 
 
-def _revalidate(coll: "bpy.types.Collection") -> None:
-    """Clear a stale 'invalid' flag on the build's expression drivers (a safety net): Blender
-    flags a driver invalid when an evaluation fails and keeps the flag until its expression
-    is set again, even once its targets are there."""
-    ids = [*coll.objects, *(ob.data for ob in coll.objects if ob.type == "CAMERA")]
-    for idb in ids:
-        anim = idb.animation_data
-        for fc in (anim.drivers if anim is not None else ()):
-            if fc.driver.type == "SCRIPTED" and not fc.driver.is_valid:
-                fc.driver.expression = fc.driver.expression
-
-
 def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
                      own_scene: bool = True, exact: bool = False, engine: str = "CYCLES",
                      samples: int = 16, size: float = PLANE_SIZE,
@@ -818,8 +791,7 @@ def build_zoom_stack(home: "bpy.types.Scene", directory: str | os.PathLike, *,
         if idb.name != name:
             idb.name = name
     try:
-        fit_overscan(coll)  # (evaluates the rig once)
+        fit_overscan(coll)
     except (RuntimeError, ValueError, ZeroDivisionError):
         pass  # no evaluated camera yet: the default overscan stands
-    _revalidate(coll)
     return coll
