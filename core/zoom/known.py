@@ -12,8 +12,9 @@ Pure functions over batched tensors, used by the sampler (docs/sampler.md, "Know
   image exactly (the override of x̂ and of the blended stack).
 * ``make_consistent`` — make separately encoded known images agree exactly (fine to coarse).
 
-Footprints deeper than ``max_observation_depth`` are not pixel-aligned; they carry no
-constraint here (exactly as they carry no observation in the blending).
+Footprints deeper than ``max_observation_depth`` are not pixel-aligned: they carry no exact
+constraint (check, make_consistent, impose_known; as in the blending), but the guidance loss
+samples them by area down to one pixel (``level_residuals``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Mapping
 import torch
 
 from ..errors import InvalidInputError
+from .footprint_area import footprint_rect, guidance_depth, sample_area
 from .geometry import centre_box, check_zoom, max_observation_depth
 from .zoom_stack import crop_centre, downsample, downsample_weights
 
@@ -98,23 +100,39 @@ def make_consistent(known: Mapping[int, torch.Tensor], zoom: int) -> dict[int, t
 def level_residuals(x: torch.Tensor, levels: torch.Tensor, image: torch.Tensor, at: int,
                     zoom: int) -> list[torch.Tensor | None]:
     """Per row of ``x (B, C, H, W)`` (showing ``levels``), the residual against ``image`` at
-    level ``at`` — the generalised photo loss's terms — or None where no aligned footprint exists.
+    level ``at`` — the generalised photo loss's terms — or None where the footprint is smaller
+    than one pixel (``guidance_depth``).
+
+    Down to ``max_observation_depth`` the footprint is a crop; deeper it straddles pixels and is
+    sampled by area (``footprint_area.sample_area``): at 64 px and p = 4 that 1-pixel view is
+    the only direct evidence the outermost level has of a known level 3 below it.
     """
     p = check_zoom(zoom)
-    depth = max_observation_depth(image.shape[-2], image.shape[-1], p)
+    height, width = image.shape[-2:]
+    aligned = max_observation_depth(height, width, p)
+    deepest = guidance_depth(height, width, p)
     image = image.to(x)
     out: list[torch.Tensor | None] = []
     for row, lv in enumerate(levels.tolist()):  # each depth needs its own number of reductions
         d = int(lv) - at
-        if abs(d) > depth:
+        if abs(d) > deepest:
             out.append(None)
-        elif d > 0:   # finer: D^d of this level = the centre 1/p^d of the known image
-            out.append(downsample(x[row], p, times=d) - crop_centre(image, p**d))
-        elif d < 0:   # coarser: this level's centre 1/p^-d = D^-d of the known image
-            out.append(crop_centre(x[row], p**-d) - downsample(image, p, times=-d))
-        else:
+        elif d == 0:
             out.append(x[row] - image)
+        elif d > 0:   # finer: D^d of this level = the known image's footprint of depth d
+            out.append(downsample(x[row], p, times=d) - _footprint(image, p, d, aligned))
+        else:         # coarser: this level's footprint of depth -d = D^-d of the known image
+            out.append(_footprint(x[row], p, -d, aligned) - downsample(image, p, times=-d))
     return out
+
+
+def _footprint(x: torch.Tensor, p: int, depth: int, aligned: int) -> torch.Tensor:
+    """What ``x`` shows of the level ``depth`` below it, at that level's D_p^depth resolution:
+    a crop while pixel-aligned, else an area-weighted sample of the straddling region."""
+    if depth <= aligned:
+        return crop_centre(x, p**depth)
+    rect = footprint_rect(x.shape[-2], x.shape[-1], p, depth)
+    return sample_area(x, rect, (x.shape[-2] // p**depth, x.shape[-1] // p**depth))
 
 
 def known_loss(x: torch.Tensor, levels: torch.Tensor, known: Mapping[int, torch.Tensor],

@@ -77,8 +77,8 @@ def photo_guidance(x0_hat: torch.Tensor, levels: torch.Tensor, photo: torch.Tens
     Generalised to a photo ξ at level k = ``photo_level`` (``core.known.level_residuals``):
     finer levels match crops of ξ through D^(i−k), coarser ones match D^(k−i)(ξ) on their
     centre, level k matches ξ (k = 0 is the paper's loss). Compared on the centre crop, which
-    is the same as comparing the zero-padded images. Levels whose footprint is deeper than
-    ``max_observation_depth`` are not pixel-aligned and are left alone. The loss is a sum of
+    is the same as comparing the zero-padded images. Footprints deeper than
+    ``max_observation_depth`` straddle pixels and are sampled by area, down to one pixel. The loss is a sum of
     per-level terms and Adam is elementwise, so optimising a subset of levels gives the same
     result as optimising all of them.
     """
