@@ -346,16 +346,27 @@ def update_renoise(run: SamplingRun, z: torch.Tensor, z_in: torch.Tensor, x: tor
     return (ab.sqrt() * x.to(run.acc) + (1 - ab).sqrt() * noise.to(run.acc)).to(run.dtype)
 
 
-def renoise_timesteps(config, num_inference_steps: int) -> list[int]:
-    """Timesteps of the renoise sampler, from T-1 down to near 0.
+#: Timesteps of the renoise sampler (``renoise_timesteps``): "grid" = evenly spaced picks of
+#: the distillation grid including both ends (8 steps: 999, 859, …, 159, 19); "even" = evenly
+#: spaced from T-1, "trailing" (8 steps: 999, 874, …, 124; x̂ returned after the last).
+RENOISE_SPACINGS = ("grid", "even")
+RENOISE_SPACING = "grid"
 
-    Up to the model's distillation schedule length (LCM: ``original_inference_steps`` = 50,
-    timesteps 19, 39, …, 999) they are evenly spaced picks of that grid including both ends
+
+def renoise_timesteps(config, num_inference_steps: int, spacing: str | None = None) -> list[int]:
+    """Timesteps of the renoise sampler, from T-1 down (``RENOISE_SPACINGS``).
+
+    "grid": up to the model's distillation schedule length (LCM: ``original_inference_steps`` =
+    50, timesteps 19, 39, …, 999) evenly spaced picks of that grid including both ends
     (diffusers' own LCM pick stops at t=139 for 8 steps); beyond it, "trailing" spacing.
+    "even": "trailing" spacing at every step count. Both give 999, 749, 499, 249 at 4 steps.
     """
+    spacing = spacing or RENOISE_SPACING
+    if spacing not in RENOISE_SPACINGS:
+        raise ValueError(f"renoise spacing must be one of {RENOISE_SPACINGS}, got {spacing!r}")
     n, total = int(num_inference_steps), int(config.num_train_timesteps)
     orig = int(getattr(config, "original_inference_steps", None) or 50)
-    if n <= orig:
+    if spacing == "grid" and n <= orig:
         k = total // orig
         grid = [(i + 1) * k - 1 for i in range(orig)]
         picks = torch.linspace(orig - 1, 0, n).round().long().tolist() if n > 1 else [orig - 1]
