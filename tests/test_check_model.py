@@ -24,18 +24,20 @@ def test_end_to_end_on_tiny_sd(capsys, tmp_path):
 
     model = make_tiny_sd(tmp_path / "tiny_sd")
     code = cli.main(["check-model", model, "--levels", "2", "--size", "64", "--steps", "2",
-                     "--scheduler", "ddim", "--device", "cpu", "--json"])
+                     "--scheduler", "ddim", "--device", "cpu", "--pixel-blend", "1", "--json"])
     out, err = capsys.readouterr()
     assert code == 0, err
     report = json.loads(out)
     assert report["latent"] and report["family"] == "sd" and report["size"] == 64
-    for route, frac in (("latent_blend", 0.0), ("pixel_blend", 0.2)):
+    for route, frac in (("latent_blend", 0.0), ("pixel_blend", 1.0)):
         r = report[route]
         assert r["pixel_blend"] == frac
         assert r["render_inconsistency"]["rms"] >= 0 and r["commutation"]["rms"] >= 0
         assert r["render_inconsistency"]["max"] >= r["render_inconsistency"]["rms"]
         assert 0 <= r["commutation"]["relative"] < 100
-    assert report["recommendation"]
+    assert report["recommendation"].startswith(("latent blending", "--pixel-blend 1"))
+    # the pixel route did blend pixels: other latents, other numbers
+    assert report["latent_blend"]["commutation"] != report["pixel_blend"]["commutation"]
     # the random VAE does not commute with D_p: something is measured, in 8-bit levels
     assert report["latent_blend"]["commutation"]["rms"] > 0.1
     # the plain report: one line per route and the recommendation
@@ -43,6 +45,8 @@ def test_end_to_end_on_tiny_sd(capsys, tmp_path):
                      "--scheduler", "ddim", "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "latent_blend" in text and "pixel_blend" in text and "recommendation:" in text
+    # 1 DDIM step at t = 999 never reaches pixel blending's t < 0.2·T: no verdict, said so
+    assert "recommendation: no verdict: pixel blending never ran" in text
 
 
 def test_measures_in_8bit_levels():

@@ -125,7 +125,7 @@ def check_model(model: str, *, levels: int = 3, zoom: int = 2, size: int | None 
             return {"model": model, "family": backend.family, "latent": False,
                     "recommendation": "none needed: this model samples pixels, so blending is "
                     "already in pixel space"}
-        routes = {}
+        routes, latents = {}, {}
         for name, fraction in (("latent_blend", 0.0), ("pixel_blend", float(pixel_blend))):
             settings = GenerateSettings(prompts=list(PROMPTS[:levels]), model=model, zoom=zoom,
                                         width=size, height=size, steps=steps, scheduler=scheduler,
@@ -134,6 +134,7 @@ def check_model(model: str, *, levels: int = 3, zoom: int = 2, size: int | None 
             with _LastDecode(backend) as last:
                 stack = generate(settings, models=cache, consolidate=False, cancel=cancel)
             seconds = time.perf_counter() - start
+            latents[name] = last.latents
             pixels = torch.from_numpy(stack.layers).permute(0, 3, 1, 2).float()
             routes[name] = {"pixel_blend": fraction, "seconds": round(seconds, 2),
                             "render_inconsistency": render_inconsistency(pixels, zoom),
@@ -145,7 +146,13 @@ def check_model(model: str, *, levels: int = 3, zoom: int = 2, size: int | None 
     report = {"model": model, "family": backend.family, "latent": True, "levels": levels,
               "zoom": zoom, "size": int(stack.layers.shape[1]), "seed": seed,
               "units": "8-bit pixel levels (0-255)", **routes}
-    report["recommendation"] = recommend(routes["latent_blend"], routes["pixel_blend"])
+    if torch.equal(latents["latent_blend"], latents["pixel_blend"]):
+        # pixel blending acts for t < FRAC·T only: few steps can all lie above it
+        report["recommendation"] = (
+            f"no verdict: pixel blending never ran (no timestep below {pixel_blend:g}·T at "
+            f"these steps); rerun with more --steps or a larger --pixel-blend")
+    else:
+        report["recommendation"] = recommend(routes["latent_blend"], routes["pixel_blend"])
     return report
 
 
