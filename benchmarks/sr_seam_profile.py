@@ -18,17 +18,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 torch.set_num_threads(1)
-from diffusers import DDPMScheduler
-from core.backends.schedulers import make_scheduler
-from core.zoom.analytic import GaussianFieldDenoiser, SuperResolutionDenoiser
-from core.zoom.geometry import centre_box
-from core.zoom.sampler import sample_zoom_stack
-from core.zoom.zoom_stack import sr_blend_method
+
+from diffusers import DDPMScheduler  # noqa: E402
+
+from core.backends.schedulers import make_scheduler  # noqa: E402
+from core.zoom.analytic import GaussianFieldDenoiser, SuperResolutionDenoiser  # noqa: E402
+from core.zoom.geometry import centre_box  # noqa: E402
+from core.zoom.sampler import sample_zoom_stack  # noqa: E402
+from core.zoom.zoom_stack import sr_blend_method  # noqa: E402
+
+
 
 def profile(images, p, offsets=range(-4, 5)):
     x = images[:-1]
     top, left, h, w = centre_box(x.shape[-2], x.shape[-1], p)
-    dy = (x[..., 1:, :] - x[..., :-1, :]).pow(2); dx = (x[..., :, 1:] - x[..., :, :-1]).pow(2)
+    dy = (x[..., 1:, :] - x[..., :-1, :]).pow(2)
+    dx = (x[..., :, 1:] - x[..., :, :-1]).pow(2)
     norm = (dy.mean() + dx.mean()) / 2
     out = {}
     for o in offsets:  # o = 0: across the border; o > 0: inside the footprint
@@ -36,6 +41,7 @@ def profile(images, p, offsets=range(-4, 5)):
                  dx[..., top:top + h, left - 1 + o], dx[..., top:top + h, left + w - 1 - o]]
         out[o] = float(torch.cat([q.flatten() for q in parts]).mean() / norm)
     return out
+
 
 sched = make_scheduler("sde-dpmsolver++", dict(DDPMScheduler(num_train_timesteps=1000, clip_sample=False).config))
 p, n, size, seeds = 4, 5, 64, int(sys.argv[1])
@@ -49,7 +55,8 @@ for continued in (False, True):
         sr = SuperResolutionDenoiser(base, 4, sched.alphas_cumprod, continued=continued)
         out = sample_zoom_stack(sr, sched, num_levels=n, zoom=p, shape=(3, size * 4, size * 4),
                                 num_inference_steps=20, generator=g, blending=sr_blend_method(p)).images
-        profs.append(profile(out, p)); stage1.append(profile(base, p))
+        profs.append(profile(out, p))
+        stage1.append(profile(base, p))
     key = "continued" if continued else "default"
     res[key] = {"sr_stage": {o: round(statistics.fmean(q[o] for q in profs), 3) for o in profs[0]},
                 "stage_1": {o: round(statistics.fmean(q[o] for q in stage1), 3) for o in stage1[0]}}
