@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, raise_if_cancelled
-from .settings import GenerateSettings
+from .settings import MAX_SEED, GenerateSettings, family_hint, output_size
 from .stack.stack_io import ZoomStack
 
 Progress = Callable[[str, int, int, "np.ndarray | None"], None]
@@ -86,7 +86,18 @@ def stack_settings(stack: ZoomStack, prompts: Sequence[str], seed: int | None,
     data.update({k: v for k, v in options.items() if k not in ("width", "height")})
     data.update(prompts=list(prompts), width=sample_w, height=sample_h,
                 seed=int(seed if seed is not None else (m.get("seed") or 0) + 1))
-    return GenerateSettings.from_dict(data).validate()
+    settings = GenerateSettings.from_dict(data).validate()
+    # --upscale / --upscaler must give the stack's own layer size (else the old and new levels
+    # would not fit together: found here, not after the model loaded and sampled)
+    family = settings.family or family_hint(settings.model)
+    out_h, out_w = output_size(family, sample_w, sample_h, settings.upscaler, settings.upscale)
+    if (out_h, out_w) != (int(m["height"]), int(m["width"])):
+        have = int(m["width"]) // sample_w if sample_w else 1
+        raise InvalidInputError(
+            f"this stack's levels are {m['width']}x{m['height']} pixels (sampled at "
+            f"{sample_w}x{sample_h}, upscaled x{have}); these settings would make "
+            f"{out_w}x{out_h}: leave --upscale / --upscaler out, or give upscale {have}")
+    return settings
 
 
 def _check_prompts(prompts: Sequence[str], what: str) -> list[str]:
@@ -130,6 +141,11 @@ def check_extend(stack: ZoomStack, prompts: Sequence[str], *, outward: bool = Fa
         raise InvalidInputError(f"the window ({window} levels) must be larger than the overlap "
                                 f"({overlap} levels)")
     settings = stack_settings(stack, prompts, seed, options)
+    windows = -(-len(prompts) // (window - overlap))
+    if settings.seed + windows - 1 > MAX_SEED:  # window w samples with seed + w
+        raise InvalidInputError(
+            f"seed {settings.seed} is too large for {windows} windows (each takes the next seed): "
+            f"at most {MAX_SEED - windows + 1}")
     _check_known_levels(stack, list(range(overlap)) if outward else list(range(n - overlap, n)))
     return settings, overlap, window
 

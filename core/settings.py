@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InvalidInputError
 from .models.families import (FAMILIES, LATENT_FAMILIES, NATIVE_SIZE, PIPELINE_CLASSES,
-                              VAE_SCALE, family_hint, pipeline_class)
+                              VAE_SCALE, family_hint, pipeline_class, upscale_factor)
 from .zoom.geometry import check_zoom
 
 #: A Stable Diffusion 2.1-base-class model: 512 px, epsilon prediction, 865M-parameter UNet.
@@ -104,12 +104,7 @@ def output_size(family: str, width: int | None, height: int | None, upscaler: st
     (None: the family's default, x4 for IF's stage II unless ``upscaler`` is "none")."""
     native = NATIVE_SIZE[family]
     h, w = height or native, width or native
-    if upscaler_models(upscaler) == ["none"]:
-        factor = 1
-    elif upscale is None:
-        factor = 4 if family == "if" else 1
-    else:
-        factor = parse_upscale(upscale) or 1
+    factor = upscale_factor(family, parse_upscale(upscale), upscaler)
     return factor * h, factor * w
 
 
@@ -138,6 +133,48 @@ def check_memory(settings: "GenerateSettings", family: str) -> None:
             f"{len(settings.prompts)} levels of {w}x{h} pixels need about {need / 2**30:.1f} GiB "
             f"of memory, more than the {have / 2**30:.1f} GiB available: use fewer levels or a "
             "smaller size")
+
+
+#: Largest photo accepted, in pixels (Pillow's own decompression-bomb warning threshold, ~89
+#: megapixels): it is decoded whole, in memory, before being resized to the stack's size.
+MAX_PHOTO_PIXELS = 89_478_485
+
+
+def check_photo(path: str) -> None:
+    """InvalidInputError unless ``path`` is an image of at most ``MAX_PHOTO_PIXELS`` (read from
+    its header: a decompression bomb is refused before it is decoded). Skipped without Pillow
+    (the add-on before its dependencies are installed): loading checks it then."""
+    import warnings
+
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                im.verify()  # the whole file's structure (PNG checksums, truncation)
+    except Image.DecompressionBombError:
+        raise InvalidInputError(f"the photo {path!r} has far too many pixels to decode (a "
+                                "decompression bomb?): use an image of at most 89 megapixels") from None
+    except Exception as exc:  # noqa: BLE001 - anything Pillow cannot read: not an image
+        raise InvalidInputError(f"the photo {path!r} is not an image Pillow can read (PNG, JPEG, "
+                                f"WebP, TIFF ...): {type(exc).__name__}") from None
+    if w * h > MAX_PHOTO_PIXELS:
+        raise InvalidInputError(f"the photo {path!r} is {w} x {h} pixels ({w * h / 1e6:.0f} "
+                                "megapixels): at most 89 megapixels; scale it down first")
+
+
+def check_lora(lora: str) -> None:
+    """InvalidInputError when a LoRA given as a path (not a hub id ``owner/name``) is missing."""
+    path = os.path.expanduser(lora.strip())
+    local = (os.path.isabs(path) or path.startswith(".") or path.count("/") != 1 or "\\" in path
+             or path.lower().endswith((".safetensors", ".bin", ".ckpt", ".pt", ".pth")))
+    if local and not os.path.exists(path):
+        raise InvalidInputError(f"the LoRA {lora!r} does not exist: give a .safetensors file, a "
+                                "LoRA folder or a hub id (owner/name)")
 
 
 def parse_upscale(value) -> int | None:
@@ -293,8 +330,12 @@ class GenerateSettings:
             setattr(self, name, whole)
         check_memory(self, family)
         n = len(self.prompts)
-        if isinstance(self.photo_level, bool) or not isinstance(self.photo_level, int) \
-                or not -n <= self.photo_level < n:
+        level = _whole(self.photo_level)
+        if level is None:
+            raise InvalidInputError(f"photo level must be a whole number (0 = outermost, -1 = the "
+                                    f"finest), got {self.photo_level!r}")
+        self.photo_level = level
+        if not -n <= self.photo_level < n:
             raise InvalidInputError(
                 f"photo level {self.photo_level!r} is out of range: the stack has levels "
                 f"0..{n - 1} (-1 = the finest)")
@@ -302,6 +343,9 @@ class GenerateSettings:
             path = os.path.expanduser(str(self.photo))
             if not os.path.isfile(path) or not os.access(path, os.R_OK):
                 raise InvalidInputError(f"cannot read the photo {self.photo!r}: no such file")
+            check_photo(path)
+        if self.lora is not None:
+            check_lora(self.lora)
         return self
 
     def _validate_device(self) -> None:
@@ -373,5 +417,5 @@ __all__ = [
     "MAX_SEED", "MAX_SIZE_FACTOR", "MAX_STEPS", "NATIVE_SIZE", "PIPELINE_CLASSES",
     "SCHEDULER_CHOICES", "SCHEDULER_INFO",
     "SCHEDULERS", "UPSCALE_FACTORS", "VAE_SCALE", "available_memory", "check_memory",
-    "family_hint", "output_size", "parse_upscale", "size_multiple", "upscaler_models",
+    "check_lora", "check_photo", "family_hint", "output_size", "parse_upscale", "size_multiple", "upscaler_models",
 ]

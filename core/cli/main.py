@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings_options(s, schedulers) -> None:
     """Model and sampling options shared by generate, extend and regenerate."""
-    s.add_argument("--zoom", type=int, metavar="P", help="relative zoom between levels: 2, 4 or 8 (default 2)")
+    s.add_argument("--zoom", type=int, metavar="P", help="relative zoom between levels: a power of two, 2, 4, 8, 16 ... (default 2)")
     s.add_argument("--model", metavar="ID_OR_PATH", help="hub id, model folder or .safetensors file")
     s.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: the scheduler's)")
     s.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale "
@@ -313,7 +313,28 @@ def _run_cancellable(fn: Callable[[threading.Event], Any], on_interrupt: Callabl
 
 # -------------------------------------------------------------------------------- commands
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if not _DISTRIBUTED.get("quiet"):  # under torchrun only rank 0 speaks
+        print(msg, file=sys.stderr, flush=True)
+
+
+#: {"quiet": bool}: set by main() for ranks other than 0 of a torchrun run
+_DISTRIBUTED: dict = {}
+
+#: commands that sample, and so may run as one zoom over several processes (torchrun)
+SAMPLING_COMMANDS = ("generate", "extend", "regenerate")
+
+
+def _start_distributed(command: str) -> bool:
+    """Join torchrun's process group for a sampling command; True when this is rank 0 (or
+    there is no group). Ranks other than 0 then print nothing and write nothing."""
+    from ..backends import distributed
+
+    if command not in SAMPLING_COMMANDS or not distributed.requested():
+        return True
+    distributed.init()
+    main = distributed.is_main()
+    _DISTRIBUTED["quiet"] = not main
+    return main
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -331,18 +352,23 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     h, w = output_size(settings.family or family_hint(settings.model), settings.width,
                        settings.height, settings.upscaler, settings.upscale)
     return _run_and_publish(
-        args, len(settings.prompts) * h * w * 3,
+        args, len(settings.prompts) * h * w * 3, (h, w),
         lambda: (lambda cancel, progress: _load_generate()(settings, progress=progress, cancel=cancel)))
 
 
-def _run_and_publish(args: argparse.Namespace, needed_bytes: int, make_job: Callable) -> int:
+def _run_and_publish(args: argparse.Namespace, needed_bytes: int, frame: tuple[int, int],
+                     make_job: Callable) -> int:
     """Run the job ``make_job()`` returns (``job(cancel, progress) -> ZoomStack``) cancellably
-    and publish its stack (and video) at ``args.out``, all or nothing."""
+    and publish its stack (and video) at ``args.out``, all or nothing. ``frame``: the stack's
+    (height, width), for the video options' check."""
     from ..stack.preview import check_video_options, write_preview_video
     from ..stack.publish import StagedFolder
 
     if args.video:  # check the video options before the long run, not after it
-        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction)
+        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction, frame)
+    if _DISTRIBUTED.get("quiet"):  # torchrun, rank > 0: sample alongside rank 0, write nothing
+        make_job()(threading.Event(), _Progress(enabled=False))
+        return EXIT_OK
     # The output folder is checked and its hidden sibling made before the model loads.
     with StagedFolder(args.out, replace=args.force, needed_bytes=needed_bytes) as staged:
         job = make_job()
@@ -419,7 +445,7 @@ def _cmd_extend(args: argparse.Namespace) -> int:
               **_stack_options(args))
     check_extend(stack, prompts, **kw)  # everything that can fail before a model loads
     return _run_and_publish(
-        args, _stack_bytes(stack, len(stack.layers) + len(prompts)),
+        args, _stack_bytes(stack, len(stack.layers) + len(prompts)), stack.layers.shape[1:3],
         lambda: (lambda cancel, progress: _load_known_levels()[0](
             stack, prompts, progress=progress, cancel=cancel, **kw)))
 
@@ -432,7 +458,7 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
     stack = ZoomStack.load(Path(args.stack).expanduser())
     check_regenerate(stack, args.level, args.prompt, seed=args.seed, **options)
     return _run_and_publish(
-        args, _stack_bytes(stack, len(stack.layers)),
+        args, _stack_bytes(stack, len(stack.layers)), stack.layers.shape[1:3],
         lambda: (lambda cancel, progress: _load_known_levels()[1](
             stack, args.level, args.prompt, seed=args.seed, progress=progress, cancel=cancel,
             **options)))
@@ -483,18 +509,30 @@ COMMANDS = {"generate": _cmd_generate, "extend": _cmd_extend, "regenerate": _cmd
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (never raises for user errors or Ctrl-C)."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):
+        # A console that cannot show a character (PYTHONIOENCODING=ascii, a Windows code page)
+        # gets it escaped: printing a non-ASCII path must not turn a finished run into a failure.
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
     try:
         with sigterm_raises():  # SIGTERM cleans up like Ctrl-C (default: die, leaving temp files)
             args = build_parser().parse_args(argv)
             if args.command is None:
                 raise UsageError("choose a command: generate, extend, regenerate, video, examples "
                                  "or models")
+            _start_distributed(args.command)
             return COMMANDS[args.command](args)
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else EXIT_OK
-    except Terminated:
-        _say("terminated; nothing was written")
-        return EXIT_TERMINATED
+    except Terminated as e:
+        if _DISTRIBUTED:  # torchrun stops every rank when one of them fails or is killed
+            _say("stopped: a process of this torchrun run failed or was stopped (its own "
+                 "output says why); nothing was written")
+        else:
+            _say("terminated; nothing was written")
+        return 128 + getattr(e, "signum", 15)  # 143 (SIGTERM), 129 (SIGHUP)
     except (Cancelled, KeyboardInterrupt):
         _say("cancelled; nothing was written")
         return EXIT_CANCELLED
@@ -509,6 +547,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_ERROR
         _say(f"error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for details)")
         return EXIT_ERROR
+    finally:
+        if _DISTRIBUTED:
+            from ..backends import distributed
+            distributed.shutdown()
+            _DISTRIBUTED.clear()
 
 
 def _one_line(e: BaseException) -> str:

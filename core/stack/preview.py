@@ -56,6 +56,9 @@ from ..signals import signals_deferred
 MAX_FRAMES_PER_LEVEL = 10_000
 MAX_FPS = 1000.0
 MAX_VIDEO_SIDE = 8192  # H.264's largest level (6.2) is 8192 pixels wide
+#: H.264's largest frame (level 6.2): 139,264 macroblocks of 16 x 16 pixels, e.g. 8192 x 4320.
+#: Larger frames encode, but players and hardware decoders refuse them.
+MAX_VIDEO_MACROBLOCKS = 139_264
 
 _EPS = 1e-6        # tolerance on levels: 2.9999999 is level 3
 _SNAP = 2.0 ** 20  # positions are rounded to 2^-20 px so identity mappings give exact 0/1 weights
@@ -246,16 +249,36 @@ def video_size(height: int, width: int, size: int | Sequence[int] | None) -> tup
     elif isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         if size < 2:
             raise InvalidInputError(f"video size must be at least 2 pixels, got {size}")
-        k = size / max(height, width)
-        h, w = max(1, round(height * k)), max(1, round(width * k))
+        h, w = _scaled(height, width, size)
     else:
         h, w = _check_out_size(size, height, width)
+    h, w = max(2, h - h % 2), max(2, w - w % 2)
+    if _macroblocks(h, w) > MAX_VIDEO_MACROBLOCKS:
+        largest = max((s for s in range(2, MAX_VIDEO_SIDE + 1, 2)
+                       if _macroblocks(*_scaled(height, width, s)) <= MAX_VIDEO_MACROBLOCKS), default=2)
+        raise InvalidInputError(
+            f"a {w}x{h} video is beyond H.264's largest frame (level 6.2: "
+            f"{MAX_VIDEO_MACROBLOCKS} macroblocks of 16x16 pixels, e.g. 8192x4320), which players "
+            f"refuse: give a video size of at most {largest} pixels for this stack")
+    return h, w
+
+
+def _macroblocks(h: int, w: int) -> int:
+    return -(-h // 16) * -(-w // 16)
+
+
+def _scaled(height: int, width: int, size: int) -> tuple[int, int]:
+    """The even (h, w) with longer side ``size`` and the aspect of (height, width)."""
+    k = size / max(height, width)
+    h, w = max(1, round(height * k)), max(1, round(width * k))
     return max(2, h - h % 2), max(2, w - w % 2)
 
 
 def check_video_options(frames_per_level: int = 24, fps: float = 24,
-                        size: int | Sequence[int] | None = None, direction: str = "in") -> None:
-    """Raise InvalidInputError for a bad video option (cheap: the CLI checks before generating)."""
+                        size: int | Sequence[int] | None = None, direction: str = "in",
+                        frame: tuple[int, int] | None = None) -> None:
+    """Raise InvalidInputError for a bad video option (cheap: the CLI checks before generating).
+    ``frame``: the stack's (height, width) when known, to check the video's frame size too."""
     if isinstance(frames_per_level, bool) or not isinstance(frames_per_level, (int, np.integer)) \
             or not 1 <= frames_per_level <= MAX_FRAMES_PER_LEVEL:
         raise InvalidInputError(f"frames per level must be a whole number from 1 to "
@@ -272,6 +295,8 @@ def check_video_options(frames_per_level: int = 24, fps: float = 24,
                                     f"{MAX_VIDEO_SIDE}, got {side!r}")
     if direction not in ("in", "out"):
         raise InvalidInputError(f"zoom direction must be 'in' or 'out', got {direction!r}")
+    if frame is not None:
+        video_size(int(frame[0]), int(frame[1]), size)
 
 
 def check_video_file(path: str | os.PathLike, frames: int, name: str | None = None) -> None:

@@ -45,8 +45,14 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise StackFormatError(f"{directory} is not a zoom stack: it has no {MANIFEST}")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:  # not "not valid JSON": the file may be fine, just not readable
+        raise StackFormatError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from None
+    except UnicodeDecodeError as exc:
+        raise StackFormatError(f"{path} is not valid JSON ({exc})") from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise StackFormatError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise StackFormatError(f"{path} must hold a JSON object")

@@ -18,7 +18,7 @@ def check_zoom(zoom: int) -> int:
     """
     if isinstance(zoom, bool) or not isinstance(zoom, numbers.Real) or zoom != int(zoom) \
             or int(zoom) < 2 or int(zoom) & (int(zoom) - 1):
-        raise InvalidInputError(f"zoom factor must be a power of two (2, 4, 8), got {zoom!r}")
+        raise InvalidInputError(f"zoom factor must be a power of two (2, 4, 8, 16, ...), got {zoom!r}")
     return int(zoom)
 
 

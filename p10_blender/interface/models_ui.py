@@ -89,7 +89,7 @@ def draw_models(layout, prefs) -> None:
                   icon="WORLD" if e.source == "hub" else "FILE_FOLDER")
         row.label(text=e.family_name)
         row.label(text=_size(e.size_bytes))
-        row.label(text="Complete" if e.complete else "Incomplete",
+        row.label(text="Complete" if e.complete else "Corrupt" if e.corrupt else "Incomplete",
                   icon="CHECKMARK" if e.complete else "ERROR")
         sub = row.row(align=True)
         sub.enabled = idle

@@ -10,6 +10,7 @@ holding them as an image strip; the MP4 appears only when complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -93,13 +94,45 @@ def _encode(frames: list[Path], out_path: Path, size: tuple[int, int], fps: int)
         for frame in frames[1:]:
             strip.elements.append(frame.name)
         written = Path(bpy.path.abspath(enc.render.frame_path(frame=1)))
-        bpy.ops.render.render(animation=True, scene=enc.name)
-        if not written.is_file():
-            raise RuntimeError(f"the encoder wrote nothing at {written}")
-        os.replace(written, out_path)
+        try:
+            _render_animation(enc)
+            if not written.is_file():
+                raise RuntimeError(f"the encoder wrote nothing at {written}")
+            os.replace(written, out_path)
+        except BaseException as exc:
+            for leftover in {tmp, written}:  # a half-written MP4 is no video: never left behind
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
+            if isinstance(exc, (OSError, RuntimeError)):
+                raise _disk_full_or(exc, out_path.parent) from None
+            raise
     finally:
         bpy.data.scenes.remove(enc)
     return out_path
+
+
+def _render_animation(scene: "bpy.types.Scene") -> None:
+    """Render ``scene``'s animation (its FFmpeg output); a seam for the fault tests."""
+    bpy.ops.render.render(animation=True, scene=scene.name)
+
+
+#: Less free space than this where the video goes: a failed render is called a full disk
+#: (Blender's FFmpeg writer says "unsupported codec combination" for any failure to write).
+DISK_FULL_BYTES = 16 * 2**20
+
+
+def _disk_full_or(exc: BaseException, folder: Path) -> BaseException:
+    """``exc``, or an OSError saying the disk is full when ``folder`` has (almost) no room."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return exc
+    if free >= DISK_FULL_BYTES:
+        return exc
+    from ...core.models.cache import format_bytes
+
+    return OSError(f"the disk is full ({format_bytes(free)} free in {folder}): free some space "
+                   "or choose another output folder")
 
 
 def _window():
@@ -163,7 +196,10 @@ def iter_render_video(video: "bpy.types.Scene", out_path: str | os.PathLike,
             _apply_animation(video, frame)
             path = frames_dir / f"f{frame:06d}.png"
             video.render.filepath = str(path)
-            bpy.ops.render.render(write_still=True, scene=video.name)
+            try:
+                bpy.ops.render.render(write_still=True, scene=video.name)
+            except RuntimeError as exc:
+                raise _disk_full_or(exc, frames_dir) from None
             frames.append(path)
             yield i + 1, total
         _encode(frames, out_path, size, fps)
