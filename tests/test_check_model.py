@@ -83,3 +83,5 @@ def test_pixel_models_need_no_check_and_bad_input_is_one_line(capsys):
     assert err.count("\n") == 1 and "--levels must be 2 to" in err
     assert cli.main(["check-model", "x", "--pixel-blend", "0"]) == 1
     assert "--pixel-blend" in capsys.readouterr().err
+    assert cli.main(["check-model", "no/such-model-here", "--zoom", "3"]) == 1  # before loading
+    assert "zoom factor must be a power of two" in capsys.readouterr().err

@@ -118,6 +118,12 @@ def check_model(model: str, *, levels: int = 3, zoom: int = 2, size: int | None 
         raise InvalidInputError(f"--levels must be 2 to {len(PROMPTS)}, got {levels}")
     if not 0 < pixel_blend <= 1:
         raise InvalidInputError(f"--pixel-blend must be a fraction in (0, 1], got {pixel_blend:g}")
+    runs = {name: GenerateSettings(prompts=list(PROMPTS[:levels]), model=model, zoom=zoom,
+                                   width=size, height=size, steps=steps, scheduler=scheduler,
+                                   seed=seed, device=device, pixel_blend=fraction)
+            for name, fraction in (("latent_blend", 0.0), ("pixel_blend", float(pixel_blend)))}
+    for settings in runs.values():  # bad settings: one line before any model loads
+        settings.validate()
     cache = models or ModelCache()
     try:
         backend = cache.get(model, device=device)
@@ -126,17 +132,14 @@ def check_model(model: str, *, levels: int = 3, zoom: int = 2, size: int | None 
                     "recommendation": "none needed: this model samples pixels, so blending is "
                     "already in pixel space"}
         routes, latents = {}, {}
-        for name, fraction in (("latent_blend", 0.0), ("pixel_blend", float(pixel_blend))):
-            settings = GenerateSettings(prompts=list(PROMPTS[:levels]), model=model, zoom=zoom,
-                                        width=size, height=size, steps=steps, scheduler=scheduler,
-                                        seed=seed, device=device, pixel_blend=fraction)
+        for name, settings in runs.items():
             start = time.perf_counter()
             with _LastDecode(backend) as last:
                 stack = generate(settings, models=cache, consolidate=False, cancel=cancel)
             seconds = time.perf_counter() - start
             latents[name] = last.latents
             pixels = torch.from_numpy(stack.layers).permute(0, 3, 1, 2).float()
-            routes[name] = {"pixel_blend": fraction, "seconds": round(seconds, 2),
+            routes[name] = {"pixel_blend": settings.pixel_blend, "seconds": round(seconds, 2),
                             "render_inconsistency": render_inconsistency(pixels, zoom),
                             "commutation": commutation(backend, last.latents.to(backend.device),
                                                        zoom)}
