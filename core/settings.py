@@ -201,6 +201,34 @@ def size_multiple(family: str, zoom: int) -> int:
     return (VAE_SCALE if family in LATENT_FAMILIES else 1) * 2 * zoom
 
 
+def check_targets(targets, transitions: int, what: str = "target") -> list[list[float]] | None:
+    """``targets`` as a list of ``[x, y]`` fractions of the frame (a bare ``[x, y]`` is one
+    pair), one per transition or one for all; InvalidInputError naming the first bad entry."""
+    if targets is None:
+        return None
+    if isinstance(targets, (list, tuple)) and len(targets) == 2 \
+            and all(_is_number(v) for v in targets):
+        targets = [targets]  # a single pair: the same for every transition
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, (list, tuple)) or not targets:
+        raise InvalidInputError(f"{what}s must be a list of [x, y] fractions of the frame, one "
+                                f"per transition, got {targets!r}")
+    out = []
+    for i, pair in enumerate(targets):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 \
+                or not all(_is_number(v) and 0 <= v <= 1 for v in pair):
+            raise InvalidInputError(f"{what} {i + 1} must be [x, y] with fractions of the frame "
+                                    f"from 0 to 1 (0.5, 0.5 = centre), got {pair!r}")
+        out.append([float(pair[0]), float(pair[1])])
+    if len(out) != 1 and len(out) != transitions:
+        raise InvalidInputError(f"{len(out)} {what}s given for {transitions} transition(s) "
+                                f"between levels: give one per transition, or one for all")
+    return out
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 @dataclass
 class GenerateSettings:
     """One zoom-stack generation. ``prompts`` run outermost (level 0) to innermost.
@@ -220,6 +248,11 @@ class GenerateSettings:
     e.g. for a .ckpt file.
     ``photo_level``: the level the photo shows exactly (0 = outermost: zoom into the photo,
     -1 = finest: zoom out of it; docs/sampler.md, "Known levels").
+    ``targets``: where each level sits inside the coarser one: None (centred), or a list of
+    ``[x, y]`` fractions of the frame (0, 0 top-left; 0.5, 0.5 the centre), one per transition
+    (N-1, or N with ``loop``), or a single pair for every transition; the footprint's centre
+    lands as close to it as the frame and the pixel grid allow (``transition_targets``).
+    ``loop``: a cyclic stack, level 0 is the finer level of level N-1 (needs 2+ levels).
     """
 
     prompts: list[str]
@@ -241,6 +274,8 @@ class GenerateSettings:
     upscale: int | None = None
     pixel_blend: float = 0.0
     lora: str | None = None
+    targets: list | None = None
+    loop: bool = False
     extra: dict = field(default_factory=dict, repr=False)  # unknown keys kept from from_dict
 
     # ------------------------------------------------------------------ validation
@@ -312,6 +347,13 @@ class GenerateSettings:
                 or not 0 <= self.pixel_blend <= 1:
             raise InvalidInputError(f"pixel blend must be a fraction from 0 to 1, got {self.pixel_blend!r}")
         family = family or self.family or family_hint(self.model)
+        models = upscaler_models(self.upscaler)
+        if self.upscale is None and models and models != ["none"]:
+            self.upscale = 4 ** len(models)  # --upscaler alone: one x4 stage per model named
+        if self.pixel_blend and family not in LATENT_FAMILIES:
+            raise InvalidInputError(
+                "pixel blend applies to latent models (Stable Diffusion, SDXL); DeepFloyd IF "
+                "samples pixels and always blends them: leave it at 0")
         if (self.upscale or 1) > 4 and family != "if":
             raise InvalidInputError(
                 f"upscale {self.upscale} is offered for DeepFloyd IF only (stage II, then the x4 "
@@ -339,6 +381,7 @@ class GenerateSettings:
             raise InvalidInputError(
                 f"photo level {self.photo_level!r} is out of range: the stack has levels "
                 f"0..{n - 1} (-1 = the finest)")
+        self._validate_loop_and_targets()
         if self.photo is not None:
             path = os.path.expanduser(str(self.photo))
             if not os.path.isfile(path) or not os.access(path, os.R_OK):
@@ -347,6 +390,25 @@ class GenerateSettings:
         if self.lora is not None:
             check_lora(self.lora)
         return self
+
+    def _validate_loop_and_targets(self) -> None:
+        if not isinstance(self.loop, bool):
+            raise InvalidInputError(f"loop must be true or false, got {self.loop!r}")
+        if self.loop and len(self.prompts) < 2:
+            raise InvalidInputError("a loop needs at least 2 levels: level 0 must follow the last")
+        self.targets = check_targets(self.targets, self.num_transitions)
+
+    @property
+    def num_transitions(self) -> int:
+        """Level-to-level transitions: N-1, or N with ``loop`` (the last one N-1 -> 0)."""
+        return len(self.prompts) if self.loop else len(self.prompts) - 1
+
+    def transition_targets(self) -> list[tuple[float, float]] | None:
+        """One (x, y) target per transition (a single pair repeated), or None when centred."""
+        if self.targets is None:
+            return None
+        pairs = [(float(x), float(y)) for x, y in self.targets]
+        return pairs * self.num_transitions if len(pairs) == 1 else pairs
 
     def _validate_device(self) -> None:
         d = self.device
@@ -417,5 +479,6 @@ __all__ = [
     "MAX_SEED", "MAX_SIZE_FACTOR", "MAX_STEPS", "NATIVE_SIZE", "PIPELINE_CLASSES",
     "SCHEDULER_CHOICES", "SCHEDULER_INFO",
     "SCHEDULERS", "UPSCALE_FACTORS", "VAE_SCALE", "available_memory", "check_memory",
-    "check_lora", "check_photo", "family_hint", "output_size", "parse_upscale", "size_multiple", "upscaler_models",
+    "check_lora", "check_photo", "check_targets", "family_hint", "output_size", "parse_upscale",
+    "size_multiple", "upscaler_models",
 ]

@@ -38,7 +38,7 @@ def test_b12_disabling_the_addon_mid_job_is_quick_and_leaves_nothing(ur, tmp_pat
         emit(before=before, after=after, took=took, alive=job.thread.is_alive(), listing=listing(),
              enabled=ADDON in bpy.context.preferences.addons.keys())
     '''), ur)
-    assert out["before"] == ["P10 Preview 00", "P10 Preview 01", "P10 Preview 02"]
+    assert out["before"] == ["Zoom Preview 00", "Zoom Preview 01", "Zoom Preview 02"]
     assert out["took"] < 1.0, out["took"]  # was ~ the rest of the sampling step (seconds)
     assert out["after"] == [] and not out["enabled"]
     assert not out["alive"] and out["listing"] == []  # the cancelled job saved nothing

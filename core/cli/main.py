@@ -9,6 +9,7 @@ complete (core.publish). Every fault and what the user sees: docs/faults.md.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--photo", metavar="IMG", help="a photo one level must show exactly (photo zoom)")
     s.add_argument("--photo-level", type=int, metavar="K", help="the photo's level: 0 = outermost "
                    "(default: zoom into the photo), -1 = finest (zoom out of it)")
+    _target_options(s, "every transition")
+    s.add_argument("--loop", action="store_true", default=None,
+                   help="a seamless loop: the finest level zooms back into the first (a cycle)")
     o = g.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="the stack folder to create (required unless --dry-run)")
     o.add_argument("--force", action="store_true", help="replace DIR if it exists")
@@ -79,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="known old levels in every window (default 2)")
     x.add_argument("--window", type=int, metavar="W",
                    help="levels sampled at once (default 4): sets the peak memory")
+    _target_options(x, "every new transition (outward too); the stack's own footprints are kept")
     _settings_options(e.add_argument_group("settings (default: the stack's)"), SCHEDULER_CHOICES)
     _stack_output_options(e)
 
@@ -152,16 +157,50 @@ def _stack_output_options(g) -> None:
     g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
+def _target_options(group, which: str) -> None:
+    group.add_argument("--target", metavar="X,Y", help="where the next level sits, as fractions of "
+                       f"the frame (0,0 top-left; 0.5,0.5 the centre, the default), for {which}")
+    group.add_argument("--targets", metavar="FILE", help="a JSON list of [x, y] targets, one per "
+                       "transition (level i+1 inside level i)")
+
+
+def targets_from_args(args: argparse.Namespace, default=None):
+    """The ``targets`` of ``--target X,Y`` / ``--targets FILE`` (``default`` when neither)."""
+    import json
+
+    if args.target and args.targets:
+        raise UsageError("give either --target X,Y or --targets FILE, not both")
+    if args.target:
+        try:
+            x, y = (float(v) for v in args.target.split(","))
+        except ValueError:
+            raise UsageError(f"--target must be X,Y (two fractions of the frame, e.g. 0.3,0.6), "
+                             f"got {args.target!r}") from None
+        return [[x, y]]
+    if args.targets:
+        path = Path(args.targets).expanduser()
+        try:
+            return json.loads(path.read_text(encoding="utf-8-sig"))
+        except FileNotFoundError:
+            raise UsageError(f"targets file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"targets file {str(path)!r} is not a JSON list of [x, y] pairs "
+                             f"({_one_line(exc)})") from None
+    return default
+
+
 def _video_options(group) -> None:
     group.add_argument("--frames-per-level", type=int, default=24, metavar="F",
                        help="frames per zoom level (default 24)")
     group.add_argument("--fps", type=float, default=24.0, help="frames per second (default 24)")
     group.add_argument("--video-size", type=int, metavar="PX", help="longer side of the video (default: the stack's)")
     group.add_argument("--direction", choices=("in", "out"), default="in", help="zoom in (default) or out")
+    group.add_argument("--loops", type=int, default=1, metavar="K",
+                       help="a looping stack: play the cycle K times (default 1; N levels per loop)")
 
 
 # ---------------------------------------------------------------------------------- settings
-_OVERRIDES = ("zoom", "model", "steps", "guidance", "seed", "width", "height", "scheduler",
+_OVERRIDES = ("zoom", "model", "steps", "guidance", "seed", "width", "height", "scheduler", "loop",
               "negative_prompt", "photo", "photo_level", "device", "micro_batch", "family",
               "upscaler", "upscale", "pixel_blend", "lora")
 
@@ -200,6 +239,9 @@ def settings_from_args(args: argparse.Namespace, warn: Callable[[str], None] | N
         raise UsageError("--photo-level needs --photo IMG")
     data = dict(data, **{k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None})
     data["prompts"] = prompts
+    targets = targets_from_args(args)
+    if targets is not None:
+        data["targets"] = targets
     settings = GenerateSettings.from_dict(data)
     if settings.extra and warn is not None:
         warn(f"ignoring unknown setting(s) {', '.join(sorted(map(str, settings.extra)))}")
@@ -327,9 +369,11 @@ SAMPLING_COMMANDS = ("generate", "extend", "regenerate")
 def _start_distributed(command: str) -> bool:
     """Join torchrun's process group for a sampling command; True when this is rank 0 (or
     there is no group). Ranks other than 0 then print nothing and write nothing."""
+    if command not in SAMPLING_COMMANDS or os.environ.get("WORLD_SIZE", "1").strip() in ("", "1"):
+        return True  # not under torchrun: import no torch (``--dry-run`` stays torch-free)
     from ..backends import distributed
 
-    if command not in SAMPLING_COMMANDS or not distributed.requested():
+    if not distributed.requested():
         return True
     distributed.init()
     main = distributed.is_main()
@@ -353,19 +397,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                        settings.height, settings.upscaler, settings.upscale)
     return _run_and_publish(
         args, len(settings.prompts) * h * w * 3, (h, w),
-        lambda: (lambda cancel, progress: _load_generate()(settings, progress=progress, cancel=cancel)))
+        lambda: (lambda cancel, progress: _load_generate()(settings, progress=progress, cancel=cancel)),
+        loop=settings.loop)
 
 
 def _run_and_publish(args: argparse.Namespace, needed_bytes: int, frame: tuple[int, int],
-                     make_job: Callable) -> int:
+                     make_job: Callable, loop: bool = False) -> int:
     """Run the job ``make_job()`` returns (``job(cancel, progress) -> ZoomStack``) cancellably
     and publish its stack (and video) at ``args.out``, all or nothing. ``frame``: the stack's
-    (height, width), for the video options' check."""
+    (height, width), for the video options' check; ``loop``: whether the stack made will loop
+    (``--loops`` needs one)."""
     from ..stack.preview import check_video_options, write_preview_video
     from ..stack.publish import StagedFolder
 
     if args.video:  # check the video options before the long run, not after it
-        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction, frame)
+        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction, frame,
+                            loops=args.loops, loop=loop)
     if _DISTRIBUTED.get("quiet"):  # torchrun, rank > 0: sample alongside rank 0, write nothing
         make_job()(threading.Event(), _Progress(enabled=False))
         return EXIT_OK
@@ -387,7 +434,7 @@ def _run_and_publish(args: argparse.Namespace, needed_bytes: int, frame: tuple[i
                 try:
                     write_preview_video(stack, staged.path / PREVIEW_NAME, args.frames_per_level,
                                         args.fps, args.video_size, direction=args.direction,
-                                        progress=progress.frames)
+                                        progress=progress.frames, loops=args.loops)
                 except Cancelled:
                     raise
                 except Exception as exc:  # keep the stack: minutes of sampling outweigh a video
@@ -421,8 +468,26 @@ def _stack_options(args: argparse.Namespace) -> dict:
     if args.size is not None:
         args.width = args.height = args.size
     keys = ("zoom", "model", "steps", "guidance", "width", "height", "scheduler", "negative_prompt",
-            "device", "micro_batch", "family", "upscaler", "upscale", "pixel_blend")
+            "device", "micro_batch", "family", "upscaler", "upscale", "pixel_blend", "lora")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _file_options(data: dict, source: str, stack) -> dict:
+    """A prompt file's settings as extend options (the command line's win): the sampling ones
+    and the seed are used, model / zoom / size checked against the stack's, ``targets`` go
+    with the new levels; a setting that cannot apply to new levels (a photo, another loop) is
+    refused rather than silently dropped."""
+    from ..extend import SAMPLING_OPTIONS
+
+    if "loop" in data and bool(data["loop"]) != bool(stack.loop):
+        raise UsageError(f"the prompt file {source} sets loop {data['loop']!r}; the stack's is "
+                         f"{bool(stack.loop)} and extend keeps it")
+    usable = set(SAMPLING_OPTIONS) | {"seed", "targets", "loop"}
+    foreign = sorted(str(k) for k in data if k not in usable)
+    if foreign:
+        raise UsageError(f"the prompt file {source} sets {', '.join(foreign)}, which extend cannot "
+                         "use; remove it or give the prompts with --prompt")
+    return {k: v for k, v in data.items() if v is not None and k not in ("targets", "loop")}
 
 
 def _stack_bytes(stack, levels: int) -> int:
@@ -436,18 +501,24 @@ def _cmd_extend(args: argparse.Namespace) -> int:
 
     if args.prompt and args.prompts:
         raise UsageError("give prompts either with --prompt (repeated) or with --prompts FILE, not both")
+    file_settings: dict = {}
+    options: dict = {}
+    stack = ZoomStack.load(Path(args.stack).expanduser())
     if args.prompts:
-        prompts, _ = _read_prompts_source(args.prompts)
+        prompts, file_settings = _read_prompts_source(args.prompts)
+        options = _file_options(file_settings, args.prompts, stack)
     else:
         prompts = list(args.prompt or [])
-    stack = ZoomStack.load(Path(args.stack).expanduser())
-    kw = dict(outward=args.outward, overlap=args.overlap, window=args.window, seed=args.seed,
-              **_stack_options(args))
+    options.update(_stack_options(args))
+    seed = args.seed if args.seed is not None else options.pop("seed", None)
+    options.pop("seed", None)
+    kw = dict(outward=args.outward, overlap=args.overlap, window=args.window, seed=seed,
+              targets=targets_from_args(args, file_settings.get("targets")), **options)
     check_extend(stack, prompts, **kw)  # everything that can fail before a model loads
     return _run_and_publish(
         args, _stack_bytes(stack, len(stack.layers) + len(prompts)), stack.layers.shape[1:3],
         lambda: (lambda cancel, progress: _load_known_levels()[0](
-            stack, prompts, progress=progress, cancel=cancel, **kw)))
+            stack, prompts, progress=progress, cancel=cancel, **kw)), loop=stack.loop)
 
 
 def _cmd_regenerate(args: argparse.Namespace) -> int:
@@ -461,7 +532,7 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
         args, _stack_bytes(stack, len(stack.layers)), stack.layers.shape[1:3],
         lambda: (lambda cancel, progress: _load_known_levels()[1](
             stack, args.level, args.prompt, seed=args.seed, progress=progress, cancel=cancel,
-            **options)))
+            **options)), loop=stack.loop)
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
@@ -473,7 +544,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
     progress = _Progress(enabled=not args.quiet)
     try:
         write_preview_video(stack, out, args.frames_per_level, args.fps, args.video_size,
-                            direction=args.direction, progress=progress.frames)
+                            direction=args.direction, progress=progress.frames, loops=args.loops)
     finally:
         progress.close()
     print(out)

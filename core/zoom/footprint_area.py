@@ -38,7 +38,7 @@ def footprint_rect(height: int, width: int, zoom: int, depth: int,
         if footprints is None:
             fl, ft = (width - width / p) / 2, (height - height / p) / 2
         else:
-            fl, ft = footprints[level + j]
+            fl, ft = footprints[(level + j) % len(footprints)]  # a loop wraps round
         left += fl / p**j
         top += ft / p**j
     return top, left, height / p**depth, width / p**depth
