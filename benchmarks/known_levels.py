@@ -4,7 +4,8 @@ process's peak RSS over its value once the model is loaded).
 
     python benchmarks/known_levels.py extend   [--device cpu] [--size 256] [--steps 10]
     python benchmarks/known_levels.py guidance [--device cpu] [--unet tiny|sd15] [--levels 2]
-    python benchmarks/known_levels.py rates    [--seeds 24]
+    python benchmarks/known_levels.py rates    [--seeds 24] [--priors independent,deep]
+                                               [--configs 4:4:64] [--cases out] [--aligned-only]
 
 * extend: a 24-level extension of a 4-level stack in windows of 4 (overlap 2) on the tiny
   random-weight SD of tests/tiny_models.py, beside a 4-level and a 24-level generate: the
@@ -13,8 +14,10 @@ process's peak RSS over its value once the model is loaded).
   finest level and the photo loss, and with reconstruction guidance (forward with autograd +
   one backward through the UNet). ``--unet sd15``: SD 1.5's UNet with random weights, 64x64
   latents (slow on CPU: minutes per step).
-* rates: success rates of known levels on the analytic mixture model (in / out / middle,
-  p = 2 and 4, auto and photo-loss-only guidance): docs/sampler.md "Known levels".
+* rates: success rates of known levels on the analytic mixture priors (in / out / middle,
+  p = 2 and 4, auto and photo-loss-only guidance), with the standard error:
+  docs/sampler.md "Known levels". ``--aligned-only``: the guidance loss without the
+  area-sampled footprints below the pixel-aligned depths (the previous behaviour).
 """
 
 from __future__ import annotations
@@ -204,38 +207,56 @@ def run_guidance(args) -> dict:
 
 # -------------------------------------------------------------------------------- rates
 def run_rates(args) -> dict:
+    import statistics
+
     import torch
     from diffusers import DDPMScheduler
 
-    from core.zoom.analytic import MixtureDenoiser, make_scenes, nearest_scene_error
+    import core.zoom.known as known_mod
+    from core.zoom.analytic import MixtureDenoiser, SCENE_PRIORS, nearest_scene_error
+    from core.zoom.geometry import max_observation_depth
     from core.zoom.sampler import sample_zoom_stack
 
+    torch.set_num_threads(1)
+    if args.aligned_only:  # ablation: the guidance loss stops at the pixel-aligned depths
+        known_mod.guidance_depth = max_observation_depth
     ddpm = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
-    shape = (3, 32, 32)
     table = {}
-    for p, n in ((2, 4), (4, 3)):
-        scenes = make_scenes(3, n, shape, p, torch.Generator().manual_seed(0), detail=8)
-        denoiser = MixtureDenoiser(scenes, ddpm.alphas_cumprod)
-        for case, k in (("in", 0), ("out", n - 1), ("middle", 1)):
-            for how in args.guidance_kinds.split(","):
-                hits, worst, start = 0, 0.0, time.perf_counter()
-                for seed in range(args.seeds):
-                    scene = seed % 3
-                    out = sample_zoom_stack(
-                        denoiser, ddpm, num_levels=n, zoom=p, shape=shape,
-                        num_inference_steps=args.steps, generator=torch.Generator().manual_seed(seed),
-                        known={k: scenes[scene, k]}, known_guidance=how)
-                    error, nearest = nearest_scene_error(out.images, scenes)
-                    hits += error < 0.02 and nearest == scene
-                    worst = max(worst, float((out.images[k] - scenes[scene, k]).abs().max()))
-                table[f"p{p}_{case}_{how}"] = {
-                    "success_rate": round(hits / args.seeds, 3), "successes": hits,
-                    "seeds": args.seeds, "known_level_max_abs_error": worst,
-                    "seconds": round(time.perf_counter() - start, 1)}
-                print(f"p{p} {case} {how}: {hits}/{args.seeds}", file=sys.stderr, flush=True)
+    for prior in args.priors.split(","):
+        for config in args.configs.split(","):
+            p, n, size = (int(v) for v in config.split(":"))
+            shape = (3, size, size)
+            scenes = SCENE_PRIORS[prior](3, n, shape, p, torch.Generator().manual_seed(0),
+                                         detail=8 if size == 32 else 4)
+            denoiser = MixtureDenoiser(scenes, ddpm.alphas_cumprod)
+            for case in args.cases.split(","):
+                k = {"in": 0, "out": n - 1, "middle": 1}[case]
+                for how in args.guidance_kinds.split(","):
+                    hits, worst, start = [], 0.0, time.perf_counter()
+                    for seed in range(args.first_seed, args.first_seed + args.seeds):
+                        scene = seed % 3
+                        out = sample_zoom_stack(
+                            denoiser, ddpm, num_levels=n, zoom=p, shape=shape,
+                            num_inference_steps=args.steps,
+                            generator=torch.Generator().manual_seed(seed),
+                            known={k: scenes[scene, k]}, known_guidance=how)
+                        error, nearest = nearest_scene_error(out.images, scenes)
+                        hits.append(int(error < 0.02 and nearest == scene))
+                        worst = max(worst, float((out.images[k] - scenes[scene, k]).abs().max()))
+                    rate = statistics.fmean(hits)
+                    key = f"{prior}_p{p}_n{n}_{size}px_{case}_{how}"
+                    table[key] = {
+                        "success_rate": round(rate, 3), "successes": sum(hits),
+                        "seeds": len(hits), "standard_error": round(
+                            (rate * (1 - rate) / max(1, len(hits) - 1)) ** 0.5, 3),
+                        "known_level_max_abs_error": worst,
+                        "seconds": round(time.perf_counter() - start, 1)}
+                    print(f"{key}: {sum(hits)}/{len(hits)}", file=sys.stderr, flush=True)
     return {"benchmark": "known_levels rates", "scheduler": "DDPM", "steps": args.steps,
-            "scenes": 3, "shape": list(shape), "success": "rmse < 0.02 to the known level's scene",
-            "results": table}
+            "scenes": 3, "first_seed": args.first_seed,
+            "guidance_loss": "aligned depths only" if args.aligned_only
+            else "every depth down to one pixel (area-sampled below the aligned ones)",
+            "success": "rmse < 0.02 to the known level's scene", "results": table}
 
 
 # -------------------------------------------------------------------------------- driver
@@ -264,6 +285,14 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--seeds", type=int, default=24)
     ap.add_argument("--guidance-kinds", default="auto,photo")
+    ap.add_argument("--priors", default="independent",
+                    help="rates: comma list of core.zoom.analytic.SCENE_PRIORS")
+    ap.add_argument("--configs", default="2:4:32,4:3:32",
+                    help="rates: comma list of zoom:levels:size")
+    ap.add_argument("--cases", default="in,out,middle", help="rates: known level in/out/middle")
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--aligned-only", action="store_true",
+                    help="rates: ablation, no guidance term below the pixel-aligned depths")
     ap.add_argument("--single", help=argparse.SUPPRESS)
     ap.add_argument("--levels", dest="new_levels", type=int, default=24, help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)

@@ -13,7 +13,11 @@ Model evaluations per level = steps (× 2 with classifier-free guidance for a re
 Prints JSON (one object; ``--out`` also writes it).
 
     nice -n 10 python benchmarks/samplers.py [--seeds 24] [--priors mixture,gaussian]
-        [--zooms 2,4] [--samplers ddpm:10,20,50;lcm:4,8;...]
+        [--zooms 2,4] [--samplers ddpm:10,20,50;lcm:4,8;...] [--renoise-spacing grid|even]
+
+Priors: "mixture" (independent random scenes), "mixture-close" (close mean colours),
+"mixture-deep" (only the deepest level tells the scenes apart), "gaussian". Every mean comes
+with its standard error (``*_se``).
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ torch.set_num_threads(1)  # many tiny ops: threads only contend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import core.zoom.sampler as sampler_mod  # noqa: E402
 from core.zoom.analytic import (  # noqa: E402
-    GaussianFieldDenoiser, MixtureDenoiser, detail_energy, make_scenes, nearest_scene_error,
+    SCENE_PRIORS, GaussianFieldDenoiser, MixtureDenoiser, detail_energy, nearest_scene_error,
     seam_ratio,
 )
 from core.backends.schedulers import make_scheduler  # noqa: E402
@@ -44,6 +49,10 @@ TRAIN = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0
 SETUPS = {  # (prior, zoom) -> levels, shape
     ("mixture", 2): dict(num_levels=4, shape=(3, 32, 32)),
     ("mixture", 4): dict(num_levels=3, shape=(3, 64, 64)),  # 64 px: the 1/16 overlap must tell scenes apart
+    ("mixture-close", 2): dict(num_levels=4, shape=(3, 32, 32)),  # close mean colours
+    ("mixture-close", 4): dict(num_levels=3, shape=(3, 64, 64)),
+    ("mixture-deep", 2): dict(num_levels=4, shape=(3, 32, 32)),   # only the deepest level
+    ("mixture-deep", 4): dict(num_levels=4, shape=(3, 64, 64)),   # tells the scenes apart
     ("gaussian", 2): dict(num_levels=3, shape=(3, 32, 32)),
     ("gaussian", 4): dict(num_levels=3, shape=(3, 32, 32)),
 }
@@ -60,16 +69,23 @@ def parse_samplers(text: str) -> list[tuple[str, int]]:
     return out
 
 
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample std / √n)."""
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return statistics.fmean(values), se
+
+
 def low_rms(x: torch.Tensor) -> float:
     return float(downsample(x, 2, times=3).pow(2).mean().sqrt())
 
 
-def run_setup(prior: str, zoom: int, samplers, seeds: int) -> list[dict]:
+def run_setup(prior: str, zoom: int, samplers, seeds: int, first_seed: int = 0) -> list[dict]:
     setup = SETUPS[(prior, zoom)]
     probe = make_scheduler("ddpm", TRAIN)
-    if prior == "mixture":
-        scenes = make_scenes(3, setup["num_levels"], setup["shape"], zoom,
-                             torch.Generator().manual_seed(0), detail=8)
+    if prior.startswith("mixture"):
+        kind = prior.partition("-")[2] or "independent"
+        scenes = SCENE_PRIORS[kind](3, setup["num_levels"], setup["shape"], zoom,
+                                    torch.Generator().manual_seed(0), detail=8)
         denoiser = MixtureDenoiser(scenes, probe.alphas_cumprod)
     else:
         denoiser = GaussianFieldDenoiser(setup["shape"], probe.alphas_cumprod)
@@ -81,15 +97,18 @@ def run_setup(prior: str, zoom: int, samplers, seeds: int) -> list[dict]:
         images = [sample_zoom_stack(denoiser, make_scheduler(name, TRAIN), zoom=zoom,
                                     num_inference_steps=steps,
                                     generator=torch.Generator().manual_seed(s), **setup).images
-                  for s in range(seeds)]
+                  for s in range(first_seed, first_seed + seeds)]
         row = {"sampler": name, "steps": steps, "evaluations_per_level": steps}
-        if prior == "mixture":
+        if prior.startswith("mixture"):
             errors = [nearest_scene_error(x, scenes)[0] for x in images]
-            row["success_rate"] = round(statistics.fmean(e < SUCCESS_RMSE for e in errors), 3)
+            rate, se = mean_se([float(e < SUCCESS_RMSE) for e in errors])
+            row["success_rate"], row["success_se"] = round(rate, 3), round(se, 3)
             row["rmse"] = round(statistics.fmean(errors), 4)
         else:
-            row["detail_vs_prior"] = round(statistics.fmean(map(detail_energy, images)) / ref_detail, 3)
-            row["low_freq_rms_vs_prior"] = round(statistics.fmean(map(low_rms, images)) / ref_low, 3)
+            detail, detail_se = mean_se([detail_energy(x) / ref_detail for x in images])
+            low, low_se = mean_se([low_rms(x) / ref_low for x in images])
+            row["detail_vs_prior"], row["detail_se"] = round(detail, 3), round(detail_se, 3)
+            row["low_freq_rms_vs_prior"], row["low_freq_se"] = round(low, 3), round(low_se, 3)
             row["seam_ratio"] = round(statistics.fmean(seam_ratio(x, zoom) for x in images), 3)
         row["seconds"] = round(time.perf_counter() - start, 2)
         rows.append(row)
@@ -104,16 +123,22 @@ def main() -> None:
     parser.add_argument("--zooms", default="2,4")
     parser.add_argument("--samplers", default=DEFAULT_SAMPLERS)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--renoise-spacing", default=sampler_mod.RENOISE_SPACING,
+                        choices=sampler_mod.RENOISE_SPACINGS,
+                        help="timesteps of the renoise (lcm) sampler: distillation grid or even")
     args = parser.parse_args()
+    sampler_mod.RENOISE_SPACING = args.renoise_spacing
     samplers = parse_samplers(args.samplers)
-    result = {"seeds": args.seeds, "train_schedule": TRAIN, "success_rmse": SUCCESS_RMSE,
+    result = {"seeds": args.seeds, "first_seed": args.first_seed,
+              "renoise_spacing": args.renoise_spacing, "train_schedule": TRAIN, "success_rmse": SUCCESS_RMSE,
               "setups": {}}
     for prior in args.priors.split(","):
         for zoom in map(int, args.zooms.split(",")):
             setup = SETUPS[(prior, zoom)]
             result["setups"][f"{prior}_p{zoom}"] = {
                 "num_levels": setup["num_levels"], "shape": list(setup["shape"]),
-                "rows": run_setup(prior, zoom, samplers, args.seeds)}
+                "rows": run_setup(prior, zoom, samplers, args.seeds, args.first_seed)}
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

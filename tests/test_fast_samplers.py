@@ -77,6 +77,24 @@ def test_renoise_timesteps_start_at_T_and_end_near_0():
         assert all(a > b for a, b in zip(ts, ts[1:]))
 
 
+def test_renoise_spacings_grid_and_even(monkeypatch):
+    import core.zoom.sampler as sampler_mod
+
+    cfg = LCMScheduler.from_config(DDPM_CONFIG).config
+    assert renoise_timesteps(cfg, 8, "grid") == [999, 859, 719, 579, 439, 299, 159, 19]
+    assert renoise_timesteps(cfg, 8, "even") == [999, 874, 749, 624, 499, 374, 249, 124]
+    assert renoise_timesteps(cfg, 4, "even") == [999, 749, 499, 249]
+    with pytest.raises(ValueError):
+        renoise_timesteps(cfg, 8, "leading")
+    for spacing in ("grid", "even"):  # the sampler runs the module's spacing
+        monkeypatch.setattr(sampler_mod, "RENOISE_SPACING", spacing)
+        seen = []
+        sample_zoom_stack(lambda z, t, lv: seen.append(t) or torch.zeros_like(z),
+                          LCMScheduler.from_config(DDPM_CONFIG), num_levels=2, zoom=2,
+                          shape=(1, 8, 8), num_inference_steps=8)
+        assert seen == renoise_timesteps(cfg, 8, spacing)
+
+
 def test_stochastic_dpmsolver_takes_pi_noise_not_its_own_draw():
     target = render_image(torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(2)), 2)
     torch.manual_seed(0)

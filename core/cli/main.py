@@ -1,4 +1,4 @@
-"""Headless command line: ``python -m core generate|extend|regenerate|video|examples|models``.
+"""Headless command line: ``python -m core generate|extend|regenerate|video|examples|models|check-model``.
 
 Exit codes: 0 done, 1 user error (one line on stderr, no traceback), 130 cancelled (Ctrl-C),
 143 terminated (SIGTERM). Output is all-or-nothing: the stack folder (and its preview video) is
@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .models_cmd import add_models_parser
 
     add_models_parser(sub)
+    from .check_model import add_check_parser
+
+    add_check_parser(sub)
     return parser
 
 
@@ -563,8 +566,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return run_models(args, _run_cancellable, _Progress, _say, UsageError)
 
 
+def _cmd_check_model(args: argparse.Namespace) -> int:
+    from .check_model import run_check
+
+    return run_check(args, _run_cancellable)
+
+
 COMMANDS = {"generate": _cmd_generate, "extend": _cmd_extend, "regenerate": _cmd_regenerate,
-            "video": _cmd_video, "examples": _cmd_examples, "models": _cmd_models}
+            "video": _cmd_video, "examples": _cmd_examples, "models": _cmd_models,
+            "check-model": _cmd_check_model}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,11 +25,38 @@ def make_scenes(num_scenes: int, num_levels: int, shape: tuple[int, int, int], z
     (``render_image``); with ``loop`` each scene is a cycle (level N is level 0 again: a
     self-similar prior, whose right answer is one scene round the whole cycle).
     """
+    layers = _random_layers(num_scenes, num_levels, shape, generator, detail)
+    return torch.stack([render_image(stack, zoom, footprints, loop) for stack in layers])
+
+
+def _random_layers(num_scenes: int, num_levels: int, shape: tuple[int, int, int],
+                   generator: torch.Generator | None, detail: int) -> torch.Tensor:
+    """``(K, N, C, H, W)`` smooth random layers in [-1, 1]."""
     c, h, w = shape
     coarse = torch.rand((num_scenes * num_levels, c, h // detail, w // detail),
                         generator=generator) * 2 - 1
-    layers = upsample(coarse, (h, w)).reshape(num_scenes, num_levels, c, h, w)
-    return torch.stack([render_image(stack, zoom, footprints, loop) for stack in layers])
+    return upsample(coarse, (h, w)).reshape(num_scenes, num_levels, c, h, w)
+
+
+def make_deep_scenes(num_scenes: int, num_levels: int, shape: tuple[int, int, int], zoom: int,
+                     generator: torch.Generator | None = None, detail: int = 4,
+                     colour: float = 0.7) -> torch.Tensor:
+    """Scenes that only the deepest level tells apart: ``(K, N, C, H, W)``.
+
+    Every intermediate layer (1 .. N-2) is the same in all scenes; the outermost layer differs
+    (level 0 has its own content to choose) and so does the deepest, whose mean colour is the
+    scene's (a share ``colour`` of it is a per-scene colour in [-1, 1]^C, the rest structure).
+    With the deepest level known, the levels between carry no evidence of the scene beyond
+    their centres: the outermost level learns it only from its view of the deepest level
+    (1 pixel at 64 px, p = 4, N = 4). Needs N >= 3.
+    """
+    if num_levels < 3:
+        raise ValueError(f"deep scenes need at least 3 levels, got {num_levels}")
+    layers = _random_layers(num_scenes, num_levels, shape, generator, detail)
+    layers[:, 1:-1] = layers[:1, 1:-1]
+    tint = torch.rand((num_scenes, shape[0], 1, 1), generator=generator) * 2 - 1
+    layers[:, -1] = (1 - colour) * layers[:, -1] + colour * tint
+    return torch.stack([render_image(stack, zoom) for stack in layers])
 
 
 def make_field_scenes(num_scenes: int, num_levels: int, shape: tuple[int, int, int],
@@ -42,6 +69,27 @@ def make_field_scenes(num_scenes: int, num_levels: int, shape: tuple[int, int, i
     layers = field.sample_prior(num_scenes * num_levels, generator).reshape(
         num_scenes, num_levels, *shape)
     return torch.stack([render_image(stack, zoom, footprints, loop) for stack in layers])
+
+
+def make_close_scenes(num_scenes: int, num_levels: int, shape: tuple[int, int, int], zoom: int,
+                      generator: torch.Generator | None = None, detail: int = 4,
+                      spread: float = 0.03) -> torch.Tensor:
+    """Scenes with close mean colours: ``(K, N, C, H, W)``.
+
+    Like ``make_scenes``, but every layer's per-channel mean is replaced by one colour shared
+    by all scenes (per level) plus a per-scene offset of at most ``spread``: the scenes differ
+    in structure, hardly in colour, so a level's few pixels of a coarse view barely tell them
+    apart and the low frequencies carry no decision.
+    """
+    layers = _random_layers(num_scenes, num_levels, shape, generator, detail)
+    mean = layers.mean(dim=(-2, -1), keepdim=True)
+    offset = (torch.rand(mean.shape, generator=generator) * 2 - 1) * spread
+    layers = layers - mean + mean.mean(dim=0, keepdim=True) + offset
+    return torch.stack([render_image(stack, zoom) for stack in layers])
+
+
+#: Analytic scene priors of different structure (benchmarks measure sampling claims on >= 2).
+SCENE_PRIORS = {"independent": make_scenes, "deep": make_deep_scenes, "close": make_close_scenes}
 
 
 class MixtureDenoiser:

@@ -14,8 +14,9 @@ Pure functions over batched tensors, used by the sampler (docs/sampler.md, "Know
 
 Every function takes the stack's footprints (None = centred) and ``loop``. Footprints that are
 not pixel-aligned at their depth (``observation_box``; centred: deeper than
-``max_observation_depth``) carry no constraint here, exactly as they carry no observation in
-the blending.
+``max_observation_depth``) carry no exact constraint (check, make_consistent, impose_known;
+as in the blending), but the guidance loss samples them by area down to one pixel
+(``level_residuals``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Mapping
 import torch
 
 from ..errors import InvalidInputError
+from .footprint_area import footprint_rect, guidance_depth, sample_area
 from .geometry import Footprint, check_footprints, check_zoom, observation_box
 from .zoom_stack import downsample, downsample_weights, render_image
 
@@ -126,13 +128,19 @@ def _crop(x: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
 def level_residuals(x: torch.Tensor, levels: torch.Tensor, image: torch.Tensor, at: int,
                     zoom: int, footprints=None, loop: bool = False) -> list[torch.Tensor | None]:
     """Per row of ``x (B, C, H, W)`` (showing ``levels``), the residual against ``image`` at
-    level ``at`` — the generalised photo loss's terms — or None where no aligned footprint exists.
+    level ``at`` — the generalised photo loss's terms — or None where the footprint is smaller
+    than one pixel (``guidance_depth``).
+
+    Where the footprint is a whole-pixel box it is cropped; deeper it straddles pixels and is
+    sampled by area (``footprint_area``): at 64 px and p = 4 that 1-pixel view is the only
+    direct evidence the outermost level has of a known level 3 below it.
 
     ``footprints``: the stack's (N - 1, or N on a loop; None = centred). On a loop a level is
     both finer and coarser than ``at`` round the cycle: the relation of least depth counts.
     """
     p = check_zoom(zoom)
     height, width = image.shape[-2:]
+    deepest = guidance_depth(height, width, p)
     lvs = [int(lv) for lv in levels.tolist()]
     fps = _footprints_for(footprints, height, width, p, max(lvs + [at]) + 1, loop)
     image = image.to(x)
@@ -156,7 +164,20 @@ def level_residuals(x: torch.Tensor, levels: torch.Tensor, image: torch.Tensor, 
                 # coarser: the known level's region in this level = D^-d of the known image
                 out[-1] = _crop(x[row], box) - downsample(image, p, times=-d)
                 break
+            if 0 < abs(d) <= deepest:  # not whole pixels: sampled by area, down to one pixel
+                if d > 0:
+                    out[-1] = downsample(x[row], p, times=d) - _area(image, p, d, fps, at)
+                else:
+                    out[-1] = _area(x[row], p, -d, fps, lv) - downsample(image, p, times=-d)
+                break
     return out
+
+
+def _area(x: torch.Tensor, p: int, depth: int, footprints, level: int) -> torch.Tensor:
+    """What ``x`` (level ``level``) shows of the level ``depth`` below it, at that level's
+    D_p^depth resolution, where the region straddles pixels: an area-weighted sample."""
+    rect = footprint_rect(x.shape[-2], x.shape[-1], p, depth, footprints, level)
+    return sample_area(x, rect, (x.shape[-2] // p**depth, x.shape[-1] // p**depth))
 
 
 def known_loss(x: torch.Tensor, levels: torch.Tensor, known: Mapping[int, torch.Tensor],

@@ -78,8 +78,9 @@ def photo_guidance(x0_hat: torch.Tensor, levels: torch.Tensor, photo: torch.Tens
     Generalised to a photo ξ at level k = ``photo_level`` (``core.known.level_residuals``):
     finer levels match crops of ξ through D^(i−k), coarser ones match D^(k−i)(ξ) on their
     footprint, level k matches ξ (k = 0 is the paper's loss). Compared on the footprint region,
-    which is the same as comparing the zero-padded images. Levels whose footprint is not
-    pixel-aligned at their depth (``observation_box``) are left alone. The loss is a sum of
+    which is the same as comparing the zero-padded images. Footprints that are not
+    pixel-aligned at their depth straddle pixels and are sampled by area, down to one pixel.
+    The loss is a sum of
     per-level terms and Adam is elementwise, so optimising a subset of levels gives the same
     result as optimising all of them.
     """
@@ -359,16 +360,27 @@ def update_renoise(run: SamplingRun, z: torch.Tensor, z_in: torch.Tensor, x: tor
     return (ab.sqrt() * x.to(run.acc) + (1 - ab).sqrt() * noise.to(run.acc)).to(run.dtype)
 
 
-def renoise_timesteps(config, num_inference_steps: int) -> list[int]:
-    """Timesteps of the renoise sampler, from T-1 down to near 0.
+#: Timesteps of the renoise sampler (``renoise_timesteps``): "grid" = evenly spaced picks of
+#: the distillation grid including both ends (8 steps: 999, 859, …, 159, 19); "even" = evenly
+#: spaced from T-1, "trailing" (8 steps: 999, 874, …, 124; x̂ returned after the last).
+RENOISE_SPACINGS = ("grid", "even")
+RENOISE_SPACING = "grid"
 
-    Up to the model's distillation schedule length (LCM: ``original_inference_steps`` = 50,
-    timesteps 19, 39, …, 999) they are evenly spaced picks of that grid including both ends
+
+def renoise_timesteps(config, num_inference_steps: int, spacing: str | None = None) -> list[int]:
+    """Timesteps of the renoise sampler, from T-1 down (``RENOISE_SPACINGS``).
+
+    "grid": up to the model's distillation schedule length (LCM: ``original_inference_steps`` =
+    50, timesteps 19, 39, …, 999) evenly spaced picks of that grid including both ends
     (diffusers' own LCM pick stops at t=139 for 8 steps); beyond it, "trailing" spacing.
+    "even": "trailing" spacing at every step count. Both give 999, 749, 499, 249 at 4 steps.
     """
+    spacing = spacing or RENOISE_SPACING
+    if spacing not in RENOISE_SPACINGS:
+        raise ValueError(f"renoise spacing must be one of {RENOISE_SPACINGS}, got {spacing!r}")
     n, total = int(num_inference_steps), int(config.num_train_timesteps)
     orig = int(getattr(config, "original_inference_steps", None) or 50)
-    if n <= orig:
+    if spacing == "grid" and n <= orig:
         k = total // orig
         grid = [(i + 1) * k - 1 for i in range(orig)]
         picks = torch.linspace(orig - 1, 0, n).round().long().tolist() if n > 1 else [orig - 1]
