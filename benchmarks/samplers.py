@@ -32,7 +32,7 @@ torch.set_num_threads(1)  # many tiny ops: threads only contend
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.zoom.analytic import (  # noqa: E402
-    GaussianFieldDenoiser, MixtureDenoiser, detail_energy, make_scenes, nearest_scene_error,
+    FlowMatchingDenoiser, GaussianFieldDenoiser, MixtureDenoiser, detail_energy, make_scenes, nearest_scene_error,
     seam_ratio,
 )
 from core.backends.schedulers import make_scheduler  # noqa: E402
@@ -41,6 +41,10 @@ from core.zoom.zoom_stack import downsample  # noqa: E402
 
 TRAIN = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001,
          "beta_end": 0.02, "clip_sample": False}
+#: Rectified-flow samplers (SD3, FLUX) run on the same priors on the flow path
+#: z_σ = (1−σ) x0 + σ ε (``FlowMatchingDenoiser``), with SD3's shift.
+FLOW_TRAIN = {"num_train_timesteps": 1000, "shift": 3.0}
+FLOW_SAMPLERS = "flow-euler:28;flow-renoise:28"
 SETUPS = {  # (prior, zoom) -> levels, shape
     ("mixture", 2): dict(num_levels=4, shape=(3, 32, 32)),
     ("mixture", 4): dict(num_levels=3, shape=(3, 64, 64)),  # 64 px: the 1/16 overlap must tell scenes apart
@@ -58,6 +62,13 @@ def parse_samplers(text: str) -> list[tuple[str, int]]:
         name, steps = part.split(":")
         out += [(name, int(s)) for s in steps.split(",")]
     return out
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Mean and its standard error over seeds."""
+    values = [float(v) for v in values]
+    se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+    return statistics.fmean(values), se
 
 
 def low_rms(x: torch.Tensor) -> float:
@@ -78,19 +89,25 @@ def run_setup(prior: str, zoom: int, samplers, seeds: int) -> list[dict]:
     rows = []
     for name, steps in samplers:
         start = time.perf_counter()
-        images = [sample_zoom_stack(denoiser, make_scheduler(name, TRAIN), zoom=zoom,
+        flow = name.startswith("flow")
+        images = [sample_zoom_stack(FlowMatchingDenoiser(denoiser) if flow else denoiser,
+                                    make_scheduler(name, FLOW_TRAIN if flow else TRAIN), zoom=zoom,
                                     num_inference_steps=steps,
                                     generator=torch.Generator().manual_seed(s), **setup).images
                   for s in range(seeds)]
         row = {"sampler": name, "steps": steps, "evaluations_per_level": steps}
         if prior == "mixture":
             errors = [nearest_scene_error(x, scenes)[0] for x in images]
-            row["success_rate"] = round(statistics.fmean(e < SUCCESS_RMSE for e in errors), 3)
+            rate, rate_se = mean_se(e < SUCCESS_RMSE for e in errors)
+            row["success_rate"], row["success_se"] = round(rate, 3), round(rate_se, 3)
             row["rmse"] = round(statistics.fmean(errors), 4)
         else:
-            row["detail_vs_prior"] = round(statistics.fmean(map(detail_energy, images)) / ref_detail, 3)
-            row["low_freq_rms_vs_prior"] = round(statistics.fmean(map(low_rms, images)) / ref_low, 3)
-            row["seam_ratio"] = round(statistics.fmean(seam_ratio(x, zoom) for x in images), 3)
+            for key, values, ref in (
+                    ("detail_vs_prior", map(detail_energy, images), ref_detail),
+                    ("low_freq_rms_vs_prior", map(low_rms, images), ref_low),
+                    ("seam_ratio", (seam_ratio(x, zoom) for x in images), 1.0)):
+                mean, se = mean_se(v / ref for v in values)
+                row[key], row[key.replace("_vs_prior", "") + "_se"] = round(mean, 3), round(se, 3)
         row["seconds"] = round(time.perf_counter() - start, 2)
         rows.append(row)
         print(json.dumps({"prior": prior, "zoom": zoom, **row}), file=sys.stderr, flush=True)
@@ -102,11 +119,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=24)
     parser.add_argument("--priors", default="mixture,gaussian")
     parser.add_argument("--zooms", default="2,4")
-    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS)
+    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS,
+                        help=f"name:steps,...;... (flow samplers: {FLOW_SAMPLERS})")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     samplers = parse_samplers(args.samplers)
-    result = {"seeds": args.seeds, "train_schedule": TRAIN, "success_rmse": SUCCESS_RMSE,
+    result = {"seeds": args.seeds, "train_schedule": TRAIN, "flow_schedule": FLOW_TRAIN,
+              "success_rmse": SUCCESS_RMSE,
               "setups": {}}
     for prior in args.priors.split(","):
         for zoom in map(int, args.zooms.split(",")):
