@@ -64,7 +64,13 @@ class FlowBackend(LatentBackend):
     # ------------------------------------------------------------------- placement
     @classmethod
     def place(cls, pipe, device: torch.device) -> None:
-        """The transformer and the VAE on ``device``; the text encoders stay on the CPU."""
+        """The transformer and the VAE on ``device``; the text encoders stay on the CPU. On a
+        GPU with fp8 (compute capability 8.9+) whose free memory cannot hold the bf16
+        transformer next to a working margin, its weights are stored in fp8 and each layer is
+        computed in bf16 (diffusers' layerwise casting)."""
+        if needs_fp8(pipe.transformer, device):
+            pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn,
+                                                      compute_dtype=torch.bfloat16)
         for name in ("transformer", "vae"):
             getattr(pipe, name).to(device)
 
@@ -111,3 +117,18 @@ class FlowBackend(LatentBackend):
         x = x.detach().float().cpu()
         rgb = torch.einsum("nchw,cr->nhwr", x, torch.tensor(self._rgb)) + torch.tensor(self._bias)
         return ((rgb + 1) / 2).clamp(0, 1).numpy()
+
+
+#: Free device memory kept for activations and the VAE when deciding on fp8 weights.
+FP8_MARGIN_BYTES = 6 * 2**30
+
+
+def needs_fp8(transformer, device: torch.device) -> bool:
+    """fp8 weight storage: a CUDA GPU with fp8 (8.9+) that cannot hold the bf16 weights."""
+    if device.type != "cuda" or not hasattr(torch, "float8_e4m3fn"):
+        return False
+    if torch.cuda.get_device_capability(device) < (8, 9):
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    weights = sum(p.numel() for p in transformer.parameters()) * 2  # bf16
+    return weights + FP8_MARGIN_BYTES > free

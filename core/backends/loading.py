@@ -204,7 +204,8 @@ def load_pipeline(model: str, family: str, dtype: torch.dtype, cls_name: str | N
     _quiet()
     kind, where = model_source(model)
     cls = getattr(diffusers, cls_name or _PIPELINES[family])
-    kwargs = {**_LOAD_KWARGS.get(family, {}), **extra, "dtype": dtype}
+    kwargs = {**_LOAD_KWARGS.get(family, {}), **_absent_components(kind, where), **extra,
+              "dtype": dtype}
     if kind == "file":
         if family == "if":
             raise InvalidInputError("DeepFloyd IF cannot load from a single file; give its folder or hub id")
@@ -230,6 +231,20 @@ def load_pipeline(model: str, family: str, dtype: torch.dtype, cls_name: str | N
         if kind == "file" and _unreadable_checkpoint(exc):
             raise _corrupt_checkpoint(model, exc) from None
         raise _not_found_file(model, kind, exc) from None
+
+
+def _absent_components(kind: str, where: str) -> dict[str, None]:
+    """Components a local folder's model_index.json lists as null (e.g. SD3 saved without its
+    T5 encoder to save 9.5 GB): passed as None, which diffusers then accepts."""
+    if kind != "folder":
+        return {}
+    try:
+        with open(os.path.join(where, "model_index.json"), encoding="utf-8") as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: None for k, v in index.items()
+            if not k.startswith("_") and isinstance(v, list) and v and v[0] is None}
 
 
 # What torch / safetensors / diffusers say about a checkpoint file they cannot read.
