@@ -257,12 +257,17 @@ def test_flux_transformer_sees_packed_tokens_sigma_and_guidance(tiny):
         backend.release()
 
 
-def test_flux_mu_follows_the_token_count(tiny):
+def test_flux_mu_is_fluxpipelines():
     from core.backends.flux import flux_mu
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
     for tokens in (16, 1024, 4096):
         assert flux_mu(FLUX_SCHED, tokens) == pytest.approx(calculate_shift(tokens))
+
+
+def test_flux_sampling_config_follows_the_token_count(tiny):
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
     backend = loading.load_backend(tiny["flux"], device="cpu")
     try:
         cfg = backend.sampling_config(1024, 512)
@@ -270,3 +275,40 @@ def test_flux_mu_follows_the_token_count(tiny):
         assert cfg[FLOW_SIGMAS] == "linear"
     finally:
         backend.release()
+
+
+def test_flow_x0_from_velocity():
+    """x̂0 = z_σ − σ v with σ = t / 1000 at a non-integer t."""
+    from types import SimpleNamespace
+
+    from core.backends.flow import FlowBackend
+
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn(2, 16, 4, 4, generator=g), torch.randn(2, 16, 4, 4, generator=g)
+    sigma = 0.3217
+    z = (1 - sigma) * x0 + sigma * eps
+    me = SimpleNamespace(scheduler_config={"num_train_timesteps": 1000})
+    got = FlowBackend.model_output_to_x0(me, eps - x0, z, torch.full((2,), 1000 * sigma))
+    assert torch.allclose(got, x0, atol=1e-5)
+
+
+def test_estimate_of_the_flow_families():
+    from core.models import estimate as est
+
+    h200 = est.DeviceInfo("cuda", "NVIDIA H200", 143 * 2**30, 140 * 2**30)
+    dev = est.estimate(GenerateSettings(prompts=["a"] * 4, model="black-forest-labs/FLUX.1-dev"),
+                       info=h200)
+    assert dev.rows == 4  # embedded guidance: no classifier-free pass
+    assert dev.family == "flux" and not dev.fp8 and dev.micro_batch is None
+    assert 30e9 < dev.download_bytes < 40e9  # transformer + T5 + CLIP + VAE in bf16
+    assert any(line.startswith("Download: about 34 GB") for line in dev.lines())
+    sd35 = est.estimate(GenerateSettings(prompts=["a"] * 4,
+                                         model="stabilityai/stable-diffusion-3.5-large"), info=h200)
+    assert sd35.rows == 8  # classifier-free guidance
+    small = est.DeviceInfo("cuda", "NVIDIA GeForce RTX 4090", 24 * 2**30, 23 * 2**30)
+    tight = est.estimate(GenerateSettings(prompts=["a"] * 4, model="black-forest-labs/FLUX.1-dev"),
+                         info=small)
+    assert tight.fp8 and tight.weights_bytes < dev.weights_bytes * 0.6
+    old = est.DeviceInfo("cuda", "NVIDIA GeForce RTX 3090", 24 * 2**30, 23 * 2**30)
+    assert not est.estimate(GenerateSettings(prompts=["a"] * 4, model="black-forest-labs/FLUX.1-dev"),
+                            info=old).fp8  # no fp8 before compute capability 8.9
