@@ -42,6 +42,15 @@ PIPELINE_CLASSES = {
     "FluxPipeline": "flux",
     "FluxImg2ImgPipeline": "flux",
 }
+#: Modern models the add-on's picker offers even before they are downloaded (hub id -> gated:
+#: the licence must be accepted on huggingface.co first); facts: core.models.estimate.model_facts.
+SUGGESTED_MODELS = {
+    "black-forest-labs/FLUX.1-schnell": False,
+    "black-forest-labs/FLUX.1-dev": True,
+    "stabilityai/stable-diffusion-3.5-large": True,
+    "stabilityai/stable-diffusion-3.5-large-turbo": True,
+    "stabilityai/stable-diffusion-3.5-medium": True,
+}
 #: What the error messages list as supported.
 SUPPORTED_TEXT = "Stable Diffusion 1.x/2.x, SDXL, DeepFloyd IF stage I, Stable Diffusion 3/3.5 and FLUX.1"
 
