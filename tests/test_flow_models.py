@@ -312,3 +312,46 @@ def test_estimate_of_the_flow_families():
     old = est.DeviceInfo("cuda", "NVIDIA GeForce RTX 3090", 24 * 2**30, 23 * 2**30)
     assert not est.estimate(GenerateSettings(prompts=["a"] * 4, model="black-forest-labs/FLUX.1-dev"),
                             info=old).fp8  # no fp8 before compute capability 8.9
+
+
+def test_models_download_says_disk_and_memory_first_and_list_shows_the_family(tiny, tmp_path):
+    """``models download`` of a FLUX hub id prints its download size and GPU memory before the
+    bytes; ``models list`` then shows the family (a local hub serves the tiny pipeline)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.hub_server import HubServer, hub_env
+
+    repo = "black-forest-labs/FLUX.1-schnell"
+    with HubServer({repo: tiny["schnell"]}) as hub:
+        env = hub_env(hub.url, tmp_path / "hf")
+        run = lambda *a: subprocess.run(  # noqa: E731
+            [sys.executable, "-m", "core", "models", *a], env=env, capture_output=True,
+            text=True, stdin=subprocess.DEVNULL, timeout=300,
+            cwd=str(Path(__file__).resolve().parents[1]))
+        r = run("download", repo, "--quiet")
+        assert r.returncode == 0, r.stderr
+        first = r.stderr.strip().splitlines()[0]
+        assert first.startswith(f"{repo}: FLUX.1: 11.9B-parameter transformer; about 34 GB download")
+        assert "bf16 weights" in first and "4 steps, no guidance" in first
+        [entry] = json.loads(run("list", "--json").stdout)
+        assert (entry["name"], entry["family"], entry["complete"]) == (repo, "flux", True)
+        assert "flux" in run("list").stdout
+
+
+def test_spec_of_a_loaded_flow_backend_and_of_its_folder(tiny):
+    from core.models import estimate as est
+
+    backend = loading.load_backend(tiny["flux"], device="cpu")
+    try:
+        spec = est.spec_from_backend(backend)
+        assert spec.transformer and spec.family == "flux"
+        assert spec.unet_params == sum(p.numel() for p in backend.unet.parameters())
+        assert spec.encoder_params > 0 and spec.dit_width == 2 * 16  # 2 layers x 2 heads x 8
+        folder = est.model_spec(tiny["flux"])
+        assert folder.unet_params == spec.unet_params and folder.dit_width == spec.dit_width
+        assert est.largest_micro_batch(spec, 3, 3.5, 64, 64, 4, 1e12, with_weights=False) is None
+    finally:
+        backend.release()
