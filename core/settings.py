@@ -389,9 +389,37 @@ class GenerateSettings:
         return cls(**known, extra=extra)
 
 
+def model_facts(model: str) -> str:
+    """One line for a model menu's tooltip: family, size, download, memory, steps, guidance,
+    licence (the reference numbers of its family; torch-free, nothing downloaded)."""
+    from .models.estimate import GB, download_bytes, model_spec, weights_bytes
+    from .models.families import FAMILY_TITLES, SUGGESTED_MODELS
+
+    try:
+        family = family_hint(model)
+    except Exception:  # noqa: BLE001 - an unsupported folder: no facts
+        return ""
+    spec = model_spec(model, family)
+    choice = GenerateSettings(prompts=["a"], model=model).resolved(family)
+    gib = lambda n: f"{n / GB:.0f} GB"  # noqa: E731
+    parts = [f"{FAMILY_TITLES.get(family, family)}: {spec.unet_params / 1e9:.1f}B-parameter "
+             f"{'transformer' if spec.transformer else 'UNet'}"]
+    if spec.transformer:
+        parts.append(f"about {gib(download_bytes(spec))} download")
+        parts.append(f"GPU: {gib(weights_bytes(spec, 2))} bf16 weights "
+                     f"({gib(weights_bytes(spec, 2, fp8=True))} in fp8 on Ada/Hopper) "
+                     f"+ {gib(spec.encoder_params * 2)} text encoders while encoding")
+    guidance = "no guidance" if choice["guidance"] <= 1 else (
+        f"guidance {choice['guidance']:g}" + (" (embedded)" if family == "flux" else ""))
+    parts.append(f"{choice['steps']} steps, {guidance}")
+    if SUGGESTED_MODELS.get(model):
+        parts.append("gated: accept its licence on huggingface.co")
+    return "; ".join(parts)
+
+
 __all__ = [
     "DEFAULT_MODEL", "DEFAULT_SCHEDULER", "DEVICES", "FAMILIES", "FLOW_FAMILIES", "FLOW_SCHEDULERS",
-    "check_scheduler_family", "GenerateSettings", "LATENT_FAMILIES", "MAX_GUIDANCE",
+    "check_scheduler_family", "model_facts", "GenerateSettings", "LATENT_FAMILIES", "MAX_GUIDANCE",
     "MAX_SEED", "MAX_SIZE_FACTOR", "MAX_STEPS", "NATIVE_SIZE", "PIPELINE_CLASSES",
     "SCHEDULER_CHOICES", "SCHEDULER_INFO",
     "SCHEDULERS", "UPSCALE_FACTORS", "VAE_SCALE", "available_memory", "check_memory",

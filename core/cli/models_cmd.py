@@ -53,7 +53,7 @@ def run_models(args, run_cancellable, progress_class, say, usage_error) -> int:
             print("\n".join(_table(entries)))
         return EXIT_OK
     if action == "download":
-        from ..models.estimate import model_facts
+        from ..settings import model_facts
 
         facts = model_facts(args.repo_id)
         if "download" in facts:  # the big ones (SD3, FLUX): disk and memory before the bytes

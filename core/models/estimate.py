@@ -510,6 +510,11 @@ def seconds_per_step(spec: ModelSpec, rows: int, height: int | None, width: int 
     return flops / info.flops()
 
 
+def download_bytes(spec: ModelSpec) -> int:
+    """Disk a hub download needs: every component's weights in bf16 (the release format)."""
+    return 2 * (spec.unet_params + spec.other_params + spec.encoder_params)
+
+
 def use_fp8(spec: ModelSpec, info: DeviceInfo, budget_bytes: float | None, levels: int,
             guidance: float, height: int | None, width: int | None) -> bool:
     """Store a flow transformer in fp8 when one row does not fit in bf16 and the GPU has fp8."""
@@ -553,40 +558,10 @@ def estimate(settings: "core.settings.GenerateSettings", *, info: DeviceInfo | N
         warnings.append(
             f"Warning: about {total / 3600:.1f} hours on the CPU: use a GPU, fewer steps/levels "
             "or a smaller size")
-    download = 2 * (spec.unet_params + spec.other_params + spec.encoder_params) \
-        if spec.transformer else 0
+    download = download_bytes(spec) if spec.transformer else 0
     return Estimate(spec.family, device, levels, rows, micro, auto, weights, unet, decode,
                     overhead, peak, info.free_bytes, sps, total, steps, fits, spec.source, warnings,
                     download, fp8)
-
-
-def model_facts(model: str) -> str:
-    """One line for a model menu's tooltip: family, size, download, memory, steps, guidance,
-    licence (the reference numbers of its family; torch-free, nothing downloaded)."""
-    from ..settings import GenerateSettings
-    from .families import FAMILY_TITLES, SUGGESTED_MODELS, family_hint
-
-    try:
-        family = family_hint(model)
-    except Exception:  # noqa: BLE001 - an unsupported folder: no facts
-        return ""
-    spec = model_spec(model, family)
-    choice = GenerateSettings(prompts=["a"], model=model).resolved(family)
-    gib = lambda n: f"{n / GB:.0f} GB"  # noqa: E731
-    parts = [f"{FAMILY_TITLES.get(family, family)}: {spec.unet_params / 1e9:.1f}B-parameter "
-             f"{'transformer' if spec.transformer else 'UNet'}"]
-    if spec.transformer:
-        parts.append(f"about {gib(2 * (spec.unet_params + spec.other_params + spec.encoder_params))}"
-                     " download")
-        parts.append(f"GPU: {gib(weights_bytes(spec, 2))} bf16 weights "
-                     f"({gib(weights_bytes(spec, 2, fp8=True))} in fp8 on Ada/Hopper) "
-                     f"+ {gib(spec.encoder_params * 2)} text encoders while encoding")
-    guidance = "no guidance" if choice["guidance"] <= 1 else (
-        f"guidance {choice['guidance']:g}" + (" (embedded)" if family == "flux" else ""))
-    parts.append(f"{choice['steps']} steps, {guidance}")
-    if SUGGESTED_MODELS.get(model):
-        parts.append("gated: accept its licence on huggingface.co")
-    return "; ".join(parts)
 
 
 def spec_from_backend(backend) -> ModelSpec:
@@ -643,7 +618,7 @@ def free_bytes_now(device) -> int | None:
 
 
 __all__ = ["DeviceInfo", "Estimate", "ModelSpec", "SPECS", "activation_bytes", "device_info",
-           "estimate", "fit_micro_batch", "free_bytes_now", "largest_micro_batch", "model_facts",
-           "model_spec",
+           "download_bytes",
+           "estimate", "fit_micro_batch", "free_bytes_now", "largest_micro_batch", "model_spec",
            "peak_bytes", "seconds_per_step", "spec_from_backend", "spec_from_folder",
            "use_fp8", "weights_bytes"]

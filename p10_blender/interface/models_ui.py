@@ -357,7 +357,7 @@ def pick_names() -> list[str]:
 
 def pick_tooltip(name: str) -> str:
     """The picker's tooltip: the model's facts (size, download, memory, steps, guidance)."""
-    from ...core.models.estimate import model_facts
+    from ...core.settings import model_facts
 
     facts = model_facts(name)
     return f"Use {name}. {facts}" if facts else f"Use {name}"
