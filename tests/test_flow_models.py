@@ -10,14 +10,14 @@ import torch
 
 from core.backends import loading
 from core.backends.schedulers import make_scheduler
-from core.cli import main as cli
 from core.errors import InvalidInputError
 from core.settings import GenerateSettings
 from core.stack.stack_io import ZoomStack
 from core.zoom.analytic import (FlowMatchingDenoiser, GaussianFieldDenoiser, MixtureDenoiser,
                                 inconsistency, make_scenes, nearest_scene_error)
 from core.zoom.sampler import FLOW_MU, FLOW_SIGMAS, flow_update, sample_zoom_stack
-from core.zoom.zoom_stack import crop_centre, downsample
+from tests.test_extend import _run
+from tests.test_extend import inconsistency as layer_inconsistency
 
 SD3_SCHED = {"num_train_timesteps": 1000, "shift": 3.0}
 FLUX_SCHED = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True,
@@ -50,7 +50,8 @@ def test_flow_euler_step_is_the_schedulers_euler_step():
     sched.set_timesteps(10)
     sigma, nxt = sched.sigmas[3], sched.sigmas[4]
     v = (z - x0) / sigma  # the velocity whose x̂0 = z − σ v is x0
-    expected = sched.step(v, sched.timesteps[3], z).prev_sample if sched.set_begin_index(3) is None else None
+    sched.set_begin_index(3)  # step 3 of the schedule
+    expected = sched.step(v, sched.timesteps[3], z).prev_sample
     assert torch.allclose(flow_update(z, x0, None, sigma, nxt), expected, atol=1e-5)
     noise = torch.randn(2, 3, 8, 8, generator=g)
     assert torch.allclose(flow_update(z, x0, noise, sigma, nxt), (1 - nxt) * x0 + nxt * noise)
@@ -154,17 +155,6 @@ def tiny(tmp_path_factory):
             "schnell": make_tiny_flux(root / "flux-schnell", schnell=True)}
 
 
-def _run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _inconsistency(layers: np.ndarray, zoom: int = 2) -> float:
-    x = torch.from_numpy(layers).permute(0, 3, 1, 2)
-    return float((crop_centre(x[:-1], zoom) - downsample(x[1:], zoom)).abs().max())
-
-
 def test_families_are_detected_and_listed(tiny):
     from core.models import cache
 
@@ -188,7 +178,7 @@ def test_cli_generate_extend_regenerate(capsys, tiny, tmp_path, key):
     stack = ZoomStack.load(base)
     assert stack.layers.shape == (2, 64, 64, 3)
     assert stack.manifest["family"] == key and stack.manifest["scheduler"] == "flow-renoise"
-    assert _inconsistency(stack.layers) <= 1 / 255 + 1e-6  # consistent after decoding
+    assert layer_inconsistency(stack.layers) <= 1 / 255 + 1e-6  # consistent after decoding
 
     code, _, err = _run(capsys, "extend", base, "--prompt", "a planet", "--device", "cpu",
                         "--out", tmp_path / "deeper", "--quiet")
@@ -196,7 +186,7 @@ def test_cli_generate_extend_regenerate(capsys, tiny, tmp_path, key):
     deeper = ZoomStack.load(tmp_path / "deeper")
     assert deeper.layers.shape == (3, 64, 64, 3)
     assert np.abs(deeper.layers[:2] - stack.layers).max() <= 2 / 255
-    assert _inconsistency(deeper.layers) <= 1 / 255 + 1e-6
+    assert layer_inconsistency(deeper.layers) <= 1 / 255 + 1e-6
 
     code, _, err = _run(capsys, "regenerate", base, "--level", "1", "--prompt", "a red star",
                         "--device", "cpu", "--out", tmp_path / "again", "--quiet")
@@ -204,7 +194,7 @@ def test_cli_generate_extend_regenerate(capsys, tiny, tmp_path, key):
     again = ZoomStack.load(tmp_path / "again")
     assert np.abs(again.layers[0] - stack.layers[0]).max() <= 2 / 255
     assert again.manifest["levels"][1]["prompt"] == "a red star"
-    assert _inconsistency(again.layers) <= 1 / 255 + 1e-6
+    assert layer_inconsistency(again.layers) <= 1 / 255 + 1e-6
 
 
 def _sample(backend, levels, micro_batch, guidance):
