@@ -74,7 +74,8 @@ def test_micro_batch_splits_calls_and_matches(backends, monkeypatch):
     calls = spy_unet(monkeypatch, b)
     split = b.make_denoiser(cond, 5.0, micro_batch=4)(z, 700, torch.arange(3))
     assert [c["x"].shape[0] for c in calls] == [4, 2]
-    torch.testing.assert_close(split, full, atol=1e-5, rtol=1e-5)
+    # float32 convolutions of a batch of 6 and of 4 + 2 may pick different kernels (~2e-5)
+    torch.testing.assert_close(split, full, atol=1e-4, rtol=1e-4)
     # guidance result = uncond + w (cond - uncond) on the model output
     assert not torch.allclose(full, b.make_denoiser(cond, 1.0)(z, 700, torch.arange(3)))
 
