@@ -215,7 +215,7 @@ def test_micro_batch_gives_the_same_stack(tiny, key, guidance):
     backend = loading.load_backend(tiny[key], device="cpu")
     try:
         whole = _sample(backend, 3, None, guidance)
-        assert torch.allclose(_sample(backend, 3, 1, guidance), whole, atol=1e-5)
+        assert torch.allclose(_sample(backend, 3, 1, guidance), whole, atol=2e-5)  # float32 kernels
         assert torch.isfinite(whole).all() and whole.abs().max() > 0
     finally:
         backend.release()
