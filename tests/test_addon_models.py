@@ -156,7 +156,7 @@ def test_panel_model_area_and_generate_download_phase_with_cancel(ur, tiny, tmp_
     assert out["state"] == "CANCELLED"
 
 
-def test_picker_offers_sd3_and_flux_with_their_facts(ur, tiny, tmp_path):
+def test_picker_offers_sd3_and_flux_with_their_facts(ur, tmp_path):
     """The model picker lists SD3.5 and FLUX.1 before they are downloaded; the tooltip gives
     size, download, memory, steps and guidance; picking one sets the model; a tiny local FLUX
     folder shows its family in the list."""
