@@ -45,7 +45,7 @@ def test_defaults_validate():
     (dict(micro_batch=0), "micro-batch"),
     (dict(device="tpu"), "device"),
     (dict(photo="/no/such/photo.png"), "photo"),
-    (dict(family="flux"), "family"),
+    (dict(family="kandinsky"), "family"),
 ])
 def test_invalid_settings_one_line(kw, words):
     with pytest.raises(InvalidInputError) as exc:
