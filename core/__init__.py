@@ -22,9 +22,13 @@ _LAZY = {
     "render_image": "zoom.zoom_stack", "render_noise": "zoom.zoom_stack",
     "blend": "zoom.zoom_stack", "downsample": "zoom.zoom_stack",
     "crop_centre": "zoom.zoom_stack",
+    # off-centre targets (issue 19) and loops (issue 20)
+    "footprints_for_targets": "zoom.geometry", "check_footprints": "zoom.geometry",
     # the joint sampler (Alg. 2)
     "sample_zoom_stack": "zoom.sampler", "SampleResult": "zoom.sampler",
     "make_scheduler": "backends.schedulers",
+    # the camera path through a stack (the preview's and the rig's)
+    "view_rect": "zoom.camera_path",
     # the stack folder
     "ZoomStack": "stack.stack_io", "read_manifest": "stack.stack_io",
     # running it

@@ -24,8 +24,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .errors import InvalidInputError, raise_if_cancelled
-from .settings import GenerateSettings
-from .stack.stack_io import ZoomStack
+from .settings import (LATENT_FAMILIES, MAX_SEED, VAE_SCALE, GenerateSettings, check_targets,
+                       family_hint, output_size)
+from .stack.stack_io import ZoomStack, centred_footprints
+from .zoom.geometry import footprints_for_targets, scale_footprints
 
 Progress = Callable[[str, int, int, "np.ndarray | None"], None]
 
@@ -84,9 +86,20 @@ def stack_settings(stack: ZoomStack, prompts: Sequence[str], seed: int | None,
                                     f"{options[name]}: the size must match")
     data = {k: m[k] for k in _FROM_MANIFEST if m.get(k) is not None}
     data.update({k: v for k, v in options.items() if k not in ("width", "height")})
-    data.update(prompts=list(prompts), width=sample_w, height=sample_h,
+    data.update(prompts=list(prompts), width=sample_w, height=sample_h, loop=stack.loop,
                 seed=int(seed if seed is not None else (m.get("seed") or 0) + 1))
-    return GenerateSettings.from_dict(data).validate()
+    settings = GenerateSettings.from_dict(data).validate()
+    # --upscale / --upscaler must give the stack's own layer size (else the old and new levels
+    # would not fit together: found here, not after the model loaded and sampled)
+    family = settings.family or family_hint(settings.model)
+    out_h, out_w = output_size(family, sample_w, sample_h, settings.upscaler, settings.upscale)
+    if (out_h, out_w) != (int(m["height"]), int(m["width"])):
+        have = int(m["width"]) // sample_w if sample_w else 1
+        raise InvalidInputError(
+            f"this stack's levels are {m['width']}x{m['height']} pixels (sampled at "
+            f"{sample_w}x{sample_h}, upscaled x{have}); these settings would make "
+            f"{out_w}x{out_h}: leave --upscale / --upscaler out, or give upscale {have}")
+    return settings
 
 
 def _check_prompts(prompts: Sequence[str], what: str) -> list[str]:
@@ -115,14 +128,65 @@ def _check_known_levels(stack: ZoomStack, levels: Sequence[int]) -> None:
 
     layers = np.asarray(stack.layers, dtype=np.float32)
     known = {i: torch.from_numpy(layers[i]).permute(2, 0, 1) for i in levels}
-    check_known(known, len(layers), tuple(known[levels[0]].shape), stack.zoom)
+    check_known(known, len(layers), tuple(known[levels[0]].shape), stack.zoom,
+                **_geometry_kw(stack, stack.footprints))
+
+
+def _is_centred(stack: ZoomStack, footprints: Sequence[Sequence[int]]) -> bool:
+    _, h, w, _ = stack.layers.shape
+    return [tuple(fp) for fp in footprints] == centred_footprints(h, w, stack.zoom, len(footprints))
+
+
+def _geometry_kw(stack: ZoomStack, footprints: Sequence[Sequence[int]]) -> dict:
+    """``footprints=`` / ``loop=`` for the zoom-stack operators and ``generate``; nothing for a
+    centred, open stack (the calls of stacks without footprints stay as they were)."""
+    if not stack.loop and _is_centred(stack, footprints):
+        return {}
+    return {"footprints": [tuple(fp) for fp in footprints], "loop": stack.loop}
+
+
+def grid_scale(stack: ZoomStack, family: str | None = None) -> int:
+    """The stack's pixels per sampler pixel: the VAE factor of latent models times the upscale."""
+    m = stack.manifest
+    w = int(stack.layers.shape[2])
+    vae = VAE_SCALE if (family or m.get("family") or family_hint(str(m.get("model") or ""))) \
+        in LATENT_FAMILIES else 1
+    return vae * w // int(m.get("sample_width") or w)
+
+
+def _check_on_grid(stack: ZoomStack, settings: GenerateSettings) -> None:
+    """The stack's own footprints must fall on the sampler's grid (a stack made with targets
+    does; a hand-edited manifest may not): one line before any model loads."""
+    if _geometry_kw(stack, stack.footprints):
+        scale_footprints(stack.footprints, 1, grid_scale(stack, settings.family))
+
+
+def new_footprints(stack: ZoomStack, targets, count: int, family: str | None) -> list[tuple[int, int]]:
+    """The footprints of ``count`` new transitions from ``targets`` (None: centred) in the
+    stack's pixels, on the sampler's grid (latent pixels times the VAE and upscale factors)."""
+    _, h, w, _ = stack.layers.shape
+    targets = check_targets(targets, count)
+    if targets is None:
+        return centred_footprints(h, w, stack.zoom, count)
+    scale = grid_scale(stack, family)
+    pairs = [tuple(t) for t in targets] * (count if len(targets) == 1 else 1)
+    return footprints_for_targets(pairs, h, w, stack.zoom, grid=scale * stack.zoom)  # as generate
 
 
 def check_extend(stack: ZoomStack, prompts: Sequence[str], *, outward: bool = False, overlap: int = 2,
-                 window: int | None = None, seed: int | None = None,
+                 window: int | None = None, seed: int | None = None, targets=None,
                  **options) -> tuple[GenerateSettings, int, int]:
-    """Validate an extension before any model loads: (settings, overlap, window)."""
+    """Validate an extension before any model loads: (settings, overlap, window).
+
+    ``targets``: ``[x, y]`` per new transition (one for all, or None: centred), see
+    ``GenerateSettings.targets``. A looping stack is refused (its levels form a cycle: there is
+    no finest or outermost level to grow from)."""
+    if stack.loop:
+        raise InvalidInputError("this stack is a loop (level 0 follows its finest level): "
+                                "extend cannot add levels to a cycle; regenerate its levels or "
+                                "generate a longer loop")
     prompts = _check_prompts(prompts, "prompt")
+    check_targets(targets, len(prompts))
     n = int(stack.layers.shape[0])
     overlap = min(_check_int(overlap, "overlap", 1), n)
     window = max(overlap + 1, 4) if window is None else _check_int(window, "window", 2)
@@ -130,6 +194,12 @@ def check_extend(stack: ZoomStack, prompts: Sequence[str], *, outward: bool = Fa
         raise InvalidInputError(f"the window ({window} levels) must be larger than the overlap "
                                 f"({overlap} levels)")
     settings = stack_settings(stack, prompts, seed, options)
+    _check_on_grid(stack, settings)
+    windows = -(-len(prompts) // (window - overlap))
+    if settings.seed + windows - 1 > MAX_SEED:  # window w samples with seed + w
+        raise InvalidInputError(
+            f"seed {settings.seed} is too large for {windows} windows (each takes the next seed): "
+            f"at most {MAX_SEED - windows + 1}")
     _check_known_levels(stack, list(range(overlap)) if outward else list(range(n - overlap, n)))
     return settings, overlap, window
 
@@ -167,6 +237,7 @@ def check_regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError(f"the stack's prompt of level {i} is empty: give one")
     settings = stack_settings(stack, all_prompts, seed, options)
+    _check_on_grid(stack, settings)
     _check_known_levels(stack, [i for i in range(n) if i not in chosen])
     return settings, sorted(chosen)
 
@@ -180,21 +251,29 @@ def _runner(progress: Progress | None, windows: int, models, cancel, generate=No
         from .backends.loading import ModelCache
     cache = models if models is not None else ModelCache()
 
-    def run(settings: GenerateSettings, known: dict, index: int) -> ZoomStack:
+    def run(settings: GenerateSettings, known: dict, index: int, **placed) -> ZoomStack:
         def report(phase, step, total, preview=None):
             if progress is not None:
                 tag = f" (window {index + 1}/{windows})" if windows > 1 else ""
                 progress(f"{phase}{tag}", step, total, preview)
         raise_if_cancelled(cancel)
-        return generate(settings, progress=report, cancel=cancel, models=cache, known=known)
+        return generate(settings, progress=report, cancel=cancel, models=cache, known=known,
+                        **placed)
     return run, cache
 
 
-def _result(stack: ZoomStack, layers: np.ndarray, records: list[dict], settings) -> ZoomStack:
+def _result(stack: ZoomStack, layers: np.ndarray, records: list[dict], settings,
+            footprints: Sequence[Sequence[int]] | None = None) -> ZoomStack:
+    """The new stack: ``stack``'s manifest with the new levels (and ``footprints``: all of the
+    new stack's, written only when one is off-centre)."""
     manifest = {k: v for k, v in stack.manifest.items()
                 if k not in ("layers", "num_levels", "created")}
     manifest.update(prompts=[r["prompt"] for r in records], levels=records,
                     num_levels=len(records))
+    if footprints is not None:
+        manifest.pop("footprints", None)
+        if not _is_centred(stack, footprints):
+            manifest["footprints"] = [list(fp) for fp in footprints]
     choice = settings.resolved(stack.manifest.get("family"))  # "auto" recorded as what ran
     manifest.update(scheduler=choice["scheduler"], steps=choice["steps"],
                     guidance=choice["guidance"])
@@ -205,9 +284,13 @@ def extend(stack: ZoomStack, prompts: Sequence[str], outward: bool = False, over
            *, window: int | None = None, seed: int | None = None,
            progress: Progress | None = None,
            cancel: "threading.Event | Callable[[], bool] | None" = None,
-           models=None, generate: Callable | None = None, **options) -> ZoomStack:
+           models=None, generate: Callable | None = None, targets=None, **options) -> ZoomStack:
     """A new ZoomStack: ``stack`` with one new level per prompt (outermost first) beyond its
     finest level, or with ``outward`` in front of its outermost level.
+
+    The stack's footprints are kept; ``targets`` place the new transitions (one ``[x, y]`` per
+    new level, or one for all; None: centred): inward, new level 0 inside the old finest one;
+    outward, the old level 0 inside the last new one. A loop is refused (``check_extend``).
 
     Sampled in windows of ``window`` levels (default 4) whose ``overlap`` levels next to the old
     ones are known; each window's seed is ``seed + index`` (default: the stack's seed + 1).
@@ -216,8 +299,11 @@ def extend(stack: ZoomStack, prompts: Sequence[str], outward: bool = False, over
     reuse; ``generate``: the generator to call (default ``core.generate.generate``; a seam).
     """
     settings, overlap, window = check_extend(stack, prompts, outward=outward, overlap=overlap,
-                                             window=window, seed=seed, **options)
+                                             window=window, seed=seed, targets=targets, **options)
     new_prompts = list(settings.prompts)
+    fresh_fps = new_footprints(stack, targets, len(new_prompts), settings.family)
+    all_fps = fresh_fps + stack.footprints if outward else stack.footprints + fresh_fps
+    placed = _geometry_kw(stack, all_fps)  # {} for a centred stack extended centred
     per_window = window - overlap
     windows = -(-len(new_prompts) // per_window)
     run, cache = _runner(progress, windows, models, cancel, generate)
@@ -234,13 +320,16 @@ def extend(stack: ZoomStack, prompts: Sequence[str], outward: bool = False, over
                 kept = list(range(len(layers) - ov, len(layers)))
                 prompts_w = [records[i]["prompt"] for i in kept] + fresh
                 known = {j: layers[i] for j, i in enumerate(kept)}
+                first = len(layers) - ov  # the window's first level in the final stack
             else:
                 fresh, remaining = remaining[-take:], remaining[:-take]
                 prompts_w = fresh + [records[i]["prompt"] for i in range(ov)]
                 known = {take + i: layers[i] for i in range(ov)}
+                first = len(remaining)
             s = GenerateSettings.from_dict({**settings.to_dict(), "prompts": prompts_w,
                                             "seed": win_seed})
-            out = run(s, known, w).layers
+            fps_w = {"footprints": all_fps[first:first + len(prompts_w) - 1]} if placed else {}
+            out = run(s, known, w, **fps_w).layers
             new_records = [{"prompt": p, "made_by": "extend", "seed": win_seed} for p in fresh]
             if not outward:
                 layers = np.concatenate([layers, out[ov:]])
@@ -251,7 +340,7 @@ def extend(stack: ZoomStack, prompts: Sequence[str], outward: bool = False, over
     finally:
         if models is None:
             cache.release()
-    return _result(stack, layers, records, settings)
+    return _result(stack, layers, records, settings, all_fps)
 
 
 def regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[str] | None = None,
@@ -265,7 +354,8 @@ def regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[str] |
     layers = np.asarray(stack.layers, dtype=np.float32)
     try:
         known = {i: layers[i] for i in range(len(layers)) if i not in chosen}
-        out = run(settings, known, 0).layers
+        placed = _geometry_kw(stack, stack.footprints)
+        out = run(settings, known, 0, **({"footprints": placed["footprints"]} if placed else {})).layers
     finally:
         if models is None:
             cache.release()
@@ -276,5 +366,5 @@ def regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[str] |
     return _result(stack, out, records, settings)  # known levels come back exactly
 
 
-__all__ = ["check_extend", "check_regenerate", "extend", "level_records", "regenerate",
-           "stack_settings"]
+__all__ = ["check_extend", "check_regenerate", "extend", "grid_scale", "level_records",
+           "new_footprints", "regenerate", "stack_settings"]

@@ -8,7 +8,7 @@ total, only when a hub model is not cached yet), "loading model", "encoding prom
 from __future__ import annotations
 
 import threading
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,15 +23,18 @@ from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_me
                      raise_if_cancelled)
 from .zoom.known import impose_known, make_consistent, needs_reconstruction
 from .models.fast_models import LCM_EMBEDDED_GUIDANCE
+from .zoom.geometry import (centred_footprint, check_footprints, footprints_for_targets,
+                            scale_footprints)
 from .zoom.sampler import sample_zoom_stack
 from .settings import DEFAULT_SCHEDULER, FLOW_SCHEDULERS, SCHEDULERS, GenerateSettings
-from .stack.stack_io import ZoomStack
+from .stack.stack_io import ZoomStack, centred_footprints
 from .zoom.zoom_stack import SR_BLEND, blend_coarse, render_image, sr_blend_method
 
 Progress = Callable[[str, int, int, "np.ndarray | None"], None]
 
 
-def consolidate_pixels(images: torch.Tensor, zoom: int, detail_bands: int = 0) -> torch.Tensor:
+def consolidate_pixels(images: torch.Tensor, zoom: int, detail_bands: int = 0,
+                       **footprints) -> torch.Tensor:
     """Π_image(Blending(images)) in pixel space, kept in [0, 1]: exactly zoom-consistent.
 
     Latent blending makes the *latents* consistent, but the VAE decodes each level on its own,
@@ -44,8 +47,58 @@ def consolidate_pixels(images: torch.Tensor, zoom: int, detail_bands: int = 0) -
     own — and only the coarser bands are blended. After a joint super-resolution stage the
     top bands were sampled consistently already; averaging them would only lose energy where
     a decoder disagrees (rounding-level), while Π_image still makes the result exact.
+    ``footprints``: ``footprints=`` / ``loop=`` of the stack's geometry (``Footprints.kw``).
     """
-    return render_image(blend_coarse(images.float(), zoom, detail_bands).clamp(0, 1), zoom)
+    blended = blend_coarse(images.float(), zoom, detail_bands, **footprints).clamp(0, 1)
+    return render_image(blended, zoom, **footprints)
+
+
+class Footprints:
+    """The stack's level-to-level geometry on the sampler's grid, scaled to any other grid.
+
+    ``grid``: ``(left, top)`` of level i+1 inside level i in the sampler's pixels (latent
+    pixels for latent models), None when centred; ``loop``: the stack is a cycle. ``kw(scale)``
+    gives the ``footprints=`` / ``loop=`` arguments of the zoom-stack operators on a grid
+    ``scale`` times finer, and nothing for a centred, open stack (today's calls, bit-identical).
+    """
+
+    def __init__(self, grid: list[tuple[int, int]] | None, loop: bool):
+        self.grid, self.loop = grid, loop
+
+    @classmethod
+    def from_settings(cls, s: GenerateSettings, grid_h: int, grid_w: int, scale: int,
+                      explicit=None) -> "Footprints":
+        """From ``explicit`` footprints in pixels ``scale`` times the grid (they must fall on
+        it), else from ``s.targets``; centred ones give None."""
+        if explicit is not None:
+            grid = check_footprints(scale_footprints(list(explicit), 1, scale), grid_h, grid_w,
+                                    s.zoom, len(s.prompts), s.loop)
+        else:
+            targets = s.transition_targets()
+            # a grid of p sampling pixels keeps the depth-2 observations of the blend
+            # (targets at any pixel lose them: docs/sampler.md "Targets")
+            grid = None if targets is None else footprints_for_targets(
+                targets, grid_h, grid_w, s.zoom, grid=s.zoom)
+        centred = [centred_footprint(grid_h, grid_w, s.zoom)] * s.num_transitions
+        return cls(None if grid is None or grid == centred else grid, bool(s.loop))
+
+    def scaled(self, scale: int) -> list[tuple[int, int]] | None:
+        if self.grid is None:
+            return None
+        return [(left * scale, top * scale) for left, top in self.grid]
+
+    def kw(self, scale: int = 1) -> dict:
+        if self.grid is None and not self.loop:
+            return {}
+        return {"footprints": self.scaled(scale), "loop": self.loop}
+
+    def manifest(self, height: int, width: int, zoom: int, scale: int, count: int) -> dict:
+        """The manifest keys in the PNGs' pixels (``scale`` x the grid): none for a centred,
+        open stack; else "footprints" (``count`` of them), and "loop": true for a cycle."""
+        if self.grid is None and not self.loop:
+            return {}
+        footprints = self.scaled(scale) or centred_footprints(height, width, zoom, count)
+        return {"footprints": [list(fp) for fp in footprints], **({"loop": True} if self.loop else {})}
 
 
 def load_photo(path: str, width: int, height: int) -> torch.Tensor:
@@ -71,8 +124,13 @@ def load_photo(path: str, width: int, height: int) -> torch.Tensor:
 def generate(settings: GenerateSettings, *, progress: Progress | None = None,
              cancel: "threading.Event | Callable[[], bool] | None" = None,
              models: ModelCache | None = None, consolidate: bool = True,
-             known: "Mapping[int, np.ndarray] | None" = None) -> ZoomStack:
+             known: "Mapping[int, np.ndarray] | None" = None,
+             footprints: "Sequence[Sequence[int]] | None" = None) -> ZoomStack:
     """Generate the zoom stack ``settings`` describe; return it unsaved (``.save(dir)``).
+
+    ``footprints``: ``(left, top)`` of level i+1 inside level i in the stack's (output) pixels,
+    one per transition (``core.extend`` passes a stack's own); None: from ``settings.targets``,
+    placed on the sampler's grid (latent pixels for latent models) and recorded in the manifest.
 
     ``known``: {level: float32 (H, W, 3) image in [0, 1] at the stack's pixel size} that those
     levels must show (``core.extend`` uses it); the photo of ``settings.photo`` is one more,
@@ -90,7 +148,8 @@ def generate(settings: GenerateSettings, *, progress: Progress | None = None,
     cache = models if models is not None else ModelCache()
     state = {"phase": "loading model", "device": "GPU"}
     try:
-        return _generate(settings, progress, cancel, cache, consolidate, state, known or {})
+        return _generate(settings, progress, cancel, cache, consolidate, state, known or {},
+                         footprints)
     except P10Error:
         raise
     except Exception as exc:
@@ -107,7 +166,8 @@ def generate(settings: GenerateSettings, *, progress: Progress | None = None,
 
 
 def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: ModelCache,
-              consolidate: bool, state: dict, known: Mapping[int, np.ndarray]) -> ZoomStack:
+              consolidate: bool, state: dict, known: Mapping[int, np.ndarray],
+              footprints=None) -> ZoomStack:
     def report(phase: str, step: int, total: int, preview=None) -> None:
         state["phase"] = phase
         if progress is not None:
@@ -146,6 +206,8 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     if micro_batch is None:
         micro_batch = fit_micro_batch(backend, len(s.prompts), guidance, height, width)
     n_levels = len(s.prompts)
+    out_scale = f * 4 ** len(plan)  # output pixels per sampler pixel
+    geo = Footprints.from_settings(s, height // f, width // f, out_scale, footprints)
 
     raise_if_cancelled(cancel)
     report("encoding prompts", 0, 1)
@@ -163,25 +225,25 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         photo = backend.encode_photo(load_photo(s.photo, width, height), micro_batch)
         known_x[photo_level] = photo  # the photo's level shows the photo exactly
     # encoded one by one, known images disagree slightly (the VAE is not zoom-equivariant)
-    known_x = make_consistent(known_x, p)
+    known_x = make_consistent(known_x, p, **geo.kw())
     report("encoding prompts", 1, 1)
 
     generator = torch.Generator("cpu").manual_seed(int(s.seed))  # same noise on any device
 
     def on_step(step: int, total: int, layers: torch.Tensor) -> None:
-        preview = backend.preview(render_image(layers, p)) if progress is not None else None
+        preview = backend.preview(render_image(layers, p, **geo.kw())) if progress is not None else None
         report("sampling", step, total, preview)
 
     report("sampling", 0, steps)
     denoiser = backend.make_denoiser(cond, guidance, micro_batch,
-                                     differentiable=needs_reconstruction(known_x, n_levels))
-    denoiser = backend.pixel_blending(denoiser, p, s.pixel_blend, micro_batch)
+                                     differentiable=needs_reconstruction(known_x, n_levels, loop=s.loop))
+    denoiser = backend.pixel_blending(denoiser, p, s.pixel_blend, micro_batch, **geo.kw(f))
     result = sample_zoom_stack(
         denoiser, scheduler,
         num_levels=n_levels, zoom=p, shape=(backend.channels, height // f, width // f),
         num_inference_steps=steps, generator=generator, photo=photo, photo_level=photo_level,
         known=known_x or None, callback=on_step, cancel=cancel, device=backend.device,
-        dtype=torch.float32,
+        dtype=torch.float32, **geo.kw(),
     )
 
     raise_if_cancelled(cancel)
@@ -200,7 +262,8 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         pixels = upscale(backend, pixels, cond, list(s.prompts), s.negative_prompt, plan, zoom=p,
                                  scheduler=sr_scheduler, steps=sr_steps, seed=s.seed,
                                  micro_batch=micro_batch, cancel=cancel,
-                                 progress=lambda phase, i, n: report(phase, i, n))
+                                 progress=lambda phase, i, n: report(phase, i, n),
+                                 **geo.kw(f))
 
     raise_if_cancelled(cancel)
     known_px = {k: torch.from_numpy(np.asarray(v, dtype=np.float32)).permute(2, 0, 1)
@@ -217,10 +280,11 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         report("consolidating", 0, 1)
         # after joint SR only rounding-level disagreement is left: keep each level's SR bands
         kept = SR_BLEND[sr_blend_method(p)] if plan else 0
-        pixels = consolidate_pixels(pixels, p, detail_bands=kept)
+        pixels = consolidate_pixels(pixels, p, detail_bands=kept, **geo.kw(out_scale))
         report("consolidating", 1, 1)
     if known_px:  # the known pixels, not their VAE round trip; the rest agrees with them
-        pixels = impose_known(pixels, make_consistent(known_px, p), p, bounds=(0.0, 1.0))
+        pixels = impose_known(pixels, make_consistent(known_px, p, **geo.kw(out_scale)), p,
+                              bounds=(0.0, 1.0), **geo.kw(out_scale))
     layers = pixels.clamp(0, 1).permute(0, 2, 3, 1).contiguous().numpy().astype(np.float32)
 
     manifest = {
@@ -250,6 +314,8 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     if s.photo is not None:
         manifest["photo_level"] = photo_level
         manifest["levels"][photo_level]["made_by"] = "photo"
+    manifest.update(geo.manifest(int(layers.shape[1]), int(layers.shape[2]), p, out_scale,
+                                 s.num_transitions))
     if s.lora:
         manifest["lora"] = s.lora
     if choice["fast_model"]:

@@ -5,7 +5,8 @@ Two formats, chosen by the file name's suffix:
 * ``.json``: ``{"zoom": 2, "prompts": ["outermost", ..., "innermost"], ...}``. Every key other
   than ``prompts`` is a :class:`core.settings.GenerateSettings` field (``zoom``, ``steps``,
   ``seed``...), except the descriptive keys in :data:`METADATA_KEYS` (``name``, ``source``...),
-  which are kept out of the settings.
+  which are kept out of the settings. ``"targets": [[x, y], ...]`` (one per transition, or one
+  for all) and ``"loop": true`` place the levels off-centre and close the cycle.
 * anything else, e.g. ``.txt``: one prompt per line, outermost first. Blank lines and lines
   whose first non-blank character is ``#`` are ignored. A text file holds prompts only; when
   written, the settings go in as ``#`` comment lines for the reader's benefit and are not read

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InvalidInputError
 from .models.families import (FAMILIES, FLOW_FAMILIES, LATENT_FAMILIES, NATIVE_SIZE,
-                              PIPELINE_CLASSES, VAE_SCALE, family_hint, pipeline_class)
+                              PIPELINE_CLASSES, VAE_SCALE, family_hint, pipeline_class,
+                              upscale_factor)
 from .models.fast_models import FLOW_DEFAULT_SCHEDULER
 from .zoom.geometry import check_zoom
 
@@ -112,12 +113,7 @@ def output_size(family: str, width: int | None, height: int | None, upscaler: st
     (None: the family's default, x4 for IF's stage II unless ``upscaler`` is "none")."""
     native = NATIVE_SIZE[family]
     h, w = height or native, width or native
-    if upscaler_models(upscaler) == ["none"]:
-        factor = 1
-    elif upscale is None:
-        factor = 4 if family == "if" else 1
-    else:
-        factor = parse_upscale(upscale) or 1
+    factor = upscale_factor(family, parse_upscale(upscale), upscaler)
     return factor * h, factor * w
 
 
@@ -157,6 +153,46 @@ def check_scheduler_family(scheduler: str, family: str) -> None:
                                 f"(SD3, FLUX): use auto, {' or '.join(FLOW_SCHEDULERS)}")
     raise InvalidInputError(f"scheduler {scheduler!r} is for rectified-flow models (SD3, FLUX) "
                             "only: choose another, or auto")
+#: Largest photo accepted, in pixels (Pillow's own decompression-bomb warning threshold, ~89
+#: megapixels): it is decoded whole, in memory, before being resized to the stack's size.
+MAX_PHOTO_PIXELS = 89_478_485
+
+
+def check_photo(path: str) -> None:
+    """InvalidInputError unless ``path`` is an image of at most ``MAX_PHOTO_PIXELS`` (read from
+    its header: a decompression bomb is refused before it is decoded). Skipped without Pillow
+    (the add-on before its dependencies are installed): loading checks it then."""
+    import warnings
+
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                im.verify()  # the whole file's structure (PNG checksums, truncation)
+    except Image.DecompressionBombError:
+        raise InvalidInputError(f"the photo {path!r} has far too many pixels to decode (a "
+                                "decompression bomb?): use an image of at most 89 megapixels") from None
+    except Exception as exc:  # noqa: BLE001 - anything Pillow cannot read: not an image
+        raise InvalidInputError(f"the photo {path!r} is not an image Pillow can read (PNG, JPEG, "
+                                f"WebP, TIFF ...): {type(exc).__name__}") from None
+    if w * h > MAX_PHOTO_PIXELS:
+        raise InvalidInputError(f"the photo {path!r} is {w} x {h} pixels ({w * h / 1e6:.0f} "
+                                "megapixels): at most 89 megapixels; scale it down first")
+
+
+def check_lora(lora: str) -> None:
+    """InvalidInputError when a LoRA given as a path (not a hub id ``owner/name``) is missing."""
+    path = os.path.expanduser(lora.strip())
+    local = (os.path.isabs(path) or path.startswith(".") or path.count("/") != 1 or "\\" in path
+             or path.lower().endswith((".safetensors", ".bin", ".ckpt", ".pt", ".pth")))
+    if local and not os.path.exists(path):
+        raise InvalidInputError(f"the LoRA {lora!r} does not exist: give a .safetensors file, a "
+                                "LoRA folder or a hub id (owner/name)")
 
 
 def parse_upscale(value) -> int | None:
@@ -183,6 +219,34 @@ def size_multiple(family: str, zoom: int) -> int:
     return (VAE_SCALE if family in LATENT_FAMILIES else 1) * 2 * zoom
 
 
+def check_targets(targets, transitions: int, what: str = "target") -> list[list[float]] | None:
+    """``targets`` as a list of ``[x, y]`` fractions of the frame (a bare ``[x, y]`` is one
+    pair), one per transition or one for all; InvalidInputError naming the first bad entry."""
+    if targets is None:
+        return None
+    if isinstance(targets, (list, tuple)) and len(targets) == 2 \
+            and all(_is_number(v) for v in targets):
+        targets = [targets]  # a single pair: the same for every transition
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, (list, tuple)) or not targets:
+        raise InvalidInputError(f"{what}s must be a list of [x, y] fractions of the frame, one "
+                                f"per transition, got {targets!r}")
+    out = []
+    for i, pair in enumerate(targets):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 \
+                or not all(_is_number(v) and 0 <= v <= 1 for v in pair):
+            raise InvalidInputError(f"{what} {i + 1} must be [x, y] with fractions of the frame "
+                                    f"from 0 to 1 (0.5, 0.5 = centre), got {pair!r}")
+        out.append([float(pair[0]), float(pair[1])])
+    if len(out) != 1 and len(out) != transitions:
+        raise InvalidInputError(f"{len(out)} {what}s given for {transitions} transition(s) "
+                                f"between levels: give one per transition, or one for all")
+    return out
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 @dataclass
 class GenerateSettings:
     """One zoom-stack generation. ``prompts`` run outermost (level 0) to innermost.
@@ -203,6 +267,11 @@ class GenerateSettings:
     e.g. for a .ckpt file.
     ``photo_level``: the level the photo shows exactly (0 = outermost: zoom into the photo,
     -1 = finest: zoom out of it; docs/sampler.md, "Known levels").
+    ``targets``: where each level sits inside the coarser one: None (centred), or a list of
+    ``[x, y]`` fractions of the frame (0, 0 top-left; 0.5, 0.5 the centre), one per transition
+    (N-1, or N with ``loop``), or a single pair for every transition; the footprint's centre
+    lands as close to it as the frame and the pixel grid allow (``transition_targets``).
+    ``loop``: a cyclic stack, level 0 is the finer level of level N-1 (needs 2+ levels).
     """
 
     prompts: list[str]
@@ -224,6 +293,8 @@ class GenerateSettings:
     upscale: int | None = None
     pixel_blend: float = 0.0
     lora: str | None = None
+    targets: list | None = None
+    loop: bool = False
     extra: dict = field(default_factory=dict, repr=False)  # unknown keys kept from from_dict
 
     # ------------------------------------------------------------------ validation
@@ -314,16 +385,43 @@ class GenerateSettings:
             setattr(self, name, whole)
         check_memory(self, family)
         n = len(self.prompts)
-        if isinstance(self.photo_level, bool) or not isinstance(self.photo_level, int) \
-                or not -n <= self.photo_level < n:
+        level = _whole(self.photo_level)
+        if level is None:
+            raise InvalidInputError(f"photo level must be a whole number (0 = outermost, -1 = the "
+                                    f"finest), got {self.photo_level!r}")
+        self.photo_level = level
+        if not -n <= self.photo_level < n:
             raise InvalidInputError(
                 f"photo level {self.photo_level!r} is out of range: the stack has levels "
                 f"0..{n - 1} (-1 = the finest)")
+        self._validate_loop_and_targets()
         if self.photo is not None:
             path = os.path.expanduser(str(self.photo))
             if not os.path.isfile(path) or not os.access(path, os.R_OK):
                 raise InvalidInputError(f"cannot read the photo {self.photo!r}: no such file")
+            check_photo(path)
+        if self.lora is not None:
+            check_lora(self.lora)
         return self
+
+    def _validate_loop_and_targets(self) -> None:
+        if not isinstance(self.loop, bool):
+            raise InvalidInputError(f"loop must be true or false, got {self.loop!r}")
+        if self.loop and len(self.prompts) < 2:
+            raise InvalidInputError("a loop needs at least 2 levels: level 0 must follow the last")
+        self.targets = check_targets(self.targets, self.num_transitions)
+
+    @property
+    def num_transitions(self) -> int:
+        """Level-to-level transitions: N-1, or N with ``loop`` (the last one N-1 -> 0)."""
+        return len(self.prompts) if self.loop else len(self.prompts) - 1
+
+    def transition_targets(self) -> list[tuple[float, float]] | None:
+        """One (x, y) target per transition (a single pair repeated), or None when centred."""
+        if self.targets is None:
+            return None
+        pairs = [(float(x), float(y)) for x, y in self.targets]
+        return pairs * self.num_transitions if len(pairs) == 1 else pairs
 
     def _validate_device(self) -> None:
         d = self.device
@@ -423,5 +521,6 @@ __all__ = [
     "MAX_SEED", "MAX_SIZE_FACTOR", "MAX_STEPS", "NATIVE_SIZE", "PIPELINE_CLASSES",
     "SCHEDULER_CHOICES", "SCHEDULER_INFO",
     "SCHEDULERS", "UPSCALE_FACTORS", "VAE_SCALE", "available_memory", "check_memory",
-    "family_hint", "output_size", "parse_upscale", "size_multiple", "upscaler_models",
+    "check_lora", "check_photo", "check_targets", "family_hint", "output_size", "parse_upscale",
+    "size_multiple", "upscaler_models",
 ]

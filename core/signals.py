@@ -1,8 +1,10 @@
-"""SIGTERM handled like Ctrl-C, and signals held back during the final renames. Stdlib only.
+"""SIGTERM and SIGHUP handled like Ctrl-C, and signals held back during the final renames.
+Stdlib only.
 
-Python's default SIGTERM ends the process without running ``finally`` blocks, which would leave
-the hidden staging folders of an interrupted run behind; raising ``Terminated`` (a
-KeyboardInterrupt) instead runs every cleanup path Ctrl-C runs.
+Python's default SIGTERM and SIGHUP (the terminal was closed) end the process without running
+``finally`` blocks, which would leave the hidden staging folders of an interrupted run and the
+parent folders it made behind; raising ``Terminated`` (a KeyboardInterrupt) instead runs every
+cleanup path Ctrl-C runs.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from typing import Iterator
 
 
 class Terminated(KeyboardInterrupt):
-    """The process received SIGTERM."""
+    """The process received SIGTERM (or SIGHUP: ``signum``); exit code 128 + signum."""
+
+    def __init__(self, message: str = "terminated", signum: int = 15):
+        super().__init__(message)
+        self.signum = signum
+
+
+#: Signals that end the process like SIGTERM (SIGHUP: the terminal was closed; POSIX only).
+ENDING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 def _in_main_thread() -> bool:
@@ -22,20 +32,22 @@ def _in_main_thread() -> bool:
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated("terminated")
+    raise Terminated("terminated", signum)
 
 
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``Terminated`` in the main thread (a no-op elsewhere)."""
-    if not _in_main_thread() or not hasattr(signal, "SIGTERM"):
+    """Within the block, SIGTERM and SIGHUP raise ``Terminated`` in the main thread (a no-op
+    elsewhere)."""
+    if not _in_main_thread() or not ENDING_SIGNALS:
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {s: signal.signal(s, _raise_terminated) for s in ENDING_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager
@@ -48,7 +60,7 @@ def signals_deferred(redeliver: bool = False) -> Iterator[list[int]]:
         yield []
         return
     pending: list[int] = []
-    signums = [s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s]
+    signums = [s for s in (getattr(signal, "SIGINT", None), *ENDING_SIGNALS) if s]
     previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in signums}
     try:
         yield pending

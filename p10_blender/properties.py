@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty,
-                       IntProperty, PointerProperty, StringProperty)
+                       FloatVectorProperty, IntProperty, PointerProperty, StringProperty)
 
 from ..core import prompts as core_prompts
 from ..core.zoom.geometry import ZOOM_FACTORS
@@ -17,7 +17,8 @@ from ..core.settings import (DEFAULT_MODEL, DEVICES, SCHEDULER_CHOICES, SCHEDULE
 from .setup import compat
 
 # Custom properties linking the scenes the add-on makes to the scene holding the settings:
-# a video scene names its zoom scene, a rig scene names the scene it was loaded from.
+# a video scene points to its zoom scene, a rig scene to the scene it was loaded from (ID
+# pointers: renaming a scene keeps the link; older files hold names, still read).
 SOURCE_KEYS = ("p10_video_of", "p10_home")
 
 # Enum items are built from core's own tables, so a name core adds appears here by itself.
@@ -47,11 +48,33 @@ def preset_items(self, context) -> list:
     return _preset_items_cache
 
 
+# Called (scene) when a zoom target, the target mode, the loop or the active row changes: the
+# panel's marker image follows (interface.targets registers itself; no import from here).
+TARGET_HOOKS: list = []
+
+
+def _targets_changed(self, context) -> None:
+    for hook in TARGET_HOOKS:
+        hook(self.id_data)
+
+
+TARGET_MODES = (
+    ("CENTRE", "Centre", "Each level sits in the centre of the coarser one"),
+    ("ONE", "One for All", "Every level sits at the same point of the coarser one"),
+    ("EACH", "Per Level", "Each prompt row sets where the next level sits inside it"),
+)
+
+
 class P10_PromptItem(bpy.types.PropertyGroup):
     """One zoom level's prompt (level 0 = outermost)."""
 
     text: StringProperty(name="Prompt", description="What this zoom level shows",
                          default="")
+    target: FloatVectorProperty(
+        name="Target", size=2, default=(0.5, 0.5), min=0.0, max=1.0, precision=3,
+        update=_targets_changed,
+        description="Where the next level sits inside this one (Per Level targets): x from "
+                    "the left, y from the top, as fractions of the frame (0.5, 0.5 = centre)")
 
 
 def _base_annotations() -> dict:
@@ -59,8 +82,11 @@ def _base_annotations() -> dict:
         "prompts": CollectionProperty(type=P10_PromptItem, name="Prompts",
                                       description="One prompt per zoom level, outermost first"),
         "prompt_index": IntProperty(name="Active Prompt", default=0, min=0,
+                                    update=_targets_changed,
                                     description="The selected zoom level in the prompt list"),
-        "preset": EnumProperty(name="Preset", items=preset_items,
+        # Static items (the shipped examples do not change while Blender runs): a callback
+        # enum read where Blender has no context warns "current value '0' matches no enum".
+        "preset": EnumProperty(name="Preset", items=list(preset_items(None, None)),
                                description="Prompt sequences from the paper"),
         "zoom": EnumProperty(name="Zoom Factor", items=ZOOM_ITEMS, default="2",
                              description="Zoom between consecutive levels (p in the paper)"),
@@ -103,6 +129,17 @@ def _base_annotations() -> dict:
                                    description="The level that shows the photo exactly: 0 = "
                                                "outermost (zoom into it), -1 = finest (zoom out "
                                                "of it)"),
+        "loop": BoolProperty(name="Loop", default=False, update=_targets_changed,
+                             description="The finest level zooms back into the first: a "
+                                         "zoom video that never ends (2 levels or more)"),
+        "target_mode": EnumProperty(name="Zoom Target", items=TARGET_MODES, default="CENTRE",
+                                    update=_targets_changed,
+                                    description="Where each level sits inside the coarser one"),
+        "target": FloatVectorProperty(
+            name="Target", size=2, default=(0.5, 0.5), min=0.0, max=1.0, precision=3,
+            update=_targets_changed,
+            description="Where every level sits inside the coarser one (One for All): x from "
+                        "the left, y from the top, as fractions of the frame (0.5, 0.5 = centre)"),
         "extend_overlap": IntProperty(name="Overlap", default=2, min=1, max=16,
                                       description="Levels of the stack kept known in every "
                                                   "window of an extension"),
@@ -111,8 +148,9 @@ def _base_annotations() -> dict:
                                                  "the peak memory, whatever the total depth"),
         "output_dir": StringProperty(name="Output Folder", default="", subtype="DIR_PATH",
                                      options=compat.PATH_OPTIONS,
-                                     description="Where stacks go (empty: the add-on's "
-                                                 "user folder)"),
+                                     description="Where stacks and videos go (empty: "
+                                                 "zoom_stacks beside the saved .blend, or in "
+                                                 "your home folder while it is unsaved)"),
         "last_stack_dir": StringProperty(name="Last Stack", default="", subtype="DIR_PATH",
                                          options=compat.PATH_OPTIONS,
                                          description="Folder of the last generated stack"),
@@ -140,13 +178,24 @@ def settings_scene(scene):
     while scene is not None and scene.name not in seen:
         seen.add(scene.name)
         for key in SOURCE_KEYS:
-            source = bpy.data.scenes.get(str(scene.get(key, "")))
+            source = linked_scene(scene, key)
             if source is not None and source != scene:
                 scene = source
                 break
         else:
             return scene
     return scene
+
+
+def linked_scene(idb, key: str):
+    """The scene an ID's custom property ``key`` points to: an ID pointer (renaming the
+    scene keeps the link), or a scene name as older files stored it."""
+    value = idb.get(key) if idb is not None else None
+    if isinstance(value, bpy.types.Scene):
+        return value
+    if isinstance(value, str) and value:
+        return bpy.data.scenes.get(value)
+    return None
 
 
 def p10_of(context):
@@ -188,6 +237,10 @@ def apply_settings(settings, values: dict) -> list[str]:
                     settings.guidance = float(value)
             elif key == "lora":
                 settings.lora = value or ""
+            elif key == "loop":
+                settings.loop = bool(value)
+            elif key == "targets":
+                set_targets(settings, value)
             elif key in SIMPLE_KEYS and value is not None:
                 setattr(settings, key, type(getattr(settings, key))(value))
             else:
@@ -207,4 +260,71 @@ def settings_dict(settings) -> dict:
     out["lora"] = settings.lora.strip() or None
     if settings.guidance_auto:
         out["guidance"] = None
+    out["loop"] = bool(settings.loop)
+    out["targets"] = targets_of(settings)
     return out
+
+
+def transitions_of(settings) -> int:
+    """Level-to-level transitions of the prompt list: N-1, or N with a loop (N-1 -> 0)."""
+    n = len(settings.prompts)
+    return n if settings.loop else max(0, n - 1)
+
+
+def targets_of(settings) -> list | None:
+    """``GenerateSettings.targets`` of the panel: None (centred), one ``[x, y]`` for every
+    transition, or one per transition from the prompt rows (row i: level i+1 inside i)."""
+    if settings.target_mode == "ONE":
+        return [[round(float(v), 6) for v in settings.target]]
+    if settings.target_mode == "EACH":
+        rows = list(settings.prompts)[:transitions_of(settings)]
+        return [[round(float(v), 6) for v in item.target] for item in rows] or None
+    return None
+
+
+def apply_stack(settings, directory, manifest: dict) -> None:
+    """A stack was loaded: it becomes the panel's last stack, and its prompts, loop and targets
+    (unless the list already holds its prompts as one run of rows), model and seed become the
+    panel's, so Extend and Regenerate work on it at once."""
+    settings.last_stack_dir = str(directory)
+    prompts = [str(p) for p in manifest.get("prompts", [])]
+    rows = [t.strip() for t in prompts_of(settings)]
+    n = len(prompts)
+    if not any(rows[i:i + n] == prompts for i in range(len(rows) - n + 1)):
+        # another stack: its prompts, loop and targets (the list's own rows, targets and
+        # loop stay when it holds the stack's prompts already: Generate, Extend)
+        set_prompts(settings, prompts)
+        settings.loop = bool(manifest.get("loop", False))
+        set_targets(settings, stack_targets(manifest))
+    if isinstance(manifest.get("model"), str) and manifest["model"]:
+        settings.model = manifest["model"]
+    seed = manifest.get("seed")
+    if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 31:
+        settings.seed = seed
+
+
+def stack_targets(manifest: dict) -> list | None:
+    """The targets a stack was made with, from its footprints (each region's centre as
+    fractions of the frame); one pair when they are all the same; None when centred."""
+    footprints = manifest.get("footprints")
+    if not footprints:
+        return None
+    w, h, p = int(manifest["width"]), int(manifest["height"]), int(manifest["zoom"])
+    pairs = [[round((left + w / p / 2) / w, 6), round((top + h / p / 2) / h, 6)]
+             for left, top in footprints]
+    if all(pair == [0.5, 0.5] for pair in pairs):
+        return None
+    return pairs[:1] if all(pair == pairs[0] for pair in pairs) else pairs
+
+
+def set_targets(settings, targets) -> None:
+    """The panel's targets from ``GenerateSettings.targets`` (None, one pair, or one per
+    transition: onto the prompt rows)."""
+    if not targets:
+        settings.target_mode = "CENTRE"
+    elif len(targets) == 1:
+        settings.target_mode, settings.target = "ONE", [float(v) for v in targets[0]]
+    else:
+        for item, pair in zip(settings.prompts, targets):
+            item.target = [float(v) for v in pair]
+        settings.target_mode = "EACH"

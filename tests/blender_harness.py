@@ -220,7 +220,7 @@ def stacks():
 def listing():
     return sorted(os.listdir(OUT)) if os.path.isdir(OUT) else []
 def previews():
-    return sorted(i.name for i in bpy.data.images if i.name.startswith("P10 Preview"))
+    return sorted(i.name for i in bpy.data.images if i.name.startswith("Zoom Preview"))
 def manifest():
     return json.load(open(os.path.join(p10.last_stack_dir, "manifest.json")))
 '''

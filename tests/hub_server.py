@@ -13,8 +13,14 @@ Serves the routes huggingface_hub 2.x calls for ``HfApi.repo_info``, ``HfApi.lis
   ``Accept-Ranges``; GET honours ``Range: bytes=N-`` (206 + ``Content-Range``)
 * ``GET /api/whoami-v2`` (token check of ``huggingface_hub.login``)
 
+As on the real hub, weights (``.safetensors``, ``.bin``, ``.ckpt``) are LFS files: their ETag
+and the tree's ``lfs.oid`` are the SHA-256 of the content; other files' ETag is their git blob
+id (SHA-1 of ``"blob <size>\0" + content``).
 Unknown repos answer 404 ``X-Error-Code: RepoNotFound``; gated repos answer 401
 ``X-Error-Code: GatedRepo`` unless the request carries ``Authorization: Bearer <token>``.
+Faults: ``portal = True`` answers every request with a 200 HTML sign-in page (a captive
+portal); ``tamper = {"unet/x.safetensors"}`` serves those files with flipped bytes (same size,
+same ETag).
 ``requests`` records (method, path, range header), ``responses`` (file, first byte, length)
 per GET of a file; ``served`` counts body bytes written per file.
 """
@@ -31,6 +37,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 TOKEN = "hf_p10_test_token"
+LFS_SUFFIXES = (".safetensors", ".bin", ".ckpt")
+PORTAL_PAGE = b"<!DOCTYPE html><html><body><h1>Welcome to Hotel Wi-Fi</h1>Please sign in.</body></html>"
 
 
 class _Repo:
@@ -40,9 +48,14 @@ class _Repo:
         }
         digest = hashlib.sha1()
         self.etags: dict[str, str] = {}
+        self.lfs: set[str] = set()
         for name, path in self.files.items():
             data = path.read_bytes()
-            self.etags[name] = hashlib.sha256(data).hexdigest()
+            if name.endswith(LFS_SUFFIXES):
+                self.lfs.add(name)
+                self.etags[name] = hashlib.sha256(data).hexdigest()
+            else:
+                self.etags[name] = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
             digest.update(name.encode() + self.etags[name].encode())
         self.sha = digest.hexdigest()  # 40 hex digits, like a git commit
 
@@ -54,6 +67,8 @@ class HubServer:
         self.gated, self.token = set(gated), token
         self.chunk, self.delay = chunk, delay  # body written in chunks, ``delay`` s apart
         self.error_codes = True  # False: bare 401/404 answers without X-Error-Code
+        self.portal = False  # True: every answer is a captive portal's HTML page
+        self.tamper: set[str] = set()  # files served with flipped bytes
         self.requests: list[tuple[str, str, str | None]] = []
         self.served: dict[str, int] = {}
         self.responses: list[tuple[str, int, int]] = []  # (file, first byte, body length) per GET
@@ -136,6 +151,8 @@ class HubServer:
                 with hub.lock:
                     hub.requests.append((self.command, path, self.headers.get("Range")))
                 parts = path.strip("/").split("/")
+                if hub.portal:
+                    return self._send(200, PORTAL_PAGE, {"Content-Type": "text/html"}, head)
                 if parts[:2] == ["api", "whoami-v2"]:
                     if not self._authorised():
                         return self._error(401, "Unauthorized", "Invalid credentials", head)
@@ -153,7 +170,10 @@ class HubServer:
                     if what == "tree":
                         return self._json([
                             {"type": "file", "path": f, "size": p.stat().st_size,
-                             "oid": repo.etags[f][:40]} for f, p in repo.files.items()], head=head)
+                             "oid": repo.etags[f][:40],
+                             **({"lfs": {"oid": repo.etags[f], "size": p.stat().st_size,
+                                         "pointerSize": 134}} if f in repo.lfs else {})}
+                            for f, p in repo.files.items()], head=head)
                     return self._error(404, "EntryNotFound", "unknown api route", head)
                 if len(parts) >= 5 and parts[2] == "resolve":
                     repo_id, filename = "/".join(parts[:2]), "/".join(parts[4:])
@@ -167,6 +187,9 @@ class HubServer:
 
             def _file(self, repo: _Repo, repo_id: str, filename: str, head: bool) -> None:
                 data = repo.files[filename].read_bytes()
+                if filename in hub.tamper:  # 4 KB flipped in the middle: same size, same ETag
+                    mid = len(data) // 2
+                    data = data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 4096]) + data[mid + 4096:]
                 start, code = 0, 200
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes=") and not head:

@@ -38,7 +38,7 @@ def test_b12_disabling_the_addon_mid_job_is_quick_and_leaves_nothing(ur, tmp_pat
         emit(before=before, after=after, took=took, alive=job.thread.is_alive(), listing=listing(),
              enabled=ADDON in bpy.context.preferences.addons.keys())
     '''), ur)
-    assert out["before"] == ["P10 Preview 00", "P10 Preview 01", "P10 Preview 02"]
+    assert out["before"] == ["Zoom Preview 00", "Zoom Preview 01", "Zoom Preview 02"]
     assert out["took"] < 1.0, out["took"]  # was ~ the rest of the sampling step (seconds)
     assert out["after"] == [] and not out["enabled"]
     assert not out["alive"] and out["listing"] == []  # the cancelled job saved nothing
@@ -76,3 +76,40 @@ def test_b8_addon_loads_a_bad_manifest_with_one_line(ur, tmp_path):
     r, err = out["r"]
     assert r is None and "format_version" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+RENDER_FAILS = '''
+import shutil
+from pathlib import Path
+vr = addon().p10_blender.video.video_render
+assert bpy.ops.p10.load_stack(directory={stack!r}) == {{"FINISHED"}}
+anim = bpy.context.scene.p10.animation
+anim.frames_per_level, anim.hold_start, anim.hold_end, anim.ease_frames, anim.samples = 1, 0, 0, 0, 1
+real_usage = shutil.disk_usage
+
+def full_disk_encoder(scene):  # FFmpeg got a few bytes out, then the disk filled up
+    Path(bpy.path.abspath(scene.render.frame_path(frame=1))).write_bytes(b"\\0" * 1000)
+    raise RuntimeError("Error: Could not initialize streams, probably unsupported codec combination")
+vr._render_animation = full_disk_encoder
+shutil.disk_usage = lambda p: real_usage(p)._replace(free=4096)
+try:
+    result = bpy.ops.p10.render_video(filepath={out!r})
+except RuntimeError as exc:  # background mode: an ERROR report raises
+    result = ["CANCELLED"]
+emit(result=sorted(result), message=vr.progress.message, left=sorted(p.name for p in Path({out!r}).parent.iterdir()))
+'''
+
+
+def test_r11_failed_render_zoom_video_leaves_nothing_and_names_the_full_disk(ur, tmp_path):
+    from core.stack.stack_io import ZoomStack
+    import numpy as np
+
+    stack = tmp_path / "stack"
+    ZoomStack(np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32),
+              {"zoom": 2, "prompts": ["a", "b"]}).save(stack)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    out = run_blender(RENDER_FAILS.format(stack=str(stack), out=str(videos / "zoom.mp4")), ur)
+    assert out["result"] == ["CANCELLED"]
+    assert "disk is full" in out["message"] and "codec" not in out["message"]
+    assert out["left"] == []  # no .zoom.part.mp4, no frames folder

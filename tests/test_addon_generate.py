@@ -27,7 +27,7 @@ def test_generate_sync_writes_stack_and_loads_it(ur, tmp_path):
         d = p10.last_stack_dir
         manifest = json.load(open(os.path.join(d, "manifest.json")))
         emit(r=r, err=err, stacks=stacks(), d=d, manifest=manifest,
-             previews=[i.name for i in bpy.data.images if i.name.startswith("P10 Preview")],
+             previews=[i.name for i in bpy.data.images if i.name.startswith("Zoom Preview")],
              images=sorted(i.name for i in bpy.data.images), calls=FAKE["calls"],
              state=_gen.runner.current.state)
     '''), ur)
@@ -37,7 +37,7 @@ def test_generate_sync_writes_stack_and_loads_it(ur, tmp_path):
     assert out["manifest"]["num_levels"] == 3
     assert out["previews"] == []  # transient previews are gone once the result is loaded
     stack_name = out["d"].rstrip("/").rsplit("/", 1)[-1]
-    assert len([n for n in out["images"] if stack_name in n or n.startswith("P10 Layer")]) == 3
+    assert len([n for n in out["images"] if stack_name in n or n.startswith("Zoom Layer")]) == 3
 
 
 def test_bad_input_gives_one_line_and_no_stack(ur, tmp_path):
@@ -75,7 +75,7 @@ def test_cancel_mid_run_and_generate_while_running(ur, tmp_path):
         _gen.runner.drive(job, timeout=30)
         emit(second=second, cancel=cancel, state=job.state, error=job.error, step=job.step,
              stacks=stacks(), previews=[i.name for i in bpy.data.images
-                                         if i.name.startswith("P10 Preview")],
+                                         if i.name.startswith("Zoom Preview")],
              last=p10.last_stack_dir)
     '''), ur)
     assert out["second"][0] is None and "already running" in out["second"][1]
@@ -131,7 +131,7 @@ def test_photo_is_exported_top_row_first_and_fallback_loader(ur, tmp_path):
     png = np.asarray(Image.open(out["photo"]).convert("RGB"))
     assert png.shape == (64, 64, 3)
     assert png[-1, 0, 0] == 255 and png[0, 0, 0] == 0  # red at the bottom of the PNG too
-    assert out["loaded"] == ["P10 Layer 00", "P10 Layer 01", "P10 Layer 02"]
+    assert out["loaded"] == ["Zoom Layer 00", "Zoom Layer 01", "Zoom Layer 02"]
 
 
 def test_release_model(ur, tmp_path):
@@ -176,4 +176,4 @@ def test_generate_with_tiny_model(ur, tmp_path):
     stack_name = out["d"].rstrip("/").rsplit("/", 1)[-1]
     assert len([n for n in out["images"] if stack_name in n]) == 2
     assert out["planes"].count("MESH") == 2 and out["camera"] == "ORTHO"
-    assert not [n for n in out["images"] if n.startswith("P10 Preview")]
+    assert not [n for n in out["images"] if n.startswith("Zoom Preview")]

@@ -82,7 +82,7 @@ def test_enable_disable_enable_leaves_nothing_behind(user_resources):
     for name in ("P10_PT_zoom", "P10_OT_generate", "P10_SceneSettings", "P10_UL_prompts",
                  "P10_PromptItem", "P10_AddonPreferences"):
         assert name in on1["classes"]
-    assert on1["scene_prop"] and on1["handlers"] == ["p10_load_pre"]
+    assert on1["scene_prop"] and on1["handlers"] == ["p10_depsgraph_update", "p10_load_pre"]
     assert off == {"classes": [], "scene_prop": False, "handlers": [], "timers": 0, "paths": []}
     assert on2 == on1
     assert out["running"] == [True, 1] and not out["alive"]

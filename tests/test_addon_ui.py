@@ -47,6 +47,8 @@ class Recorder:
     def template_ID(self, data, prop, **k):
         assert prop in data.bl_rna.properties
         self.log.append(("prop", prop))
+    def template_icon(self, **k):
+        self.log.append(("icon", k.get("icon_value")))
     def progress(self, **k):
         self.log.append(("progress", k.get("factor")))
     def separator(self, **k):

@@ -70,9 +70,14 @@ def test_size_multiple_depends_on_family(tmp_path):
 
 
 def test_photo_must_exist(tmp_path):
+    from PIL import Image
+
     photo = tmp_path / "p.png"
-    photo.write_bytes(b"not checked here")
+    Image.new("RGB", (8, 8)).save(photo)
     ok(photo=str(photo)).validate()
+    photo.write_bytes(b"not an image")  # checked before any model loads (docs/faults.md R8)
+    with pytest.raises(InvalidInputError, match="not an image"):
+        ok(photo=str(photo)).validate()
 
 
 def test_dict_round_trip_keeps_unknown_keys():

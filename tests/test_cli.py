@@ -117,7 +117,9 @@ def test_module_entry_point_parse_error_is_one_line(tmp_path):
 # --------------------------------------------------------------------------------- settings
 def test_prompt_file_settings_and_cli_overrides(capsys, tmp_path, fake):
     pf = tmp_path / "p.json"
-    (tmp_path / "photo.png").write_bytes(b"not really a png")
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "photo.png")  # validated before the model loads
     pf.write_text(json.dumps({"name": "x", "prompts": ["outer", "inner"], "zoom": 4, "steps": 12, "seed": 5,
                               "guidance": 3.0, "photo": "photo.png", "bogus": 1}), encoding="utf-8")
     code, out, err = _run(capsys, "generate", "--prompts", pf, "--seed", "9", "--size", "64",

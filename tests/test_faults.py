@@ -572,3 +572,337 @@ def test_b14_corrupt_bin_checkpoint_is_reported_as_corrupt(tmp_path, damage):
         load_backend(str(path), device="cpu")
     assert not isinstance(exc.value, ModelNotFoundError) and "configuration" not in str(exc.value)
     assert "\n" not in str(exc.value)
+
+
+# ============================================================ issue 26, part B (R3 ... R14: docs/faults.md)
+from tests.test_models import REPO, hub, online, tiny_repo  # noqa: E402,F401 - the local hub fixtures
+
+UNET = "unet/diffusion_pytorch_model.safetensors"
+
+
+def _flip(path: Path, n: int = 4096) -> None:
+    """Flip ``n`` bytes in the middle of ``path`` in place (a damaged disk, a bad copy)."""
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        data = f.read(n)
+        f.seek(-len(data), os.SEEK_CUR)
+        f.write(bytes(b ^ 0xFF for b in data))
+
+
+# ------------------------------------------------- R3: corrupt downloads are found
+def test_r3_corrupt_download_is_found_and_downloading_again_repairs_it(capsys, online, hub):
+    from core.models import cache as models
+    from core.models import downloads
+
+    snap = Path(downloads.download(REPO))
+    good = hub.repos[REPO].files[UNET].read_bytes()
+    _flip(snap / UNET)  # 4 KB flipped in the UNet weights, size unchanged
+    code, out, err = _run(capsys, "models", "list")
+    assert code == 0 and "corrupt / incomplete: download again" in out and UNET in out
+    [entry] = models.list_models()
+    assert not entry.complete and entry.corrupt == [UNET]
+    assert models.cached_snapshot(REPO) is None  # generate downloads again instead of loading it
+    n = len(hub.responses)
+    code, out, err = _run(capsys, "models", "download", REPO, "--quiet")
+    assert code == 0, err
+    assert [f for f, _, _ in hub.responses[n:]] == [UNET]  # only the damaged file crossed again
+    assert (snap / UNET).read_bytes() == good
+    assert "complete" in _run(capsys, "models", "list")[1] and models.cached_snapshot(REPO) == str(snap)
+
+
+def test_r3_a_transfer_that_fails_its_checksum_is_not_kept(online, hub):
+    from core.errors import ModelNotFoundError
+    from core.models import cache as models
+    from core.models import downloads
+
+    hub.tamper = {UNET}  # same size, same ETag, wrong bytes
+    with pytest.raises(ModelNotFoundError, match="came out corrupt .*download again"):
+        downloads.download(REPO)
+    assert models.cached_snapshot(REPO) is None
+    assert not list(online.rglob("*.safetensors*")) or all(
+        p.read_bytes() != b"" for p in online.rglob("*.safetensors"))  # no damaged blob kept
+    storage = online / f"models--{REPO.replace('/', '--')}"
+    blob = storage / "blobs" / hub.repos[REPO].etags[UNET]
+    assert not blob.exists() and not list(storage.glob("blobs/*.p10part"))
+    hub.tamper = set()
+    downloads.download(REPO)
+    assert models.list_models()[0].complete
+
+
+# ------------------------------------------ R6: cancelling a download is quick
+def test_r6_cancel_is_quick_keeps_the_bytes_and_progress_moves_within_a_chunk(online, hub, monkeypatch):
+    import threading
+
+    from huggingface_hub import constants
+
+    from core.models import downloads
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 10 * 1024 * 1024)  # production's
+    size = hub.repos[REPO].files[UNET].stat().st_size
+    hub.chunk, hub.delay = 2048, 0.01  # ~200 KB/s
+    cancel, reports, asked = threading.Event(), [], []
+
+    def progress(done, total, speed):
+        reports.append(done)
+        if hub.bytes_served(UNET) > size // 3 and not cancel.is_set():
+            asked.append(time.monotonic())
+            cancel.set()
+    with pytest.raises(Cancelled):
+        downloads.download(REPO, progress=progress, cancel=cancel)
+    assert time.monotonic() - asked[0] < 0.5  # was: the rest of a 10 MB chunk
+    storage = online / f"models--{REPO.replace('/', '--')}"
+    [part] = storage.glob("blobs/*.p10part")
+    kept = part.stat().st_size
+    assert kept >= size // 3 - 2 * hub.chunk  # what arrived is kept (was: 0 bytes)
+    assert part.read_bytes() == hub.repos[REPO].files[UNET].read_bytes()[:kept]
+    unet_start = max(r for r in reports if r <= reports[-1] - kept) if reports else 0
+    assert len({r for r in reports if unet_start < r}) >= 3  # progress moved inside the chunk
+
+    # a stalled connection: no bytes arrive, cancel still returns at once
+    hub.chunk, hub.delay = 1024, 30.0
+    cancel = threading.Event()
+
+    def cancel_when_stalled():
+        deadline = time.monotonic() + 20
+        while hub.bytes_served(UNET) <= kept and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        asked.append(time.monotonic())
+        cancel.set()
+    threading.Thread(target=cancel_when_stalled, daemon=True).start()
+    with pytest.raises(Cancelled):
+        downloads.download(REPO, cancel=cancel)
+    assert time.monotonic() - asked[-1] < 0.5
+    assert part.stat().st_size == kept + 1024  # the piece that came is kept too
+
+
+# ------------------------------------------------ R10: models remove, read-only cache
+def test_r10_remove_in_an_unwritable_cache_is_one_line_and_removes_nothing(capsys, online, monkeypatch):
+    from core.models import downloads
+
+    snap = Path(downloads.download(REPO))
+    before = _listing(online)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p).startswith(str(online))
+                        else real_access(p, mode, **kw))  # the tests run as root: no real read-only
+    code, out, err = _run(capsys, "models", "remove", REPO, "--yes")
+    assert code == 1 and "is not writable" in _error_line(err) and "Traceback" not in err
+    assert _listing(online) == before and (snap / UNET).is_file()
+
+
+# ----------------------------------------------- R13: a captive portal's web page
+def test_r13_captive_portal_page_is_named(capsys, online, hub):
+    hub.portal = True
+    code, out, err = _run(capsys, "models", "download", REPO, "--quiet")
+    line = _error_line(err)
+    assert code == 1 and "answered with a web page" in line and "Expecting value" not in line
+    assert not list(online.glob("models--*")) if online.exists() else True
+
+
+# ------------------------------------------- R11: SIGHUP (the terminal was closed)
+def test_r11_sighup_while_generating_leaves_nothing(tmp_path):
+    proc = _cli_process(["generate", "--prompt", "a", "--size", "64", "--quiet",
+                         "--out", tmp_path / "new" / "deeper" / "o"], env={"FAKE_SLOW": "1"})
+    _wait_for("new/deeper/.o.*", tmp_path, proc)  # staging folder and its parents exist
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 129, err  # 128 + SIGHUP, like a shell reports it
+    assert err.strip() == "terminated; nothing was written" and out == ""
+    assert list(tmp_path.iterdir()) == []  # no .o.XXXX, no parents it made
+
+
+# --------------------------------------- R14: a console that cannot print the path
+def test_r14_non_ascii_output_on_an_ascii_console_is_still_a_success(tmp_path):
+    out_dir = tmp_path / "zoom-stäck-日本"
+    proc = _cli_process(["generate", "--prompt", "a", "--size", "64", "--quiet", "--out", out_dir],
+                        env={"PYTHONIOENCODING": "ascii"})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err  # was 1: UnicodeEncodeError after publishing
+    assert (out_dir / "manifest.json").is_file() and err == ""
+    assert out.strip() == str(out_dir).encode("ascii", "backslashreplace").decode("ascii")
+
+
+# ------------------------------------------------------------ R7: the estimate
+def _dry_run(capsys, *extra):
+    return _run(capsys, "generate", "--prompt", "a", "--prompt", "b", "--prompt", "c",
+                "--prompt", "d", "--dry-run", *extra)
+
+
+def test_r7_estimate_counts_upscaling_and_pixel_blending(capsys):
+    from core.models import estimate as est
+    from core.settings import GenerateSettings
+
+    h200 = est.DeviceInfo("cuda", "NVIDIA H200", 143e9, 140e9)
+    base = est.estimate(GenerateSettings(prompts=["a"] * 4), info=h200, spec=est.SPECS["sd"])
+    up = est.estimate(GenerateSettings(prompts=["a"] * 4, upscale=4), info=h200, spec=est.SPECS["sd"])
+    blend = est.estimate(GenerateSettings(prompts=["a"] * 4, pixel_blend=0.5), info=h200,
+                         spec=est.SPECS["sd"])
+    assert up.peak_bytes > base.peak_bytes + 2e9  # the x4 upscaler's weights and tiles
+    # H200, 4 levels of 512 -> 2048 px, 20 steps: measured ~35-40 s in the SR stage (docs/backends.md)
+    assert 25 < up.upscale_seconds < 55 and up.total_seconds > base.total_seconds + 25
+    assert blend.total_seconds > base.total_seconds and blend.peak_bytes == base.peak_bytes
+    # a 24 GB card: the SR stage cuts its tiles into micro-batches that fit, as the run does
+    small = est.DeviceInfo("cuda", "NVIDIA GeForce RTX 4090", 24e9, 23e9)
+    fitted = est.estimate(GenerateSettings(prompts=["a"] * 8, upscale=4), info=small, spec=est.SPECS["sd"])
+    assert fitted.upscale_bytes <= 23e9 * est.USABLE_FRACTION
+    # the command line shows it
+    code, plain, _ = _dry_run(capsys, "--device", "cpu")
+    code4, up4, _ = _dry_run(capsys, "--device", "cpu", "--upscale", "4")
+    assert code == code4 == 0 and plain != up4 and "Upscale x4" in up4
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--device", "cuda"], "no CUDA GPU was found"),
+    (["--device", "cuda:99"], "'cuda:99'"),
+    (["--device", "mps"], "Apple Metal is not available"),
+    (["--model", "/nonexistent/model"], "does not exist"),
+])
+def test_r7_estimate_refuses_a_missing_device_or_model(capsys, tmp_path, extra, words):
+    code, out, err = _dry_run(capsys, *extra)
+    assert code == 1 and words in _error_line(err) and out == ""
+
+
+def test_r7_estimate_refuses_a_file_that_is_no_model(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    code, out, err = _dry_run(capsys, "--model", tmp_path / "notes.txt")
+    assert code == 1 and "is not a model file" in _error_line(err) and "GB" not in out
+
+
+# ---------------------------------------------------- R8: checked before the model
+def test_r8_bad_photo_and_missing_lora_fail_before_the_model_loads(capsys, tmp_path, fake):
+    from PIL import Image
+
+    (tmp_path / "notes.png").write_text("not an image at all")
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (12000, 12000)).save(bomb)  # 144 megapixels in a few KB
+    assert bomb.stat().st_size < 100_000
+    for extra, words in ((["--photo", tmp_path / "notes.png"], "is not an image"),
+                         (["--photo", bomb], "12000 x 12000 pixels"),
+                         (["--lora", tmp_path / "no-such-lora.safetensors"], "the LoRA")):
+        code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "o", *extra)
+        line = _error_line(err)
+        assert code == 1 and words in line and "model" not in line.split("LoRA")[0], line
+    assert not fake.calls and not (tmp_path / "o").exists()
+
+
+def test_r8_extend_mismatches_and_seed_overflow_fail_before_the_model(capsys, tmp_path, monkeypatch):
+    from core.settings import MAX_SEED
+
+    calls = []
+    monkeypatch.setattr(cli, "_load_known_levels", lambda: (calls.append, calls.append))
+    stack = _stack(3, size=64)
+    stack.manifest.update(model="stabilityai/stable-diffusion-2-1-base", seed=0)
+    stack.save(tmp_path / "s")
+    code, _, err = _run(capsys, "extend", tmp_path / "s", "--prompt", "x", "--upscale", "4",
+                        "--out", tmp_path / "o")
+    assert code == 1 and "upscale" in _error_line(err) and "64x64" in _error_line(err)
+    # 5 new levels in windows of 2 new ones: 3 windows take seeds S, S+1, S+2
+    code, _, err = _run(capsys, "extend", tmp_path / "s", *sum([["--prompt", "x"]] * 5, []),
+                        "--seed", MAX_SEED - 1, "--out", tmp_path / "o")
+    assert code == 1 and "too large for 3 windows" in _error_line(err)
+    assert not calls and not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------- R12: the H.264 frame-size limit
+def test_r12_video_beyond_the_h264_frame_limit_is_refused(capsys, tmp_path, fake):
+    from core.stack.preview import video_size
+
+    with pytest.raises(InvalidInputError, match="H.264"):
+        video_size(64, 64, 8192)  # 512 x 512 macroblocks: beyond level 6.2's 139264
+    assert video_size(64, 128, 8192) == (4096, 8192)  # 8192x4096 is within the limit
+    _stack(2, size=64).save(tmp_path / "s")
+    code, _, err = _run(capsys, "video", tmp_path / "s", "--video-size", "8192", "--quiet")
+    line = _error_line(err)
+    assert code == 1 and "H.264" in line and "at most 5968 pixels" in line
+    assert not (tmp_path / "s" / "preview.mp4").exists()
+    # generate --video: refused before generating, not after
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--size", "64", "--video",
+                        "--video-size", "8192", "--out", tmp_path / "o", "--quiet")
+    assert code == 1 and "H.264" in _error_line(err) and not fake.calls
+
+
+# --------------------------------------------- R13: messages that point the right way
+def test_r13_messages_name_the_real_problem(capsys, tmp_path, monkeypatch, fake):
+    import shutil
+
+    _stack(2).save(tmp_path / "s")
+    real_read = Path.read_text
+
+    def unreadable(self, *a, **kw):
+        if self.name == "manifest.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self, *a, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(Path, "read_text", unreadable)
+        code, _, err = _run(capsys, "video", tmp_path / "s", "--quiet")
+    assert code == 1 and "cannot read" in _error_line(err) and "permission denied" in _error_line(err)
+    assert "JSON" not in err
+
+    (tmp_path / "p.json").write_text(json.dumps({"prompts": ["a", "b"], "photo": str(tmp_path / "x.png"),
+                                                 "photo_level": "1"}))
+    code, _, err = _run(capsys, "generate", "--prompts", tmp_path / "p.json", "--out", tmp_path / "o")
+    assert code == 1 and "photo level must be a whole number" in _error_line(err)
+
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+        code, _, err = _run(capsys, "generate", "--prompt", "a", "--size", "64", "--out", tmp_path / "o")
+    assert code == 1 and "1.0 KB free" in _error_line(err) and "0.0 MB" not in err
+
+    (tmp_path / "link").symlink_to(tmp_path / "s")
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "link", "--force")
+    assert code == 1 and "symbolic link" in _error_line(err) and ZoomStack.load(tmp_path / "s")
+
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--zoom", "3", "--out", tmp_path / "o")
+    assert code == 1 and "16" in _error_line(err)
+    assert not fake.calls
+
+
+def test_r13_device_and_unreadable_model_folder_messages(monkeypatch, tmp_path):
+    import diffusers
+
+    from core.backends import loading
+    from core.errors import ModelNotFoundError
+
+    with pytest.raises(InvalidInputError, match="'cuda:99'"):
+        loading.resolve_device("cuda:99")  # no GPU here: was "device 'cuda' was asked for"
+    folder = tmp_path / "model"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+
+    def no_config(*a, **kw):
+        raise OSError("Error no file named config.json found in directory unet.")
+    monkeypatch.setattr(diffusers.StableDiffusionPipeline, "from_pretrained", no_config)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: not str(p).endswith("unet")
+                        and real_access(p, mode, **kw))  # as if chmod 000 (the tests run as root)
+    with pytest.raises(ModelNotFoundError, match=r"unet cannot be read \(permission denied\)"):
+        loading.load_pipeline(str(folder), "sd", None)
+
+
+# ------------------------------------------- R11: --force over a read-only stack
+def test_r11_force_over_a_read_only_stack_is_refused_before_generating(capsys, tmp_path, monkeypatch, fake):
+    _stack(2).save(tmp_path / "s")
+    before = _listing(tmp_path)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: str(p) != str(tmp_path / "s")
+                        and real_access(p, mode, **kw))  # chmod a-w s (the tests run as root)
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "s", "--force", "--quiet")
+    assert code == 1 and "read-only" in _error_line(err)
+    assert not fake.calls and _listing(tmp_path) == before  # no hidden copy, nothing replaced
+
+
+def test_r7_estimate_on_a_machine_with_one_gpu(tmp_path):
+    smi = tmp_path / "bin" / "nvidia-smi"  # answers like an H200's driver
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H200, 143771, 140000'\n")
+    smi.chmod(0o755)
+    env = dict(os.environ, PATH=f"{smi.parent}{os.pathsep}{os.environ['PATH']}", HF_HUB_OFFLINE="1")
+
+    def dry(device):
+        return subprocess.run([sys.executable, "-m", "core", "generate", "--prompt", "a", "--dry-run",
+                               "--device", device], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120)
+    ok, missing = dry("cuda:0"), dry("cuda:1")
+    assert ok.returncode == 0 and "NVIDIA H200 (cuda)" in ok.stdout, ok.stderr
+    assert missing.returncode == 1 and "there is no GPU 'cuda:1': 1 found" in missing.stderr

@@ -215,11 +215,12 @@ emit(after_a=after_a, after_b=after_b, after_undo=after_undo, orphans=orphans_a 
 def test_rebuild_replaces_the_previous_build_and_undo_restores(ur, stacks):
     a, b = str(stacks["a"][0]), str(stacks["b"][0])
     out = run_blender(ORPHANS.format(a=a, b=b), ur)
-    one_a = {"images": 4, "materials": 4, "meshes": 4, "cameras": 1, "objects": 6,
+    # objects: root, camera, pivot, frame, and per level its empty and its plane
+    one_a = {"images": 4, "materials": 4, "meshes": 4, "cameras": 1, "objects": 12,
              "actions": 1, "collections": 1}
     assert out["after_a"] == one_a
     assert out["after_b"] == {k: v + {"images": 3, "materials": 3, "meshes": 3,
-                                      "objects": 5}.get(k, v) for k, v in one_a.items()}
+                                      "objects": 10}.get(k, v) for k, v in one_a.items()}
     assert out["undo_flags"] == [True, True]
     assert out["after_undo"] == one_a
     assert out["orphans"] == []

@@ -98,7 +98,9 @@ emit(before=before, after=after, own=own, after_current=snapshot(user),
     assert after == before
     own = out["own"]
     assert own["name"] == "p2" and own["camera"] == "P10 Camera p2"
-    assert own["objects"] == ["P10 Camera p2", "P10 Root p2"] + [f"P10 p2 L{i:02d}" for i in range(4)]
+    assert own["objects"] == sorted(
+        ["P10 Camera p2", "P10 Root p2", "P10 Pivot p2", "P10 Frame p2"]
+        + [f"P10 p2 L{i:02d}" for i in range(4)] + [f"P10 Level p2 L{i:02d}" for i in range(4)])
     assert own["view"] == "Standard" and own["engine"] == "CYCLES"
     assert own["zoom_level"] == 0.0 and own["shadow"] == [False] * 4
     cur = out["after_current"]
@@ -285,19 +287,23 @@ def test_make_and_render_video_in_an_unsaved_file(ur, stacks, tmp_path):
     stack = tmp_path / "stacks" / "p2"
     shutil.copytree(stacks["p2"][0], stack)
     images = stacks["p2"][2]
-    out = run_blender(VIDEO.format(stack=str(stack), captions=True, make=True), ur)
+    home = tmp_path / "home"
+    env = {"HOME": str(home)}
+    out = run_blender(VIDEO.format(stack=str(stack), captions=True, make=True), ur, env=env)
     total = 1 + 3 * 2 + 1 + 2
-    # Make Zoom Video: the default output is <stack>.mp4 beside the stack folder
-    assert out["make_path"] == str(tmp_path / "stacks" / "p2.mp4")
+    # Make Zoom Video: an unsaved file's default is <stack>.mp4 in ~/zoom_stacks (issue 21.4:
+    # never the extension's folder; the stack's own folder is not where outputs go)
+    assert out["make_path"] == str(home / "zoom_stacks" / "p2.mp4")
     made = _read_video(out["make_path"])
-    # Render Zoom Video: '//' in an unsaved file is beside the stack folder; it says where
-    want = tmp_path / "stacks" / "renders" / "zoom.mp4"
+    # Render Zoom Video: '//' in an unsaved file is ~/zoom_stacks; it says where
+    want = home / "zoom_stacks" / "renders" / "zoom.mp4"
     assert out["r"] == ["FINISHED"] and str(want) in out["message"]
     rendered = _read_video(want)
     assert made.shape == rendered.shape == (total, 64, 64, 3)
     assert out["scenes"] == ["Scene", "p2", "p2 Video"]
     assert "cannot write the video" in out["refused"] and "\n" not in out["refused"].strip()
-    assert not list((tmp_path / "stacks").glob(".*"))  # no leftover frames or partial files
+    assert sorted(p.name for p in (tmp_path / "stacks").iterdir()) == ["p2"]  # nothing beside it
+    assert not list((home / "zoom_stacks").glob(".*"))  # no leftover frames or partial files
     # the right level at the right frame (luma, top rows: away from the caption strip)
     luma = np.array([0.2126, 0.7152, 0.0722], np.float32)
     for level in (1, 2):
@@ -307,7 +313,7 @@ def test_make_and_render_video_in_an_unsaved_file(ur, stacks, tmp_path):
     assert rendered[0].mean() < 0.05 and rendered[-1].mean() < 0.05  # fades
 
     # captions only ever touch a strip at the bottom
-    plain = run_blender(VIDEO.format(stack=str(stack), captions=False, make=False), ur)
+    plain = run_blender(VIDEO.format(stack=str(stack), captions=False, make=False), ur, env=env)
     assert plain["r"] == ["FINISHED"]
     bare = _read_video(want)
     diff = np.abs(rendered - bare).mean(axis=(0, 2, 3))  # per row (H.264 noise is ~0.015)
@@ -328,10 +334,10 @@ for _ in range(3):
     seen.append(names())
 props = importlib.import_module(ADDON + ".p10_blender.properties")
 home = bpy.data.scenes["Scene"]
-home.p10.prompts.add().text = "typed at home"
+home.p10.negative_prompt = "typed at home"  # (the prompts are the loaded stack's now)
 for sc in bpy.data.scenes:  # the panel's settings are the home scene's, whatever is shown
     bpy.context.window.scene = sc
-    seen.append([sc.name, props.p10_of(bpy.context).prompts[0].text,
+    seen.append([sc.name, props.p10_of(bpy.context).negative_prompt,
                  bpy.ops.p10.generate.poll()])
 emit(seen=seen)
 '''

@@ -406,3 +406,30 @@ def test_pixel_space_blending_option(tiny, cache):
     assert np.abs(pixel - latent).max() > 1e-3  # decode -> blend -> encode ran
     done = generate(GenerateSettings(**s, pixel_blend=0.5), models=cache)
     assert inconsistency(done.layers) < 1e-5
+
+
+def test_sr_stages_sample_with_the_footprints_times_four_on_a_loop(tiny, cache, monkeypatch):
+    """Off-centre footprints on a loop through both IF stages: each stage samples with them in
+    its own sample pixels (IF-II: 8 -> 32 px, x4: latents at its 32 px input) and its sampled
+    stack is consistent round the cycle there."""
+    import core.backends.upscale as up
+    from core.zoom.zoom_stack import render_image
+
+    seen, real = [], up.sample_zoom_stack
+    monkeypatch.setattr(up, "sample_zoom_stack",
+                        lambda *a, **k: seen.append((k, out := real(*a, **k))) and out or out)
+    backend = cache.get(tiny["if"], device="cpu")
+    fps = [(0, 4), (2, 2), (4, 0)]
+    images = render_image(torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0)), 2,
+                          fps, loop=True)
+    cond = backend.encode_prompts(PROMPTS[:3], "", height=8, width=8)
+    out = up.upscale(backend, images, cond, PROMPTS[:3], "", [("if-ii", tiny["if2"]),
+                     ("x4", tiny["x4"])], zoom=2, scheduler="ddpm", steps=2, seed=0,
+                     footprints=fps, loop=True)
+    assert out.shape == (3, 3, 128, 128)
+    for kwargs, result in seen:
+        assert kwargs["footprints"] == [(0, 16), (8, 8), (16, 0)] and kwargs["loop"] is True
+        x = result.images
+        for i, (left, top) in enumerate(kwargs["footprints"]):
+            finer = downsample(x[(i + 1) % 3], 2)
+            assert (x[i][:, top:top + 16, left:left + 16] - finer).abs().max() < 1e-5

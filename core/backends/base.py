@@ -165,7 +165,8 @@ class Backend:
         raise NotImplementedError
 
     def pixel_blending(self, denoiser: Callable, zoom: int, fraction: float,
-                       micro_batch: int | None = None) -> Callable:
+                       micro_batch: int | None = None, footprints=None,
+                       loop: bool = False) -> Callable:
         """Pixel models already blend pixels: nothing to add (see LatentBackend)."""
         return denoiser
 
@@ -237,7 +238,8 @@ class LatentBackend(Backend):
         return self.encode(image, micro_batch)[0]
 
     def pixel_blending(self, denoiser: Callable, zoom: int, fraction: float,
-                       micro_batch: int | None = None) -> Callable:
+                       micro_batch: int | None = None, footprints=None,
+                       loop: bool = False) -> Callable:
         """``denoiser`` whose x̂0 is blended in pixel space for t < fraction · T:
         x̂0 <- Enc(Π_image(Blending(Dec(x̂0)))).
 
@@ -246,6 +248,7 @@ class LatentBackend(Backend):
         measures the gap). This option makes the late, detail-forming steps consistent where it
         matters — in the pixels — at the cost of N decodes and encodes per step. The sampler
         still blends the re-encoded latents afterwards (nearly a fixed point).
+        ``footprints`` (in the decoded pixels; None = centred) and ``loop``: the stack's geometry.
         """
         if not fraction:
             return denoiser
@@ -258,7 +261,8 @@ class LatentBackend(Backend):
             whole_stack = torch.equal(levels.cpu(), torch.arange(len(levels)))
             if float(t) >= t_max or len(levels) < 2 or not whole_stack:
                 return x0  # early steps, or one level at a time (the iterative ablation)
-            pixels = render_image(blend(self.decode(x0, micro_batch), zoom).clamp(0, 1), zoom)
+            pixels = render_image(blend(self.decode(x0, micro_batch), zoom, footprints=footprints,
+                                        loop=loop).clamp(0, 1), zoom, footprints, loop)
             return self.encode(pixels * 2 - 1, micro_batch).to(x0)
 
         return blended

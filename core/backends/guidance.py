@@ -6,6 +6,8 @@ from typing import Callable
 
 import torch
 
+from . import distributed
+
 Rows = dict[str, torch.Tensor]
 
 
@@ -20,11 +22,20 @@ def batched_call(model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.T
     """``model(x, t, **rows)`` over the batch in chunks of ``micro_batch`` rows, concatenated.
 
     Each row is computed from its own inputs only, so chunking changes memory, not the result
-    (up to kernel-level float reordering).
+    (up to kernel-level float reordering). Under torchrun each rank computes its shard of the
+    rows and all ranks gather the rest (``core.backends.distributed``).
     """
+    total = x.shape[0]
+    rank, size = distributed.world()
+    part = slice(0, total)
+    if distributed.sharded() and total >= size:  # torchrun: this rank's rows, then all-gather
+        part = distributed.shard(total, rank, size)
+    start = part.start
     outs = [model(x[s], t[s], **{k: v[s] for k, v in rows.items()})
-            for s in batch_slices(x.shape[0], micro_batch)]
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+            for s in (slice(start + a.start, start + a.stop)
+                      for a in batch_slices(part.stop - part.start, micro_batch))]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return distributed.gather_rows(out, total) if part != slice(0, total) else out
 
 
 def guided_prediction(model: Callable[..., torch.Tensor], x: torch.Tensor, t: torch.Tensor,

@@ -46,11 +46,11 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     except (RuntimeError, ValueError):
         raise InvalidInputError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError("device 'cuda' was asked for but no CUDA GPU is available; use auto or cpu")
+        raise InvalidInputError(f"device {name!r} was asked for but no CUDA GPU is available; use auto or cpu")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise InvalidInputError(f"there is no GPU {name!r} ({torch.cuda.device_count()} found)")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InvalidInputError("device 'mps' was asked for but Apple Metal is not available; use auto or cpu")
+        raise InvalidInputError(f"device {name!r} was asked for but Apple Metal is not available; use auto or cpu")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise InvalidInputError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
     return dev
@@ -220,9 +220,11 @@ def load_pipeline(model: str, family: str, dtype: torch.dtype, cls_name: str | N
         if kind == "file" and _unreadable_checkpoint(exc):
             raise _corrupt_checkpoint(model, exc) from None
         if kind == "folder":
+            locked = _unreadable_in(where)  # diffusers calls it "no file named config.json"
             raise ModelNotFoundError(
-                f"cannot load the model folder {model!r}: {_first_line(exc)}"
-            ) from None
+                f"cannot load the model folder {model!r}: "
+                + (f"{locked} cannot be read (permission denied): check its permissions"
+                   if locked else _first_line(exc))) from None
         if _offline():
             raise _not_found_file(model, kind, exc) from None
     try:  # not cached: the hub (model files, or the base config a single file needs)
@@ -245,6 +247,16 @@ def _absent_components(kind: str, where: str) -> dict[str, None]:
         return {}
     return {k: None for k, v in index.items()
             if not k.startswith("_") and isinstance(v, list) and v and v[0] is None}
+def _unreadable_in(folder: str) -> str | None:
+    """The first subfolder or file of ``folder`` this process may not read, or None."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            if not os.access(os.path.join(root, name), os.R_OK | os.X_OK):
+                return os.path.join(root, name)
+        for name in files:
+            if not os.access(os.path.join(root, name), os.R_OK):
+                return os.path.join(root, name)
+    return None
 
 
 # What torch / safetensors / diffusers say about a checkpoint file they cannot read.

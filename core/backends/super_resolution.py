@@ -135,16 +135,20 @@ class SuperResolutionStage:
         raise NotImplementedError
 
     def _noise_augment(self, x: torch.Tensor, scheduler, zoom: int,
-                       generator: torch.Generator) -> torch.Tensor:
+                       generator: torch.Generator, footprints=None,
+                       loop: bool = False) -> torch.Tensor:
         """add_noise(x, Π_noise(E), noise_level): the augmentation noise is zoom-consistent too,
-        so overlapping regions of the levels see the same conditioning."""
+        so overlapping regions of the levels see the same conditioning. ``footprints``: in the
+        pixels of x."""
         e = torch.randn(x.shape, generator=generator, dtype=torch.float32)
-        noise = render_noise(e, zoom).to(x.device, x.dtype)
+        noise = render_noise(e, zoom, footprints, loop).to(x.device, x.dtype)
         level = torch.full((x.shape[0],), self.noise_level, dtype=torch.long, device=x.device)
         return scheduler.add_noise(x, noise, level)
 
-    def prepare(self, images: torch.Tensor, zoom: int, generator: torch.Generator) -> None:
-        """Set the low-res conditioning from consistent stage-I images (N, 3, h, w) in [0, 1]."""
+    def prepare(self, images: torch.Tensor, zoom: int, generator: torch.Generator,
+                footprints=None, loop: bool = False) -> None:
+        """Set the low-res conditioning from consistent stage-I images (N, 3, h, w) in [0, 1].
+        ``footprints``: the stack's, in the pixels of the stage's output (×``factor``)."""
         raise NotImplementedError
 
     def _model_input(self, z_t: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
@@ -186,14 +190,14 @@ class IFStageII(SuperResolutionStage, DeepFloydIFBackend):
     def conditioning(self, prompts, negative_prompt, stage_one):
         return stage_one  # T5 embeddings of stage I
 
-    def prepare(self, images, zoom, generator):
+    def prepare(self, images, zoom, generator, footprints=None, loop=False):
         x = images.to(self.device, torch.float32) * 2 - 1
         h, w = x.shape[-2:]
         # diffusers' IF-II: bilinear (align_corners=True) to the output size, then noised
         up = F.interpolate(x, (h * self.factor, w * self.factor), mode="bilinear",
                            align_corners=True)
         self._low_res = self._noise_augment(up, self.pipe.image_noising_scheduler, zoom,
-                                            generator).to(self.dtype)
+                                            generator, footprints, loop).to(self.dtype)
 
 
 class X4Upscaler(SuperResolutionStage, StableDiffusionBackend):
@@ -217,10 +221,12 @@ class X4Upscaler(SuperResolutionStage, StableDiffusionBackend):
     def conditioning(self, prompts, negative_prompt, stage_one):
         return self.encode_prompts(prompts, negative_prompt, height=0, width=0)
 
-    def prepare(self, images, zoom, generator):
+    def prepare(self, images, zoom, generator, footprints=None, loop=False):
         x = images.to(self.device, torch.float32) * 2 - 1  # the latents have the input's size
+        if footprints is not None:  # given in output pixels: the latents have the input's
+            footprints = [(left // self.factor, top // self.factor) for left, top in footprints]
         self._low_res = self._noise_augment(x, self.pipe.low_res_scheduler, zoom,
-                                            generator).to(self.dtype)
+                                            generator, footprints, loop).to(self.dtype)
 
     def decode(self, x: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:
         vae = self._vae()

@@ -20,6 +20,7 @@ import torch
 from ..models.downloads import fetch_model
 from ..errors import InvalidInputError, raise_if_cancelled
 from ..models.estimate import USABLE_FRACTION, free_bytes_now, spec_from_backend, unet_rows
+from ..zoom.geometry import scale_footprints
 from ..zoom.sampler import sample_zoom_stack
 from ..settings import UPSCALE_FACTORS, upscaler_models
 from ..zoom.zoom_stack import sr_blend_method
@@ -112,7 +113,7 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
             negative_prompt: str, plan: list[tuple[str, str]], *, zoom: int, scheduler: str,
             steps: int, seed: int, micro_batch: int | None = None,
             progress: Callable[[str, int, int], None] | None = None,
-            cancel=None) -> torch.Tensor:
+            cancel=None, footprints=None, loop: bool = False) -> torch.Tensor:
     """Run the ×4 stages of ``plan`` jointly on consistent images (N, 3, h, w) in [0, 1].
 
     Each stage: load (cached on the backend) -> its own conditioning -> per-level low-res
@@ -122,6 +123,9 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
     model", then "super-resolution" per step.
     ``cancel`` raises ``Cancelled`` within one SR step. ``micro_batch`` None: the stage fits
     its own (``fit_tile_micro_batch``).
+    ``footprints``: the stack's footprints in the pixels of ``images`` (None = centred), with
+    ``loop`` for a cyclic stack: each stage samples with them scaled to its sample pixels
+    (×4 for IF stage II, ×1 for the x4 upscaler's latents) and hands the next stage them ×4.
     """
     def report(phase: str, step: int, total: int) -> None:
         if progress is not None:
@@ -135,9 +139,12 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
         report("loading model", 1, 1)
         stage_cond = stage.conditioning(list(prompts), negative_prompt, cond)
         generator = torch.Generator("cpu").manual_seed(stage_seed(seed, i))
-        stage.prepare(images, zoom, generator)
-        n_steps = min(int(steps), stage.default_steps)
         shape = stage.sample_shape(images.shape[-2], images.shape[-1])
+        in_sample = scale_footprints(footprints, shape[-1] // images.shape[-1]) \
+            if footprints is not None else None
+        stage.prepare(images, zoom, generator, footprints=footprints_up(footprints, stage.factor),
+                      loop=loop)
+        n_steps = min(int(steps), stage.default_steps)
         micro = micro_batch if micro_batch is not None else fit_tile_micro_batch(
             stage, images.shape[0], shape[1:])
         report("super-resolution", 0, n_steps)
@@ -148,11 +155,18 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
             num_inference_steps=n_steps, generator=generator, blending=sr_blend_method(zoom),
             callback=lambda step, total, _layers: report("super-resolution", step, total),
             cancel=cancel, device=stage.device, dtype=torch.float32,
+            footprints=in_sample, loop=loop,
         )
         raise_if_cancelled(cancel)
         images = stage.decode(result.images, micro)
+        footprints = footprints_up(footprints, stage.factor)
     return images
 
 
-__all__ = ["TILE_FIXED_BYTES", "fit_tile_micro_batch", "stage_count", "stage_seed", "upscale",
+def footprints_up(footprints, factor: int):
+    """Footprints in the pixels of a ×``factor`` stage's output (None stays None: centred)."""
+    return scale_footprints(footprints, factor) if footprints is not None else None
+
+
+__all__ = ["TILE_FIXED_BYTES", "fit_tile_micro_batch", "footprints_up", "stage_count", "stage_seed", "upscale",
            "upscale_plan"]

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--photo", metavar="IMG", help="a photo one level must show exactly (photo zoom)")
     s.add_argument("--photo-level", type=int, metavar="K", help="the photo's level: 0 = outermost "
                    "(default: zoom into the photo), -1 = finest (zoom out of it)")
+    _target_options(s, "every transition")
+    s.add_argument("--loop", action="store_true", default=None,
+                   help="a seamless loop: the finest level zooms back into the first (a cycle)")
     o = g.add_argument_group("output")
     o.add_argument("--out", metavar="DIR", help="the stack folder to create (required unless --dry-run)")
     o.add_argument("--force", action="store_true", help="replace DIR if it exists")
@@ -79,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="known old levels in every window (default 2)")
     x.add_argument("--window", type=int, metavar="W",
                    help="levels sampled at once (default 4): sets the peak memory")
+    _target_options(x, "every new transition (outward too); the stack's own footprints are kept")
     _settings_options(e.add_argument_group("settings (default: the stack's)"), SCHEDULER_CHOICES)
     _stack_output_options(e)
 
@@ -109,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _settings_options(s, schedulers) -> None:
     """Model and sampling options shared by generate, extend and regenerate."""
-    s.add_argument("--zoom", type=int, metavar="P", help="relative zoom between levels: 2, 4 or 8 (default 2)")
+    s.add_argument("--zoom", type=int, metavar="P", help="relative zoom between levels: a power of two, 2, 4, 8, 16 ... (default 2)")
     s.add_argument("--model", metavar="ID_OR_PATH", help="hub id, model folder or .safetensors file")
     s.add_argument("--steps", type=int, metavar="N", help="denoising steps (default: the scheduler's)")
     s.add_argument("--guidance", type=float, metavar="G", help="classifier-free guidance scale "
@@ -149,16 +153,50 @@ def _stack_output_options(g) -> None:
     g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
+def _target_options(group, which: str) -> None:
+    group.add_argument("--target", metavar="X,Y", help="where the next level sits, as fractions of "
+                       f"the frame (0,0 top-left; 0.5,0.5 the centre, the default), for {which}")
+    group.add_argument("--targets", metavar="FILE", help="a JSON list of [x, y] targets, one per "
+                       "transition (level i+1 inside level i)")
+
+
+def targets_from_args(args: argparse.Namespace, default=None):
+    """The ``targets`` of ``--target X,Y`` / ``--targets FILE`` (``default`` when neither)."""
+    import json
+
+    if args.target and args.targets:
+        raise UsageError("give either --target X,Y or --targets FILE, not both")
+    if args.target:
+        try:
+            x, y = (float(v) for v in args.target.split(","))
+        except ValueError:
+            raise UsageError(f"--target must be X,Y (two fractions of the frame, e.g. 0.3,0.6), "
+                             f"got {args.target!r}") from None
+        return [[x, y]]
+    if args.targets:
+        path = Path(args.targets).expanduser()
+        try:
+            return json.loads(path.read_text(encoding="utf-8-sig"))
+        except FileNotFoundError:
+            raise UsageError(f"targets file {str(path)!r} does not exist") from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise UsageError(f"targets file {str(path)!r} is not a JSON list of [x, y] pairs "
+                             f"({_one_line(exc)})") from None
+    return default
+
+
 def _video_options(group) -> None:
     group.add_argument("--frames-per-level", type=int, default=24, metavar="F",
                        help="frames per zoom level (default 24)")
     group.add_argument("--fps", type=float, default=24.0, help="frames per second (default 24)")
     group.add_argument("--video-size", type=int, metavar="PX", help="longer side of the video (default: the stack's)")
     group.add_argument("--direction", choices=("in", "out"), default="in", help="zoom in (default) or out")
+    group.add_argument("--loops", type=int, default=1, metavar="K",
+                       help="a looping stack: play the cycle K times (default 1; N levels per loop)")
 
 
 # ---------------------------------------------------------------------------------- settings
-_OVERRIDES = ("zoom", "model", "steps", "guidance", "seed", "width", "height", "scheduler",
+_OVERRIDES = ("zoom", "model", "steps", "guidance", "seed", "width", "height", "scheduler", "loop",
               "negative_prompt", "photo", "photo_level", "device", "micro_batch", "family",
               "upscaler", "upscale", "pixel_blend", "lora")
 
@@ -197,6 +235,9 @@ def settings_from_args(args: argparse.Namespace, warn: Callable[[str], None] | N
         raise UsageError("--photo-level needs --photo IMG")
     data = dict(data, **{k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None})
     data["prompts"] = prompts
+    targets = targets_from_args(args)
+    if targets is not None:
+        data["targets"] = targets
     settings = GenerateSettings.from_dict(data)
     if settings.extra and warn is not None:
         warn(f"ignoring unknown setting(s) {', '.join(sorted(map(str, settings.extra)))}")
@@ -310,7 +351,28 @@ def _run_cancellable(fn: Callable[[threading.Event], Any], on_interrupt: Callabl
 
 # -------------------------------------------------------------------------------- commands
 def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if not _DISTRIBUTED.get("quiet"):  # under torchrun only rank 0 speaks
+        print(msg, file=sys.stderr, flush=True)
+
+
+#: {"quiet": bool}: set by main() for ranks other than 0 of a torchrun run
+_DISTRIBUTED: dict = {}
+
+#: commands that sample, and so may run as one zoom over several processes (torchrun)
+SAMPLING_COMMANDS = ("generate", "extend", "regenerate")
+
+
+def _start_distributed(command: str) -> bool:
+    """Join torchrun's process group for a sampling command; True when this is rank 0 (or
+    there is no group). Ranks other than 0 then print nothing and write nothing."""
+    from ..backends import distributed
+
+    if command not in SAMPLING_COMMANDS or not distributed.requested():
+        return True
+    distributed.init()
+    main = distributed.is_main()
+    _DISTRIBUTED["quiet"] = not main
+    return main
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -328,18 +390,26 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     h, w = output_size(settings.family or family_hint(settings.model), settings.width,
                        settings.height, settings.upscaler, settings.upscale)
     return _run_and_publish(
-        args, len(settings.prompts) * h * w * 3,
-        lambda: (lambda cancel, progress: _load_generate()(settings, progress=progress, cancel=cancel)))
+        args, len(settings.prompts) * h * w * 3, (h, w),
+        lambda: (lambda cancel, progress: _load_generate()(settings, progress=progress, cancel=cancel)),
+        loop=settings.loop)
 
 
-def _run_and_publish(args: argparse.Namespace, needed_bytes: int, make_job: Callable) -> int:
+def _run_and_publish(args: argparse.Namespace, needed_bytes: int, frame: tuple[int, int],
+                     make_job: Callable, loop: bool = False) -> int:
     """Run the job ``make_job()`` returns (``job(cancel, progress) -> ZoomStack``) cancellably
-    and publish its stack (and video) at ``args.out``, all or nothing."""
+    and publish its stack (and video) at ``args.out``, all or nothing. ``frame``: the stack's
+    (height, width), for the video options' check; ``loop``: whether the stack made will loop
+    (``--loops`` needs one)."""
     from ..stack.preview import check_video_options, write_preview_video
     from ..stack.publish import StagedFolder
 
     if args.video:  # check the video options before the long run, not after it
-        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction)
+        check_video_options(args.frames_per_level, args.fps, args.video_size, args.direction, frame,
+                            loops=args.loops, loop=loop)
+    if _DISTRIBUTED.get("quiet"):  # torchrun, rank > 0: sample alongside rank 0, write nothing
+        make_job()(threading.Event(), _Progress(enabled=False))
+        return EXIT_OK
     # The output folder is checked and its hidden sibling made before the model loads.
     with StagedFolder(args.out, replace=args.force, needed_bytes=needed_bytes) as staged:
         job = make_job()
@@ -358,7 +428,7 @@ def _run_and_publish(args: argparse.Namespace, needed_bytes: int, make_job: Call
                 try:
                     write_preview_video(stack, staged.path / PREVIEW_NAME, args.frames_per_level,
                                         args.fps, args.video_size, direction=args.direction,
-                                        progress=progress.frames)
+                                        progress=progress.frames, loops=args.loops)
                 except Cancelled:
                     raise
                 except Exception as exc:  # keep the stack: minutes of sampling outweigh a video
@@ -407,18 +477,20 @@ def _cmd_extend(args: argparse.Namespace) -> int:
 
     if args.prompt and args.prompts:
         raise UsageError("give prompts either with --prompt (repeated) or with --prompts FILE, not both")
+    file_settings = {}
     if args.prompts:
-        prompts, _ = _read_prompts_source(args.prompts)
+        prompts, file_settings = _read_prompts_source(args.prompts)
     else:
         prompts = list(args.prompt or [])
     stack = ZoomStack.load(Path(args.stack).expanduser())
     kw = dict(outward=args.outward, overlap=args.overlap, window=args.window, seed=args.seed,
+              targets=targets_from_args(args, file_settings.get("targets")),
               **_stack_options(args))
     check_extend(stack, prompts, **kw)  # everything that can fail before a model loads
     return _run_and_publish(
-        args, _stack_bytes(stack, len(stack.layers) + len(prompts)),
+        args, _stack_bytes(stack, len(stack.layers) + len(prompts)), stack.layers.shape[1:3],
         lambda: (lambda cancel, progress: _load_known_levels()[0](
-            stack, prompts, progress=progress, cancel=cancel, **kw)))
+            stack, prompts, progress=progress, cancel=cancel, **kw)), loop=stack.loop)
 
 
 def _cmd_regenerate(args: argparse.Namespace) -> int:
@@ -429,10 +501,10 @@ def _cmd_regenerate(args: argparse.Namespace) -> int:
     stack = ZoomStack.load(Path(args.stack).expanduser())
     check_regenerate(stack, args.level, args.prompt, seed=args.seed, **options)
     return _run_and_publish(
-        args, _stack_bytes(stack, len(stack.layers)),
+        args, _stack_bytes(stack, len(stack.layers)), stack.layers.shape[1:3],
         lambda: (lambda cancel, progress: _load_known_levels()[1](
             stack, args.level, args.prompt, seed=args.seed, progress=progress, cancel=cancel,
-            **options)))
+            **options)), loop=stack.loop)
 
 
 def _cmd_video(args: argparse.Namespace) -> int:
@@ -444,7 +516,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
     progress = _Progress(enabled=not args.quiet)
     try:
         write_preview_video(stack, out, args.frames_per_level, args.fps, args.video_size,
-                            direction=args.direction, progress=progress.frames)
+                            direction=args.direction, progress=progress.frames, loops=args.loops)
     finally:
         progress.close()
     print(out)
@@ -473,18 +545,30 @@ COMMANDS = {"generate": _cmd_generate, "extend": _cmd_extend, "regenerate": _cmd
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (never raises for user errors or Ctrl-C)."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):
+        # A console that cannot show a character (PYTHONIOENCODING=ascii, a Windows code page)
+        # gets it escaped: printing a non-ASCII path must not turn a finished run into a failure.
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
     try:
         with sigterm_raises():  # SIGTERM cleans up like Ctrl-C (default: die, leaving temp files)
             args = build_parser().parse_args(argv)
             if args.command is None:
                 raise UsageError("choose a command: generate, extend, regenerate, video, examples "
                                  "or models")
+            _start_distributed(args.command)
             return COMMANDS[args.command](args)
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else EXIT_OK
-    except Terminated:
-        _say("terminated; nothing was written")
-        return EXIT_TERMINATED
+    except Terminated as e:
+        if _DISTRIBUTED:  # torchrun stops every rank when one of them fails or is killed
+            _say("stopped: a process of this torchrun run failed or was stopped (its own "
+                 "output says why); nothing was written")
+        else:
+            _say("terminated; nothing was written")
+        return 128 + getattr(e, "signum", 15)  # 143 (SIGTERM), 129 (SIGHUP)
     except (Cancelled, KeyboardInterrupt):
         _say("cancelled; nothing was written")
         return EXIT_CANCELLED
@@ -499,6 +583,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_ERROR
         _say(f"error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for details)")
         return EXIT_ERROR
+    finally:
+        if _DISTRIBUTED:
+            from ..backends import distributed
+            distributed.shutdown()
+            _DISTRIBUTED.clear()
 
 
 def _one_line(e: BaseException) -> str:

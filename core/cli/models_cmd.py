@@ -36,7 +36,14 @@ def _table(entries: list[models.ModelEntry]) -> list[str]:
     width = max(len(e.name) for e in entries)
     out = []
     for e in entries:
-        state = "complete" if e.complete else "incomplete: " + ", ".join(e.missing[:3])
+        if e.complete:
+            state = "complete"
+        elif e.corrupt:
+            state = f"corrupt / incomplete: download again ({', '.join(e.corrupt[:3])} fails its checksum)"
+        elif e.source == "hub":
+            state = "corrupt / incomplete: download again (missing " + ", ".join(e.missing[:3]) + ")"
+        else:
+            state = "incomplete: " + ", ".join(e.missing[:3])
         out.append(f"{e.name:{width}s}  {e.family:5s}  {models.format_bytes(e.size_bytes):>9s}  {state}")
     return out
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable, Sequence
 
 from ..errors import InvalidInputError, ModelNotFoundError, P10Error
+from .checksums import corrupt_files
 from .families import PIPELINE_CLASSES, SUPPORTED_TEXT
 
 #: model_index.json classes the add-on can use, with their family (the ×4 stages: IF stage II
@@ -49,6 +50,7 @@ class ModelEntry:
     complete: bool            # everything the add-on loads is there
     path: str                 # snapshot folder / local path
     missing: list[str] = field(default_factory=list)  # what is missing when not complete
+    corrupt: list[str] = field(default_factory=list)  # files failing their checksum (hub models)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -341,11 +343,13 @@ def cached_models(cache: str | None = None) -> list[ModelEntry]:
         if cls not in USABLE_CLASSES:
             continue
         missing = missing_files(snap)
-        complete = not missing and os.path.isfile(os.path.join(storage, "refs", "main"))
-        if not missing and not complete:
+        corrupt = [] if missing else corrupt_files(snap)
+        complete = not missing and not corrupt and os.path.isfile(os.path.join(storage, "refs", "main"))
+        if not missing and not corrupt and not complete:
             missing = ["refs/main"]
         out.append(ModelEntry(repo.repo_id, "hub", USABLE_CLASSES[cls],
-                              int(repo.size_on_disk) + _partial_bytes(storage), complete, snap, missing))
+                              int(repo.size_on_disk) + _partial_bytes(storage), complete, snap,
+                              missing, corrupt))
     return out
 
 
@@ -361,38 +365,34 @@ def list_models(local: Sequence[str] = (), cache: str | None = None) -> list[Mod
 
 
 def cached_snapshot(repo_id: str, cache: str | None = None) -> str | None:
-    """The complete cached snapshot folder of ``repo_id``, or None."""
+    """The complete and intact (checksums: ``core.models.checksums``) cached snapshot folder
+    of ``repo_id``, or None."""
     storage = _repo_folder(repo_id, cache or cache_dir())
     if not os.path.isfile(os.path.join(storage, "refs", "main")):
         return None
     snap = _snapshot_of(storage)
-    return snap if snap and not missing_files(snap) else None
+    return snap if snap and not missing_files(snap) and not corrupt_files(snap) else None
 
 
 # ----------------------------------------------------------------------------------- remove
 def remove(repo_id: str, cache: str | None = None) -> int:
     """Delete a model from the hub cache (every revision, partial downloads too); bytes freed."""
-    from huggingface_hub import scan_cache_dir
-    from huggingface_hub.errors import CacheNotFound
-
     rid = check_repo_id(repo_id)
     cache = cache or cache_dir()
     storage = _repo_folder(rid, cache)
     if not os.path.isdir(storage):
         raise ModelNotFoundError(f"model {rid!r} is not in the Hugging Face cache ({cache})")
     freed = folder_size_no_links(storage)
-    try:
-        info = scan_cache_dir(cache)
-        revisions = [r.commit_hash for repo in info.repos if repo.repo_id == rid
-                     and repo.repo_type == "model" for r in repo.revisions]
-        if revisions:
-            info.delete_revisions(*revisions).execute()
-    except CacheNotFound:
-        pass
-    shutil.rmtree(storage, ignore_errors=True)  # refs, partial blobs, an unscannable leftover
+    # Refuse before deleting anything when the cache cannot be changed (a half-removed model
+    # would look like a corrupt download); huggingface_hub's own delete would also log a
+    # traceback for every file it cannot remove.
+    for folder in (cache, storage, *(os.path.join(storage, d) for d in ("blobs", "snapshots", "refs"))):
+        if os.path.isdir(folder) and not os.access(folder, os.W_OK | os.X_OK):
+            raise P10Error(f"cannot remove {rid!r}: {folder} is not writable (check its permissions)")
+    shutil.rmtree(storage, ignore_errors=True)  # snapshots, blobs, refs, partial downloads
     shutil.rmtree(os.path.join(cache, ".locks", os.path.basename(storage)), ignore_errors=True)
-    if os.path.exists(storage):
-        raise P10Error(f"could not remove {storage}: check its permissions")
+    if os.path.lexists(storage):
+        raise P10Error(f"could not remove {storage} completely: check its permissions")
     return freed
 
 

@@ -2,11 +2,14 @@
 
 Fetches only what the add-on loads (``core.models.select_files``) with huggingface_hub's own
 client: ``HfApi.repo_info`` and ``list_repo_tree`` (commit, file sizes), ``get_hf_file_metadata``
-(HEAD: ETag, X-Repo-Commit, Content-Length) and ``http_get`` with an HTTP ``Range`` to resume.
-huggingface_hub 2.x deletes its own partial files on failure, so each file streams into
-``blobs/<etag>.p10part`` and continues from there next time; finished blobs are linked into
-``snapshots/<commit>/`` by ``hf_hub_download`` itself, and ``refs/main`` is written last, so an
-interrupted download never looks loadable to diffusers. Torch-free.
+(HEAD: ETag, X-Repo-Commit, Content-Length) and a streamed GET with an HTTP ``Range`` to resume.
+Each file streams into ``blobs/<etag>.p10part`` piece by piece as the network delivers it
+(huggingface_hub's ``http_get`` reads 10 MB chunks, so a cancel would wait for a whole chunk
+and lose it), is checked against its etag (the SHA-256 of LFS weights, the git blob id of small
+files: ``core.models.checksums``) and continues from there next time; finished blobs are
+linked into ``snapshots/<commit>/`` by ``hf_hub_download`` itself, and ``refs/main`` is written
+last, so an interrupted download never looks loadable to diffusers. Files already on disk are
+checked too: a corrupt one is fetched again. Torch-free.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from typing import Callable
 
 from ..errors import Cancelled, InvalidInputError, ModelNotFoundError, P10Error, is_cancelled
+from .checksums import Digest, corrupt_files, forget, remember
 from .cache import (CHECKPOINT_SUFFIXES, PARTIAL_SUFFIX, USABLE_CLASSES, _first_line,
                      _partial_bytes, _repo_folder, cache_dir, cached_snapshot, check_repo_id,
                      endpoint, format_bytes, offline, read_model_index, select_files)
@@ -56,6 +60,11 @@ def hub_error(repo_id: str, exc: BaseException, url: str | None = None) -> P10Er
         return ModelNotFoundError(
             f"cannot download {repo_id!r}: the hub ({url or endpoint()}) could not be reached; check "
             "the network connection")
+    if isinstance(exc, ValueError) and any(c.__name__ == "JSONDecodeError" for c in type(exc).__mro__):
+        # 200 with a web page: a hotel / train Wi-Fi login, a proxy's sign-in, a wrong HF_ENDPOINT
+        return ModelNotFoundError(
+            f"cannot download {repo_id!r}: {url or endpoint()} answered with a web page, not the "
+            "hub's data (a Wi-Fi or proxy sign-in page?): sign in with a browser, or check HF_ENDPOINT")
     if code is not None:
         return ModelNotFoundError(f"cannot download {repo_id!r}: the hub answered HTTP {code}")
     return ModelNotFoundError(f"cannot download {repo_id!r}: {_first_line(exc)}")
@@ -129,15 +138,91 @@ def _fetch_json(url: str, token) -> dict:
     return json.loads(buf.getvalue().decode("utf-8"))
 
 
+def _stream(url: str, fh, have: int, headers: dict, meter: "_Meter", digest: Digest) -> None:
+    """Append the bytes of ``url`` from byte ``have`` on to ``fh`` (which holds ``have`` bytes),
+    hashing them into ``digest`` (already fed the first ``have``). Every piece is written before
+    the meter may raise Cancelled, so a cancelled download keeps all it received; a watcher
+    shuts the connection down on cancel, so a stalled read does not hold the cancel up either."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import hf_raise_for_status, http_stream_backoff
+
+    headers = dict(headers)
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    with http_stream_backoff("GET", url, headers=headers, timeout=constants.HF_HUB_DOWNLOAD_TIMEOUT,
+                             retry_on_exceptions=(), retry_on_status_codes=(408, 429)) as response:
+        hf_raise_for_status(response)
+        if have and response.status_code == 200:  # the server ignored the Range: start over
+            fh.seek(0)
+            fh.truncate()
+            meter.add(-have)
+            digest.restart()
+        stop = threading.Event()
+
+        def watch():
+            while not stop.wait(0.05):
+                if is_cancelled(meter.cancel):
+                    _interrupt(response)
+                    return
+        watcher = threading.Thread(target=watch, name="p10-download-cancel", daemon=True)
+        watcher.start()
+        try:
+            for piece in response.iter_bytes():  # as the network delivers it (≤ 64 KB a read)
+                fh.write(piece)
+                digest.update(piece)
+                meter.add(len(piece))  # may raise Cancelled: the piece is on disk already
+        except Exception:
+            if is_cancelled(meter.cancel):
+                raise Cancelled("download cancelled") from None
+            raise
+        finally:
+            stop.set()
+            fh.flush()
+        if is_cancelled(meter.cancel):
+            raise Cancelled("download cancelled")
+
+
+def _interrupt(response) -> None:
+    """Wake a read blocked on ``response``'s connection: shut its socket down (closing it from
+    another thread would not wake the read; it would wait for the read timeout)."""
+    import socket
+
+    try:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, AttributeError):
+        pass
+
+
+def _drop_corrupt(storage: str, snapshot: str, files: list[str]) -> list[str]:
+    """Remove the cached files among ``files`` whose blobs fail their checksum (and those
+    blobs), so they are fetched again; the files removed."""
+    bad = corrupt_files(snapshot, [f for f in files if os.path.isfile(os.path.join(snapshot, f))])
+    for f in bad:
+        link = os.path.join(snapshot, f)
+        blob = os.path.realpath(link)
+        for path in (link, blob):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        forget(storage, blob)
+    return bad
+
+
 def download(repo_id: str, *, progress: DownloadProgress | None = None, cancel=None,
              cache: str | None = None, token: str | None = None,
              revision: str = "main") -> str:
     """Download what the add-on needs of hub model ``repo_id`` into the cache; its snapshot folder.
 
     ``progress(done_bytes, total_bytes, bytes_per_second)`` about ten times a second;
-    ``cancel`` (Event or callable) stops within one chunk and keeps what was fetched, so the
-    next call resumes (whole files are kept, a partial file continues with an HTTP Range
-    request). Other failures (disk full, refused mid-way) remove what this call added.
+    ``cancel`` (Event or callable) stops within one network read (a fraction of a second) and
+    keeps every byte fetched, so the next call resumes (whole files are kept, a partial file
+    continues with an HTTP Range request). Every file is checked against its checksum; cached
+    files that fail it (a damaged disk, a hand edit) are fetched again. Other failures (disk
+    full, refused mid-way, a corrupt transfer) remove what this call added.
     Errors are one-line P10Errors: InvalidInputError, ModelNotFoundError, Cancelled.
     """
     rid = check_repo_id(repo_id)
@@ -145,7 +230,7 @@ def download(repo_id: str, *, progress: DownloadProgress | None = None, cancel=N
     if offline():
         raise ModelNotFoundError(f"cannot download {rid!r}: HF_HUB_OFFLINE is set")
     from huggingface_hub import HfApi, hf_hub_download, hf_hub_url
-    from huggingface_hub.file_download import get_hf_file_metadata, http_get
+    from huggingface_hub.file_download import get_hf_file_metadata
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import WeakFileLock, build_hf_headers
 
@@ -177,6 +262,7 @@ def download(repo_id: str, *, progress: DownloadProgress | None = None, cancel=N
     snapshot = os.path.join(storage, "snapshots", commit)
     existed = os.path.isdir(storage)
     added: list[str] = []
+    _drop_corrupt(storage, snapshot, wanted)
 
     def on_disk(f: str) -> int:
         if os.path.isfile(os.path.join(snapshot, f)):
@@ -215,11 +301,25 @@ def download(repo_id: str, *, progress: DownloadProgress | None = None, cancel=N
                     if not os.path.isfile(blob):
                         have = os.path.getsize(part) if os.path.isfile(part) else 0
                         meter.add(have)
-                        with open(part, "ab") as fh:
-                            http_get(meta.location, fh, resume_size=have, headers=headers,
-                                     expected_size=meta.size, tqdm_class=meter.bar(),
-                                     displayed_filename=f)
+                        digest = Digest(meta.etag, meta.size)
+                        with open(part, "a+b") as fh:
+                            fh.seek(0)
+                            for piece in iter(lambda: fh.read(1 << 20), b""):
+                                digest.update(piece)  # the bytes kept from last time
+                            fh.seek(0, os.SEEK_END)
+                            _stream(meta.location, fh, have, headers, meter, digest)
+                        got = os.path.getsize(part)
+                        if meta.size is not None and got != meta.size:
+                            raise ModelNotFoundError(
+                                f"the download of {f} from {rid!r} arrived incomplete ({got} of "
+                                f"{meta.size} bytes); nothing was kept: download again")
+                        if not digest.matches():
+                            os.remove(part)
+                            raise ModelNotFoundError(
+                                f"the download of {f} from {rid!r} came out corrupt (it fails its "
+                                "checksum); nothing was kept: download again")
                         os.replace(part, blob)
+                        remember(storage, blob)
                     else:
                         meter.add(sizes[f])
                 added.append(blob)

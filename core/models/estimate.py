@@ -42,6 +42,7 @@ torch.utils.flop_counter for the family's reference UNet, scaled by the UNet's s
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -50,7 +51,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 
-from .families import LATENT_FAMILIES, VAE_SCALE, family_hint
+from ..errors import InvalidInputError
+from .families import LATENT_FAMILIES, UPSCALE_STAGES, VAE_SCALE, family_hint, upscale_factor
 
 GB = 1e9
 OVERHEAD_FIXED = 256 * 2**20
@@ -135,8 +137,28 @@ SPECS.update({
 FP8_GPUS = ("H200", "H100", "H20", "L40", "L4", "4090", "4080", "4070", "4060", "B200", "B100",
             "5090", "5080", "5070", "GB200", "RTX 6000 Ada")
 
+#: The ×4 super-resolution stages beyond stage I (core/backends/super_resolution.py), loaded
+#: beside it: stabilityai/stable-diffusion-x4-upscaler (UNet, OpenCLIP-H text encoder, VAE of
+#: factor 4; samples latents at its input's size). DeepFloyd IF's stage II is part of IF's
+#: SPECS entry (``sr_params``).
+SR_SPECS = {
+    "x4": ModelSpec("x4", 473_000_000, 340_387_840 + 55_000_000, unet_c0=256, unet_layers=2,
+                    top_attention=False, vae_c0=128, native=128),
+}
+#: Per stage: (tile, tile overlap) in sample pixels, guidance, most steps (its default_steps:
+#: the run takes min(steps, this)).
+SR_STAGE = {"x4": (128, 32, 9.0, 50)}
+#: Activations of an SR stage beyond its tile rows (core.backends.upscale.TILE_FIXED_BYTES).
+SR_FIXED_BYTES = 512 * 2**20
 #: FLOPs of one UNet row: a·(h·w) + b·(h·w)², (h, w) the sampled size (latents for SD/SDXL).
-FLOPS = {"sd": (1.6914e8, 6584.0), "sdxl": (3.797e8, 2.016e3), "if": (6.0e8, 8000.0)}
+#: "x4": one 128 x 128 tile of the x4 upscaler, from its H200 run (docs/sr_cost_h200.jsonl:
+#: 200 rows per step in ≈ 1.7 s at the H200's 220 TFLOP/s), all of it per position.
+FLOPS = {"sd": (1.6914e8, 6584.0), "sdxl": (3.797e8, 2.016e3), "if": (6.0e8, 8000.0),
+         "x4": (1.14e8, 0.0)}
+#: FLOPs per output pixel of one VAE decode + one encode (SD's VAE, block_out_channels[0] =
+#: 128, scaled by (c0 / 128)²; ≈ 2.5 and 1.1 TFLOP at 512 px): pixel blending decodes and
+#: re-encodes every level on each blended step.
+VAE_FLOPS_PER_PIXEL = 9.5e6 + 4.3e6
 #: Effective fp16 throughput of common GPUs (FLOP/s) on UNet-sized batches; default below.
 GPU_FLOPS = (("H200", 220e12), ("H100", 200e12), ("A100", 120e12), ("L40", 110e12),
              ("4090", 100e12), ("A6000", 60e12), ("4080", 60e12), ("3090", 45e12),
@@ -190,6 +212,10 @@ class Estimate:
     fits: bool | None
     spec_source: str
     warnings: list[str] = field(default_factory=list)
+    upscale: int = 1                  # output size ÷ sampled size
+    upscale_bytes: int = 0            # peak of the ×4 stages (loaded beside stage I), 0: none
+    upscale_seconds: float = 0.0      # the ×4 stages, all their steps
+    pixel_blend_seconds: float = 0.0  # decoding + re-encoding on the pixel-blended steps
     download_bytes: int = 0        # flow families: disk needed by a hub download (bf16 files)
     fp8: bool = False              # transformer weights stored in fp8 to fit
 
@@ -212,6 +238,12 @@ class Estimate:
                        "text encoders leave the GPU after encoding)")
         if self.fp8:
             out.append("fp8: the transformer's weights are stored in fp8 to fit (computed in bf16)")
+        if self.upscale_bytes:
+            out.append(f"Upscale x{self.upscale}: about {self.upscale_bytes / GB:.1f} GB at its peak, "
+                       f"{_duration(self.upscale_seconds)} (in the time above)")
+        if self.pixel_blend_seconds:
+            out.append(f"Pixel blend: {_duration(self.pixel_blend_seconds)} of decoding and "
+                       "re-encoding (in the time above)")
         return out + self.warnings
 
 
@@ -359,18 +391,33 @@ def _cpu_info() -> DeviceInfo:
     return DeviceInfo("cpu", platform.processor() or "CPU", total, free, cores)
 
 
-def _nvidia_smi() -> DeviceInfo | None:
+def _nvidia_smi() -> list[DeviceInfo]:
+    """The CUDA GPUs nvidia-smi sees, in index order ([] without nvidia-smi or a GPU)."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return None
+        return []
     try:
         out = subprocess.run([smi, "--query-gpu=name,memory.total,memory.free",
                               "--format=csv,noheader,nounits"], capture_output=True, text=True,
                              timeout=3).stdout.strip().splitlines()
-        name, total, free = [x.strip() for x in out[0].split(",")]
-        return DeviceInfo("cuda", name, int(float(total) * 2**20), int(float(free) * 2**20))
+        gpus = []
+        for line in out:
+            name, total, free = [x.strip() for x in line.split(",")]
+            gpus.append(DeviceInfo("cuda", name, int(float(total) * 2**20), int(float(free) * 2**20)))
+        return gpus
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
+        return []
+
+
+def cuda_count() -> int:
+    """CUDA GPUs on this machine: torch's count when torch is loaded, else nvidia-smi's."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            return int(torch.cuda.device_count())
+    except Exception:  # noqa: BLE001 - driver trouble: ask nvidia-smi
+        pass
+    return len(_nvidia_smi())
 
 
 def _torch_info(device: str) -> DeviceInfo | None:
@@ -406,7 +453,8 @@ def device_info(device: str = "auto", max_age: float = 30.0) -> DeviceInfo:
         if device == "cpu":
             info = _cpu_info()
         elif device.startswith("cuda") or device == "auto":
-            info = _nvidia_smi()
+            gpus, index = _nvidia_smi(), int(device[5:]) if device[5:].isdigit() else 0
+            info = gpus[index] if index < len(gpus) else None
         if info is None and (device == "mps" or (device == "auto" and sys.platform == "darwin"
                                                  and platform.machine() == "arm64")):
             cpu = _cpu_info()  # unified memory
@@ -415,6 +463,23 @@ def device_info(device: str = "auto", max_age: float = 30.0) -> DeviceInfo:
             info = _cpu_info() if device == "auto" else DeviceInfo(device.split(":")[0], device, None, None)
     _device_cache[device] = (time.monotonic(), info)
     return info
+
+
+def check_device(device: str, info: DeviceInfo) -> None:
+    """InvalidInputError when the device asked for is not on this machine (``info``: what
+    ``device_info`` found for it): no estimate for a GPU that is not there."""
+    device = (device or "auto").strip().lower()
+    kind = device.split(":")[0]
+    if kind == "cuda" and (info.kind != "cuda" or info.total_bytes is None):
+        count = cuda_count()
+        if not count:
+            raise InvalidInputError(f"device {device!r} was asked for but no CUDA GPU was found; "
+                                    "use auto or cpu")
+        raise InvalidInputError(f"there is no GPU {device!r}: {count} found (cuda:0 to "
+                                f"cuda:{count - 1})")
+    if kind == "mps" and (info.kind != "mps" or sys.platform != "darwin"):
+        raise InvalidInputError(f"device {device!r} was asked for but Apple Metal is not available "
+                                "(Apple silicon Macs only); use auto or cpu")
 
 
 # ------------------------------------------------------------------------------- the estimate
@@ -452,6 +517,8 @@ def activation_bytes(spec: ModelSpec, rows_per_call: int, levels_per_decode: int
         levels = (GPU_DECODE_SCALE * levels_per_decode + GPU_DECODE_EXTRA) if gpu \
             else levels_per_decode
         decode = levels * per_level
+    elif not spec.sr_params:  # a pixel model without its stage II: nothing to decode
+        decode = 0
     else:  # IF stage II: 2 guided rows per level at 4x the size
         sr_rows = max(2, 2 * max(1, levels_per_decode // 2))
         decode = sr_rows * (spec.sr_c0 or spec.unet_c0) * 13.8 * (4 * H) * (4 * W) * e
@@ -524,13 +591,78 @@ def use_fp8(spec: ModelSpec, info: DeviceInfo, budget_bytes: float | None, level
         return False
     one_row = peak_bytes(spec, levels, guidance, 1, height, width, info.bytes_per_element)[0]
     return one_row > budget_bytes
+def _tiles(size: int, tile: int, overlap: int) -> int:
+    """Tiles along one side (core.backends.super_resolution.tile_starts)."""
+    return 1 if size <= tile else -(-(size - overlap) // (tile - overlap))
+
+
+def upscale_cost(spec: ModelSpec, levels: int, height: int | None, width: int | None,
+                 factor: int, steps: int, info: DeviceInfo, budget: float | None) -> tuple[int, float]:
+    """(peak bytes, seconds) of the ×4 stages ``spec`` does not count already (IF's stage II
+    is part of its spec). A stage is loaded beside stage I and runs its UNet over every
+    level's tiles, twice with guidance, in micro-batches that fit ``budget`` (as
+    ``core.backends.upscale.fit_tile_micro_batch`` picks them), for min(steps, 50) steps."""
+    count = {4: 1, 16: 2}.get(factor, 0)  # ×4 stages
+    stages = UPSCALE_STAGES.get(spec.family, ())[:count]
+    H, W, _, _ = sample_size(spec, width, height)
+    if spec.family == "if":
+        stages, H, W = stages[1:], 4 * H, 4 * W  # after stage II
+    e = info.bytes_per_element
+    base = weights_bytes(spec, e)
+    peak, seconds = 0, 0.0
+    for kind in stages:
+        sr = SR_SPECS[kind]
+        tile, overlap, guidance, max_steps = SR_STAGE[kind]
+        th, tw = min(H, tile), min(W, tile)  # the x4 upscaler samples latents at its input size
+        rows = unet_rows(levels, guidance) * _tiles(H, tile, overlap) * _tiles(W, tile, overlap)
+        row = sr.k_unet() * th * tw * e
+        weights = weights_bytes(sr, e)
+        room = None if budget is None else budget - base - weights - SR_FIXED_BYTES
+        k = rows if room is None or rows * row <= room else max(1, int(room // row))
+        peak = max(peak, int(base + weights + k * row + SR_FIXED_BYTES))
+        a, b = FLOPS[kind]
+        seconds += min(steps, max_steps) * rows * (a * th * tw + b * (th * tw) ** 2) / info.flops()
+        H, W = 4 * H, 4 * W
+    return peak, seconds
+
+
+def pixel_blend_seconds(spec: ModelSpec, levels: int, height: int | None, width: int | None,
+                        fraction: float, steps: int, info: DeviceInfo) -> float:
+    """Decoding and re-encoding every level on the last ``fraction`` of the steps
+    (``GenerateSettings.pixel_blend``; latent models only)."""
+    if not spec.latent or fraction <= 0:
+        return 0.0
+    H, W, _, _ = sample_size(spec, width, height)
+    per_level = VAE_FLOPS_PER_PIXEL * H * W * (spec.vae_c0 / 128) ** 2
+    return math.ceil(fraction * steps) * levels * per_level / info.flops()
+
+
+def check_model(model: str) -> None:
+    """A model given as a path must be a model folder or checkpoint file: one-line
+    ModelNotFoundError / InvalidInputError otherwise (hub ids are not checked here)."""
+    from .cache import CHECKPOINT_SUFFIXES, describe_local
+
+    path = os.path.expanduser((model or "").strip())
+    if (os.path.exists(path) or os.path.isabs(path) or path.startswith(".") or path.count("/") != 1
+            or "\\" in path or path.lower().endswith(CHECKPOINT_SUFFIXES + (".bin", ".pt", ".pth"))):
+        describe_local(path)
 
 
 def estimate(settings: "core.settings.GenerateSettings", *, info: DeviceInfo | None = None,
              spec: ModelSpec | None = None) -> Estimate:
-    """The estimate of one run of ``settings`` on its device; micro-batch chosen when unset."""
+    """The estimate of one run of ``settings`` on its device; micro-batch chosen when unset.
+
+    One-line InvalidInputError / ModelNotFoundError, not an estimate, when the device is not on
+    this machine or the model given as a path is missing or no model."""
+    if spec is None:
+        check_model(settings.model)
     spec = spec or model_spec(settings.model, settings.family)
     info = info or device_info(settings.device)
+    check_device(settings.device, info)
+    factor = upscale_factor(spec.family, settings.upscale if isinstance(settings.upscale, int) else None,
+                            settings.upscaler if isinstance(settings.upscaler, str) else None)
+    if spec.family == "if" and factor == 1:
+        spec = replace(spec, sr_params=0)  # no stage II
     e = info.bytes_per_element
     levels = len(settings.prompts)
     choice = settings.resolved(spec.family)  # scheduler/steps/guidance "auto" resolved
@@ -546,7 +678,12 @@ def estimate(settings: "core.settings.GenerateSettings", *, info: DeviceInfo | N
         spec, levels, guidance, micro, settings.height, settings.width, e, fp8=fp8)
     steps = choice["steps"]
     sps = seconds_per_step(spec, rows, settings.height, settings.width, info)
-    total = steps * sps
+    up_bytes, up_seconds = upscale_cost(spec, levels, settings.height, settings.width, factor,
+                                        steps, info, budget)
+    blend_seconds = pixel_blend_seconds(spec, levels, settings.height, settings.width,
+                                        float(settings.pixel_blend or 0), steps, info)
+    total = steps * sps + up_seconds + blend_seconds
+    peak = max(peak, up_bytes)
     fits = None if budget is None else peak <= budget
     device = f"{info.name} ({info.kind})" if info.kind != "cpu" else f"the CPU ({info.cores} cores)"
     warnings = []
@@ -561,7 +698,7 @@ def estimate(settings: "core.settings.GenerateSettings", *, info: DeviceInfo | N
     download = download_bytes(spec) if spec.transformer else 0
     return Estimate(spec.family, device, levels, rows, micro, auto, weights, unet, decode,
                     overhead, peak, info.free_bytes, sps, total, steps, fits, spec.source, warnings,
-                    download, fp8)
+                    factor, up_bytes, up_seconds, blend_seconds, download_bytes=download, fp8=fp8)
 
 
 def spec_from_backend(backend) -> ModelSpec:
@@ -622,3 +759,8 @@ __all__ = ["DeviceInfo", "Estimate", "ModelSpec", "SPECS", "activation_bytes", "
            "estimate", "fit_micro_batch", "free_bytes_now", "largest_micro_batch", "model_spec",
            "peak_bytes", "seconds_per_step", "spec_from_backend", "spec_from_folder",
            "use_fp8", "weights_bytes"]
+__all__ = ["DeviceInfo", "Estimate", "ModelSpec", "SPECS", "SR_SPECS", "activation_bytes",
+           "check_device", "check_model", "cuda_count", "device_info", "estimate",
+           "fit_micro_batch", "free_bytes_now", "largest_micro_batch", "model_spec", "peak_bytes",
+           "pixel_blend_seconds", "seconds_per_step", "spec_from_backend", "spec_from_folder",
+           "upscale_cost", "weights_bytes"]

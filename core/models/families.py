@@ -87,3 +87,17 @@ def family_hint(model: str) -> str:
     if "xl" in name:
         return "sdxl"
     return "sd"
+
+
+#: The ×4 super-resolution stages each family offers, in order (``Backend.upscale_stages``).
+UPSCALE_STAGES = {"sd": ("x4",), "sdxl": ("x4",), "if": ("if-ii", "x4")}
+
+
+def upscale_factor(family: str, upscale: int | None, upscaler: str | None) -> int:
+    """Output size ÷ sampled size of a run: ``upscale`` (1, 4 or 16, already parsed), or the
+    family's default when None (x4 for DeepFloyd IF: its stage II); 1 with upscaler "none"."""
+    if [m.strip() for m in (upscaler or "").split(",") if m.strip()] == ["none"]:
+        return 1
+    if upscale is None:
+        return 4 if family == "if" else 1
+    return int(upscale) or 1

@@ -93,8 +93,18 @@ def publish_dir(src: str | os.PathLike, dst: str | os.PathLike, *, replace: bool
     except BaseException:
         os.rename(aside, dst)
         raise
-    shutil.rmtree(aside, ignore_errors=True)
+    _remove_old(aside)
     return dst
+
+
+def _remove_old(folder: Path) -> None:
+    """Delete the replaced old folder; a read-only subfolder (ours to delete: it was just
+    replaced) is made writable first rather than left behind as a hidden copy."""
+    def retry(func, path, exc_info):
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            func(path)
+    shutil.rmtree(folder, onerror=retry)
 
 
 # ----------------------------------------------------------------------------------- checks
@@ -137,8 +147,18 @@ def check_free_space(folder: Path, needed_bytes: int) -> None:
         return
     if free < needed_bytes:
         raise InvalidInputError(
-            f"not enough free disk space in {folder}: {free / 1e6:.1f} MB free, about "
-            f"{needed_bytes / 1e6:.1f} MB needed")
+            f"not enough free disk space in {folder}: {_bytes(free)} free, about "
+            f"{_bytes(needed_bytes)} needed")
+
+
+def _bytes(n: int) -> str:
+    """A size with the digits that matter: '0 bytes', '12.3 KB', '4.1 MB', '2.5 GB'."""
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("KB", "MB", "GB", "TB"):
+        n /= 1000.0
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
 
 
 def is_replaceable(path: Path) -> bool:
@@ -146,6 +166,14 @@ def is_replaceable(path: Path) -> bool:
     if path.is_symlink() or not path.is_dir():
         return False
     return (path / MANIFEST).is_file() or not any(path.iterdir())
+
+
+def _unremovable(folder: Path) -> Path | None:
+    """A folder inside ``folder`` (or itself) whose entries cannot be deleted, or None."""
+    for root, _, _ in os.walk(folder):
+        if not os.access(root, os.W_OK | os.X_OK):
+            return Path(root)
+    return None
 
 
 def check_target(target: Path, replace: bool) -> None:
@@ -161,12 +189,19 @@ def check_target(target: Path, replace: bool) -> None:
     if resolved == cwd or resolved in cwd.parents:
         raise InvalidInputError(f"{target} is the current folder (or holds it); --force will not "
                                 "replace it: choose another output folder")
-    if not target.is_dir() or target.is_symlink():
+    if target.is_symlink():
+        raise InvalidInputError(f"{target} is a symbolic link (to {os.readlink(target)}); --force "
+                                "replaces folders, not links: give the folder it points to")
+    if not target.is_dir():
         raise InvalidInputError(f"{target} exists and is not a folder; --force replaces only a "
                                 "zoom-stack folder")
     if not is_replaceable(target):
         raise InvalidInputError(f"{target} is not a zoom-stack folder (no {MANIFEST}) and not "
                                 "empty; --force replaces only a zoom stack")
+    locked = _unremovable(target)
+    if locked is not None:  # replacing it would leave a hidden full copy that cannot be deleted
+        raise InvalidInputError(f"{target} cannot be replaced: {locked} is read-only (make it "
+                                "writable, or choose another output folder)")
 
 
 # ----------------------------------------------------------------------------- staged folder

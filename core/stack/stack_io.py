@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StackFormatError
-from ..zoom.geometry import check_size, check_zoom
+from ..zoom.geometry import centred_footprint, check_size, check_zoom
 from .publish import make_hidden_dir, publish_dir
 
 if TYPE_CHECKING:
@@ -45,8 +45,14 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise StackFormatError(f"{directory} is not a zoom stack: it has no {MANIFEST}")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:  # not "not valid JSON": the file may be fine, just not readable
+        raise StackFormatError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}") from None
+    except UnicodeDecodeError as exc:
+        raise StackFormatError(f"{path} is not valid JSON ({exc})") from None
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise StackFormatError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
         raise StackFormatError(f"{path} must hold a JSON object")
@@ -95,6 +101,42 @@ def validate_geometry(manifest: dict[str, Any], where: Path) -> None:
     if any(not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".")
            for name in manifest["layers"]):
         raise StackFormatError(f"{where}: layer names must be plain file names")
+    validate_footprints(manifest, where)
+
+
+def centred_footprints(height: int, width: int, zoom: int, count: int) -> list[tuple[int, int]]:
+    """``count`` centred footprints ``(left, top)``: ((W - W/p)/2, (H - H/p)/2)."""
+    return [centred_footprint(height, width, zoom)] * count
+
+
+def validate_footprints(manifest: dict[str, Any], where: Path) -> None:
+    """The optional "loop" (true/false) and "footprints" keys: N-1 ``[left, top]`` entries
+    (N with a loop), whole pixels, each W/p x H/p region inside the frame. Missing = centred."""
+    loop = manifest.get("loop", False)
+    if not isinstance(loop, bool):
+        raise StackFormatError(f"{where}: 'loop' must be true or false, got {loop!r}")
+    n, w, h, p = manifest["num_levels"], manifest["width"], manifest["height"], int(manifest["zoom"])
+    if loop and n < 2:
+        raise StackFormatError(f"{where}: a loop needs at least 2 levels, the stack has {n}")
+    footprints = manifest.get("footprints")
+    if footprints is None:
+        return
+    count = n if loop else n - 1
+    if not isinstance(footprints, list) or len(footprints) != count:
+        got = len(footprints) if isinstance(footprints, list) else repr(footprints)
+        raise StackFormatError(
+            f"{where}: 'footprints' must list {count} [left, top] entries, one per transition"
+            f"{' (the last: level 0 inside level ' + str(n - 1) + ')' if loop else ''}, got {got}")
+    for i, entry in enumerate(footprints):
+        name = f"footprints[{i}] (level {(i + 1) % n} inside level {i})"
+        if not isinstance(entry, list) or len(entry) != 2 \
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in entry):
+            raise StackFormatError(f"{where}: {name} must be [left, top] in whole pixels, got {entry!r}")
+        left, top = entry
+        if not (0 <= left <= w - w // p and 0 <= top <= h - h // p):
+            raise StackFormatError(
+                f"{where}: {name} = {entry} puts the {w // p}x{h // p} region outside the "
+                f"{w}x{h} frame (left 0..{w - w // p}, top 0..{h - h // p})")
 
 
 @dataclass
@@ -115,6 +157,21 @@ class ZoomStack:
     @property
     def prompts(self) -> list[str]:
         return list(self.manifest.get("prompts", []))
+
+    @property
+    def loop(self) -> bool:
+        """A cyclic stack: level 0 is the finer level of level N-1."""
+        return bool(self.manifest.get("loop", False))
+
+    @property
+    def footprints(self) -> list[tuple[int, int]]:
+        """``(left, top)`` of level i+1 inside level i in the PNGs' pixels, N-1 of them (N with
+        a loop: the last places level 0 inside level N-1); centred when the manifest has none."""
+        n, h, w, _ = self.layers.shape
+        given = self.manifest.get("footprints")
+        if given is not None:
+            return [(int(left), int(top)) for left, top in given]
+        return centred_footprints(h, w, self.zoom, n if self.loop else n - 1)
 
     def full_manifest(self) -> dict[str, Any]:
         """The manifest completed with the geometry and bookkeeping keys."""
@@ -163,7 +220,8 @@ class ZoomStack:
         folder = Path(folder)
         manifest = self.full_manifest()
         validate_geometry(manifest, folder / MANIFEST)
-        pixels = quantise_consistently(self.layers, int(manifest["zoom"]))
+        pixels = quantise_consistently(self.layers, int(manifest["zoom"]),
+                                       manifest.get("footprints"), manifest.get("loop", False))
         for name, layer in zip(manifest["layers"], pixels):
             Image.fromarray(layer, mode="RGB").save(folder / name)
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -194,24 +252,46 @@ class ZoomStack:
         return cls(np.stack(layers), manifest)
 
 
-def quantise_consistently(layers: "np.ndarray", zoom: int) -> "np.ndarray":
-    """8-bit layers ``(N, H, W, 3)`` whose centres are the rounded D_p of the next finer PNG.
+#: Passes of the finest-first quantisation around a loop (each pass shrinks the region the
+#: wrap changes by p^N; in practice the second pass finds nothing left to change).
+LOOP_QUANTISE_PASSES = 8
+
+
+def quantise_consistently(layers: "np.ndarray", zoom: int, footprints=None,
+                          loop: bool = False) -> "np.ndarray":
+    """8-bit layers ``(N, H, W, 3)`` whose footprints are the rounded D_p of the next finer PNG.
 
     Finest-first (each level needs the quantised finer one): N-1 small downsamples.
+    ``footprints``: ``(left, top)`` of level i+1 inside level i (None: centred). With ``loop``
+    level N-1's footprint holds D_p of PNG 0, which depends on PNG N-1 again: the finest-first
+    pass is repeated until nothing changes (``LOOP_QUANTISE_PASSES`` at most).
     """
     import numpy as np
     import torch
 
-    from ..zoom.zoom_stack import centre_box, downsample
+    from ..zoom.zoom_stack import downsample
 
     n, h, w, _ = layers.shape
-    top, left, ch, cw = centre_box(h, w, zoom)
+    ch, cw = h // zoom, w // zoom
+    count = n if loop else n - 1
+    boxes = list(footprints) if footprints is not None else centred_footprints(h, w, zoom, count)
+
+    def with_finer(i: int, finer_u8: "np.ndarray") -> "np.ndarray":
+        finer = torch.from_numpy(finer_u8.astype(np.float32) / 255.0).permute(2, 0, 1)
+        left, top = boxes[i]
+        level = np.array(layers[i], dtype=np.float32)
+        level[top:top + ch, left:left + cw] = downsample(finer, zoom).permute(1, 2, 0).numpy()
+        return np.clip(np.rint(level * 255.0), 0, 255).astype(np.uint8)
+
     out = np.empty(layers.shape, dtype=np.uint8)
     out[-1] = np.clip(np.rint(layers[-1] * 255.0), 0, 255)
-    for i in range(n - 2, -1, -1):
-        finer = torch.from_numpy(out[i + 1].astype(np.float32) / 255.0).permute(2, 0, 1)
-        centre = downsample(finer, zoom).permute(1, 2, 0).numpy()
-        level = np.array(layers[i], dtype=np.float32)
-        level[top:top + ch, left:left + cw] = centre
-        out[i] = np.clip(np.rint(level * 255.0), 0, 255)
+    for _ in range(LOOP_QUANTISE_PASSES if loop else 1):
+        before = out.copy() if loop else None
+        for i in range(n - 2, -1, -1):
+            out[i] = with_finer(i, out[i + 1])
+        if not loop:
+            break
+        out[-1] = with_finer(n - 1, out[0])  # the wrap: level 0 inside level N-1
+        if np.array_equal(out, before):
+            break
     return out

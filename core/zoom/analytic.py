@@ -11,22 +11,37 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import centre_box
-from .zoom_stack import crop_centre, downsample, laplacian_pyramid, render_image, upsample
+from .geometry import check_footprints
+from .zoom_stack import downsample, laplacian_pyramid, render_image, upsample
 
 
 def make_scenes(num_scenes: int, num_levels: int, shape: tuple[int, int, int], zoom: int,
-                generator: torch.Generator | None = None, detail: int = 4) -> torch.Tensor:
+                generator: torch.Generator | None = None, detail: int = 4, footprints=None,
+                loop: bool = False) -> torch.Tensor:
     """Renders of ``num_scenes`` random zoom stacks: ``(K, N, C, H, W)`` in [-1, 1].
 
     Each layer is smooth random structure (a (H/detail x W/detail) grid upsampled), so every
-    level has content of its own at every scale.
+    level has content of its own at every scale. ``footprints`` / ``loop``: the stacks' geometry
+    (``render_image``); with ``loop`` each scene is a cycle (level N is level 0 again: a
+    self-similar prior, whose right answer is one scene round the whole cycle).
     """
     c, h, w = shape
     coarse = torch.rand((num_scenes * num_levels, c, h // detail, w // detail),
                         generator=generator) * 2 - 1
     layers = upsample(coarse, (h, w)).reshape(num_scenes, num_levels, c, h, w)
-    return torch.stack([render_image(stack, zoom) for stack in layers])
+    return torch.stack([render_image(stack, zoom, footprints, loop) for stack in layers])
+
+
+def make_field_scenes(num_scenes: int, num_levels: int, shape: tuple[int, int, int],
+                      zoom: int, generator: torch.Generator | None = None, footprints=None,
+                      loop: bool = False) -> torch.Tensor:
+    """Like ``make_scenes`` but each layer is a draw of the scale-invariant Gaussian field
+    (1/f² spectrum, natural-image-like texture at every scale) instead of smooth blobs: a
+    mixture prior of a different structure, still with one right answer per scene."""
+    field = GaussianFieldDenoiser(shape, torch.zeros(1))
+    layers = field.sample_prior(num_scenes * num_levels, generator).reshape(
+        num_scenes, num_levels, *shape)
+    return torch.stack([render_image(stack, zoom, footprints, loop) for stack in layers])
 
 
 class MixtureDenoiser:
@@ -186,22 +201,35 @@ def detail_energy(x: torch.Tensor) -> float:
     return float(laplacian_pyramid(x.reshape(-1, *x.shape[-3:]), 2, 1)[0].pow(2).mean())
 
 
-def inconsistency(images: torch.Tensor, zoom: int) -> float:
-    """Largest RMS difference between the centre of image i and D_p(image i+1) (0 = consistent)."""
-    return max((float((crop_centre(images[i], zoom) - downsample(images[i + 1], zoom))
-                      .pow(2).mean().sqrt()) for i in range(len(images) - 1)), default=0.0)
+def inconsistency(images: torch.Tensor, zoom: int, footprints=None, loop: bool = False) -> float:
+    """Largest RMS difference between the footprint of image i+1 in image i and D_p(image i+1)
+    (0 = consistent); on a loop the wrap link (level 0 in level N-1) counts too."""
+    n, _, height, width = images.shape
+    fps = check_footprints(footprints, height, width, zoom, n, loop)
+    h, w = height // zoom, width // zoom
+    return max((float((images[i][..., t:t + h, l:l + w] - downsample(images[(i + 1) % n], zoom))
+                      .pow(2).mean().sqrt()) for i, (l, t) in enumerate(fps)), default=0.0)
 
 
-def seam_ratio(images: torch.Tensor, zoom: int) -> float:
-    """Energy of the pixel differences across the border of each centre 1/p block, relative
-    to the mean neighbour-difference energy of the images: about 1 when the finer content is
-    seamless, > 1 when a visible edge surrounds it ("inconsistencies at layer boundaries")."""
-    x = images[:-1]
-    top, left, h, w = centre_box(x.shape[-2], x.shape[-1], zoom)
+def seam_ratio(images: torch.Tensor, zoom: int, footprints=None, loop: bool = False) -> float:
+    """Energy of the pixel differences across the border of each footprint (the finer level's
+    region), relative to the mean neighbour-difference energy of the images: about 1 when the
+    finer content is seamless, > 1 when a visible edge surrounds it ("inconsistencies at layer
+    boundaries"). Border sides that lie on the frame's edge have no pixel across: skipped."""
+    n, _, height, width = images.shape
+    fps = check_footprints(footprints, height, width, zoom, n, loop)
+    x = images[:len(fps)]
+    h, w = height // zoom, width // zoom
     dy = (x[..., 1:, :] - x[..., :-1, :]).pow(2)  # dy[r] = row r+1 - row r
     dx = (x[..., :, 1:] - x[..., :, :-1]).pow(2)
-    across = torch.cat([dy[..., top - 1, left:left + w].flatten(),
-                        dy[..., top + h - 1, left:left + w].flatten(),
-                        dx[..., top:top + h, left - 1].flatten(),
-                        dx[..., top:top + h, left + w - 1].flatten()])
-    return float(across.mean() / ((dy.mean() + dx.mean()) / 2))
+    across = []
+    for i, (left, top) in enumerate(fps):  # a few slices per level
+        if top > 0:
+            across.append(dy[i, ..., top - 1, left:left + w].flatten())
+        if top + h < height:
+            across.append(dy[i, ..., top + h - 1, left:left + w].flatten())
+        if left > 0:
+            across.append(dx[i, ..., top:top + h, left - 1].flatten())
+        if left + w < width:
+            across.append(dx[i, ..., top:top + h, left + w - 1].flatten())
+    return float(torch.cat(across).mean() / ((dy.mean() + dx.mean()) / 2))

@@ -12,8 +12,10 @@ Pure functions over batched tensors, used by the sampler (docs/sampler.md, "Know
   image exactly (the override of x̂ and of the blended stack).
 * ``make_consistent`` — make separately encoded known images agree exactly (fine to coarse).
 
-Footprints deeper than ``max_observation_depth`` are not pixel-aligned; they carry no
-constraint here (exactly as they carry no observation in the blending).
+Every function takes the stack's footprints (None = centred) and ``loop``. Footprints that are
+not pixel-aligned at their depth (``observation_box``; centred: deeper than
+``max_observation_depth``) carry no constraint here, exactly as they carry no observation in
+the blending.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from typing import Mapping
 import torch
 
 from ..errors import InvalidInputError
-from .geometry import centre_box, check_zoom, max_observation_depth
-from .zoom_stack import crop_centre, downsample, downsample_weights
+from .geometry import Footprint, check_footprints, check_zoom, observation_box
+from .zoom_stack import downsample, downsample_weights, render_image
 
 #: Largest max-abs disagreement tolerated between two known images (sampler units).
 AGREEMENT_TOLERANCE = 0.02
@@ -32,8 +34,14 @@ AGREEMENT_TOLERANCE = 0.02
 
 def check_known(known: Mapping[int, torch.Tensor] | None, num_levels: int,
                 shape: tuple[int, int, int], zoom: int,
-                tolerance: float = AGREEMENT_TOLERANCE) -> dict[int, torch.Tensor]:
+                tolerance: float = AGREEMENT_TOLERANCE, footprints=None,
+                loop: bool = False) -> dict[int, torch.Tensor]:
     """``{level: (C, H, W)}`` with levels in [0, N) (negative levels count from the finest).
+
+    Agreement is checked where the finer known level's region in the coarser one is
+    pixel-aligned (``observation_box``), coarser = lower index (also on a loop: round the
+    cycle the last known level's region of the first is its miniature, which
+    ``impose_known`` renders).
 
     Raises InvalidInputError (one line) for a level out of range, a wrong shape, NaN, or two
     known images that disagree by more than ``tolerance`` (max-abs) on their common footprint.
@@ -58,25 +66,28 @@ def check_known(known: Mapping[int, torch.Tensor] | None, num_levels: int,
         if not torch.isfinite(image).all():
             raise InvalidInputError(f"known image of level {k} holds NaN or inf")
         out[k] = image
-    depth = max_observation_depth(shape[1], shape[2], p)
+    fps = check_footprints(footprints, shape[1], shape[2], p, num_levels, loop)
     levels = sorted(out)
     for a, k1 in enumerate(levels):
         for k2 in levels[a + 1:]:
             d = k2 - k1
-            if d > depth:
+            box = observation_box(fps, shape[1], shape[2], p, k1, d, loop)
+            if box is None:
                 continue
-            diff = float((crop_centre(out[k1].double(), p**d)
+            diff = float((_crop(out[k1].double(), box)
                           - downsample(out[k2].double(), p, times=d)).abs().max())
             if diff > tolerance:
                 raise InvalidInputError(
-                    f"the known images of levels {k1} and {k2} disagree: the centre of level "
-                    f"{k1} differs from level {k2} zoomed out by up to {diff:.3g} "
+                    f"the known images of levels {k1} and {k2} disagree: the footprint of "
+                    f"level {k2} in level {k1} differs from level {k2} zoomed out by up to {diff:.3g} "
                     f"(tolerance {tolerance:g})")
     return dict(sorted(out.items()))
 
 
-def make_consistent(known: Mapping[int, torch.Tensor], zoom: int) -> dict[int, torch.Tensor]:
-    """Replace each known image's centre by D_p^d of the next finer known image, finest first.
+def make_consistent(known: Mapping[int, torch.Tensor], zoom: int, footprints=None,
+                    loop: bool = False) -> dict[int, torch.Tensor]:
+    """Replace each known image's footprint of the next finer known image by D_p^d of it,
+    finest first (footprints of the stack's N levels; None = centred: then any N).
 
     Known images encoded one by one (a VAE is not zoom-equivariant) disagree slightly; this
     makes them agree exactly while keeping every finest-known pixel and every pixel outside the
@@ -85,51 +96,83 @@ def make_consistent(known: Mapping[int, torch.Tensor], zoom: int) -> dict[int, t
     p = check_zoom(zoom)
     out = {k: v.clone() for k, v in known.items()}
     levels = sorted(out)
+    if not levels:
+        return out
+    _, h, w = out[levels[0]].shape
+    fps = _footprints_for(footprints, h, w, p, levels[-1] + 1, loop)
     for k, finer in zip(reversed(levels[:-1]), reversed(levels[1:])):
-        d = finer - k
-        _, h, w = out[k].shape
-        if d > max_observation_depth(h, w, p):
+        box = observation_box(fps, h, w, p, k, finer - k, loop)
+        if box is None:
             continue
-        top, left, ch, cw = centre_box(h, w, p**d)
-        out[k][:, top:top + ch, left:left + cw] = downsample(out[finer], p, times=d)
+        top, left, ch, cw = box
+        out[k][:, top:top + ch, left:left + cw] = downsample(out[finer], p, times=finer - k)
     return out
 
 
+def _footprints_for(footprints, height: int, width: int, p: int, min_levels: int,
+                    loop: bool) -> list[Footprint]:
+    """Footprints as given (validated for their own count), or centred for ``min_levels``."""
+    if footprints is None:
+        return check_footprints(None, height, width, p, max(min_levels, 1), False)
+    n = len(footprints) if loop else len(footprints) + 1
+    return check_footprints(footprints, height, width, p, n, loop)
+
+
+def _crop(x: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+    top, left, h, w = box
+    return x[..., top:top + h, left:left + w]
+
+
 def level_residuals(x: torch.Tensor, levels: torch.Tensor, image: torch.Tensor, at: int,
-                    zoom: int) -> list[torch.Tensor | None]:
+                    zoom: int, footprints=None, loop: bool = False) -> list[torch.Tensor | None]:
     """Per row of ``x (B, C, H, W)`` (showing ``levels``), the residual against ``image`` at
     level ``at`` — the generalised photo loss's terms — or None where no aligned footprint exists.
+
+    ``footprints``: the stack's (N - 1, or N on a loop; None = centred). On a loop a level is
+    both finer and coarser than ``at`` round the cycle: the relation of least depth counts.
     """
     p = check_zoom(zoom)
-    depth = max_observation_depth(image.shape[-2], image.shape[-1], p)
+    height, width = image.shape[-2:]
+    lvs = [int(lv) for lv in levels.tolist()]
+    fps = _footprints_for(footprints, height, width, p, max(lvs + [at]) + 1, loop)
     image = image.to(x)
     out: list[torch.Tensor | None] = []
-    for row, lv in enumerate(levels.tolist()):  # each depth needs its own number of reductions
-        d = int(lv) - at
-        if abs(d) > depth:
-            out.append(None)
-        elif d > 0:   # finer: D^d of this level = the centre 1/p^d of the known image
-            out.append(downsample(x[row], p, times=d) - crop_centre(image, p**d))
-        elif d < 0:   # coarser: this level's centre 1/p^-d = D^-d of the known image
-            out.append(crop_centre(x[row], p**-d) - downsample(image, p, times=-d))
-        else:
+    for row, lv in enumerate(lvs):  # each depth needs its own number of reductions
+        if lv == at:
             out.append(x[row] - image)
+            continue
+        if loop:
+            n = len(fps)
+            relations = sorted([(lv - at) % n, -((at - lv) % n)], key=abs)
+        else:
+            relations = [lv - at]
+        out.append(None)
+        for d in relations:
+            if d > 0 and (box := observation_box(fps, height, width, p, at, d, loop)):
+                # finer: D^d of this level = its footprint region in the known image
+                out[-1] = downsample(x[row], p, times=d) - _crop(image, box)
+                break
+            if d < 0 and (box := observation_box(fps, height, width, p, lv, -d, loop)):
+                # coarser: the known level's region in this level = D^-d of the known image
+                out[-1] = _crop(x[row], box) - downsample(image, p, times=-d)
+                break
     return out
 
 
 def known_loss(x: torch.Tensor, levels: torch.Tensor, known: Mapping[int, torch.Tensor],
-               zoom: int) -> torch.Tensor:
+               zoom: int, footprints=None, loop: bool = False) -> torch.Tensor:
     """Σ over known images of the generalised photo loss, per row: ``(B,)`` squared norms."""
     total = x.new_zeros(x.shape[0])
     for at, image in known.items():
-        terms = level_residuals(x, levels, image, at, zoom)
+        terms = level_residuals(x, levels, image, at, zoom, footprints, loop)
         total = total + torch.stack([(r**2).sum() if r is not None else x.new_zeros(())
                                      for r in terms])
     return total
 
 
 def reconstruction_gradient(x0_hat: torch.Tensor, z_in: torch.Tensor, levels: torch.Tensor,
-                            known: Mapping[int, torch.Tensor], zoom: int) -> torch.Tensor:
+                            known: Mapping[int, torch.Tensor], zoom: int, footprints=None,
+                            loop: bool = False) -> torch.Tensor:
     """DPS-style step direction ∇_{z_t} ‖r_i‖² / ‖r_i‖ per level (Chung et al. 2023).
 
     ``x0_hat`` must have been computed from ``z_in`` (requires_grad) with autograd on: the
@@ -137,7 +180,7 @@ def reconstruction_gradient(x0_hat: torch.Tensor, z_in: torch.Tensor, levels: to
     gradient of the summed loss w.r.t. row i is that of level i's own loss; each row is then
     normalised by its own residual norm. Rows without a constraint get zero.
     """
-    loss = known_loss(x0_hat, levels, known, zoom)
+    loss = known_loss(x0_hat, levels, known, zoom, footprints, loop)
     (grad,) = torch.autograd.grad(loss.sum(), z_in)
     norm = loss.detach().clamp(min=0).sqrt()
     scale = torch.where(norm > 0, 1 / norm.clamp(min=1e-12), torch.zeros_like(norm))
@@ -168,52 +211,82 @@ def _bounded_correction(x: torch.Tensor, target: torch.Tensor, p: int, lo: float
     return moved.reshape(x.shape)
 
 
-def _paste_centre(x: torch.Tensor, centre: torch.Tensor, p: int) -> torch.Tensor:
-    top, left, h, w = centre_box(x.shape[-2], x.shape[-1], p)
+def _paste(x: torch.Tensor, finer: torch.Tensor, footprint: Footprint) -> torch.Tensor:
+    left, top = footprint
     out = x.clone()
-    out[..., top:top + h, left:left + w] = centre
+    out[..., top:top + finer.shape[-2], left:left + finer.shape[-1]] = finer
     return out
+
+
+def _correct(x: torch.Tensor, target: torch.Tensor, p: int,
+             bounds: tuple[float, float] | None) -> torch.Tensor:
+    """x corrected so that D_p(x) = target exactly (block-constant, or bounded)."""
+    if bounds is not None:
+        return _bounded_correction(x, target, p, *bounds)
+    return x + _block_upsample(target - downsample(x, p), p)
 
 
 def impose_known(images: torch.Tensor, known: Mapping[int, torch.Tensor], zoom: int,
                  iterations: int = 2,
-                 bounds: tuple[float, float] | None = None) -> torch.Tensor:
+                 bounds: tuple[float, float] | None = None, footprints=None,
+                 loop: bool = False) -> torch.Tensor:
     """Zoom-consistent images ``(N, C, H, W)`` that show every known image exactly.
 
     Known levels are set; every other level is corrected as little as the constraints allow:
-    fine to coarse its centre becomes D_p of the next finer level (Π_image), coarse to fine it
-    gets the block-constant correction that makes D_p of it equal the coarser level's centre.
-    One pass is exact for a single known level, a contiguous run of them, or one unknown level
-    between two known ones (regenerate); other gaps converge over ``iterations`` passes.
-    ``bounds`` (pixels: (0, 1)): keep every corrected pixel in range, still exactly (clamping
-    afterwards would undo the agreement with the known levels).
+    fine to coarse its footprint becomes D_p of the next finer level (Π_image), coarse to fine
+    it gets the block-constant correction that makes D_p of it equal the coarser level's
+    footprint. One pass is exact for a single known level, a contiguous run of them, or one
+    unknown level between two known ones (regenerate); other gaps converge over
+    ``iterations`` passes. ``bounds`` (pixels: (0, 1)): keep every corrected pixel in range,
+    still exactly (clamping afterwards would undo the agreement with the known levels).
+
+    ``loop``: coarse-to-fine corrections round the cycle from each known level, then Π_image
+    on the cycle (exactly consistent). A known level then shows its image exactly except
+    where the cycle brings it back: its own miniature, the H/p^N region of itself N levels
+    down (or, with several known levels, the next known level's region round the cycle).
     """
     if not known:
         return images
     p = check_zoom(zoom)
-    n = images.shape[0]
+    n, _, height, width = images.shape
+    fps = check_footprints(footprints, height, width, p, n, loop)
     rows = [images[i] for i in range(n)]
     for k, image in known.items():
         rows[k] = image.to(images)
+    if loop:
+        start = min(known)
+        for _ in range(iterations):
+            for j in range(start + 1, start + n):  # coarse -> fine round the cycle
+                i = j % n
+                if i not in known:
+                    prev = (j - 1) % n
+                    rows[i] = _correct(rows[i], _crop(rows[prev], _box(fps[prev], p, rows[i])),
+                                       p, bounds)
+        return render_image(torch.stack(rows), p, fps, loop=True)
     lo = min(known)
     for _ in range(iterations):
-        for j in range(n - 2, -1, -1):      # fine -> coarse: the centre comes from the finer level
+        for j in range(n - 2, -1, -1):      # fine -> coarse: the footprint shows the finer level
             if j not in known:
-                rows[j] = _paste_centre(rows[j], downsample(rows[j + 1], p), p)
-        for j in range(lo + 1, n):          # coarse -> fine: D_p(level) = the coarser centre
+                rows[j] = _paste(rows[j], downsample(rows[j + 1], p), fps[j])
+        for j in range(lo + 1, n):          # coarse -> fine: D_p(level) = the coarser footprint
             if j not in known:
-                target = crop_centre(rows[j - 1], p)
-                if bounds is not None:
-                    rows[j] = _bounded_correction(rows[j], target, p, *bounds)
-                else:
-                    rows[j] = rows[j] + _block_upsample(target - downsample(rows[j], p), p)
+                rows[j] = _correct(rows[j], _crop(rows[j - 1], _box(fps[j - 1], p, rows[j])),
+                                   p, bounds)
     return torch.stack(rows)
 
 
-def needs_reconstruction(known_levels, num_levels: int) -> bool:
+def _box(footprint: Footprint, p: int, like: torch.Tensor) -> tuple[int, int, int, int]:
+    left, top = footprint
+    return top, left, like.shape[-2] // p, like.shape[-1] // p
+
+
+def needs_reconstruction(known_levels, num_levels: int, loop: bool = False) -> bool:
     """True when some unknown level is coarser than a known one (zooming out of it): the photo
-    loss on x̂ then fails (docs/sampler.md) and the gradient through the denoiser is needed."""
+    loss on x̂ then fails (docs/sampler.md) and the gradient through the denoiser is needed.
+    On a loop every level is coarser than the next one round the cycle: any unknown level."""
     levels = {k % num_levels for k in known_levels}
+    if loop:
+        return bool(levels) and len(levels) < num_levels
     return bool(levels) and any(i not in levels for i in range(max(levels)))
 
 

@@ -35,7 +35,7 @@ from typing import Callable, Mapping, Protocol
 import torch
 
 from ..errors import InvalidInputError, ModelOutputError, raise_if_cancelled
-from .geometry import check_size, check_zoom
+from .geometry import Footprint, check_footprints, check_size, check_zoom
 from .known import (check_known, impose_known, level_residuals, needs_reconstruction,
                     reconstruction_gradient)
 from .zoom_stack import BLEND_METHODS, blend, render_image, render_noise
@@ -72,27 +72,30 @@ def ddpm_update(z_t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
 
 
 def photo_guidance(x0_hat: torch.Tensor, levels: torch.Tensor, photo: torch.Tensor, zoom: int,
-                   steps: int = 5, lr: float = 0.1, photo_level: int = 0) -> torch.Tensor:
+                   steps: int = 5, lr: float = 0.1, photo_level: int = 0, footprints=None,
+                   loop: bool = False) -> torch.Tensor:
     """Sec. 4.4 eq. (1): Adam steps on x̂ minimising Σ_i ‖D_i(x̂_i) − M_i ⊙ ξ‖².
 
     Generalised to a photo ξ at level k = ``photo_level`` (``core.known.level_residuals``):
     finer levels match crops of ξ through D^(i−k), coarser ones match D^(k−i)(ξ) on their
-    centre, level k matches ξ (k = 0 is the paper's loss). Compared on the centre crop, which
-    is the same as comparing the zero-padded images. Levels whose footprint is deeper than
-    ``max_observation_depth`` are not pixel-aligned and are left alone. The loss is a sum of
+    footprint, level k matches ξ (k = 0 is the paper's loss). Compared on the footprint region,
+    which is the same as comparing the zero-padded images. Levels whose footprint is not
+    pixel-aligned at their depth (``observation_box``) are left alone. The loss is a sum of
     per-level terms and Adam is elementwise, so optimising a subset of levels gives the same
     result as optimising all of them.
     """
     check_zoom(zoom)
     with torch.enable_grad():
         x = x0_hat.detach().clone().requires_grad_(True)
-        if all(r is None for r in level_residuals(x, levels, photo, photo_level, zoom)):
+        def residuals():
+            return level_residuals(x, levels, photo, photo_level, zoom, footprints, loop)
+
+        if all(r is None for r in residuals()):
             return x0_hat
         opt = torch.optim.Adam([x], lr=lr)
         for _ in range(steps):
             opt.zero_grad()
-            loss = sum((r**2).sum() for r in level_residuals(x, levels, photo, photo_level, zoom)
-                       if r is not None)
+            loss = sum((r**2).sum() for r in residuals() if r is not None)
             loss.backward()
             opt.step()
     return x.detach()
@@ -172,6 +175,8 @@ class SamplingRun:
     known: dict[int, torch.Tensor] = field(default_factory=dict)  # level -> image it must show
     reconstruct: bool = False     # known levels guide z through the denoiser's gradient
     guidance_dir: torch.Tensor | None = None  # this step's ∇_{z_t}‖r‖²/‖r‖ per level
+    footprints: list[Footprint] | None = None  # (left, top) of level i+1 in level i, validated
+    loop: bool = False            # a cyclic stack: level 0 is the finer level of level N-1
 
     @property
     def coupled(self) -> bool:
@@ -188,7 +193,7 @@ class SamplingRun:
         e = torch.randn((self.num_levels, c, h, w), generator=g,
                         device=g.device if g is not None else self.device,
                         dtype=self.dtype).to(self.device)
-        return render_noise(e, self.zoom) if consistent else e
+        return render_noise(e, self.zoom, self.footprints, self.loop) if consistent else e
 
     def fresh_noise(self) -> torch.Tensor:
         """The noise of one update: zoom-consistent unless an ablation switched sharing off.
@@ -211,10 +216,12 @@ def estimate(run: SamplingRun, z_in: torch.Tensor, t: int, rows: slice) -> torch
     else:
         x0 = _checked(run.denoiser(z_in[rows], t, levels), z_in[rows], t)
     if run.photo is not None:
-        x0 = photo_guidance(x0, levels, run.photo, run.zoom, photo_level=run.photo_level)
+        x0 = photo_guidance(x0, levels, run.photo, run.zoom, photo_level=run.photo_level,
+                            footprints=run.footprints, loop=run.loop)
     if run.known and not run.reconstruct:
         for k, image in run.known.items():
-            x0 = photo_guidance(x0, levels, image, run.zoom, photo_level=k)
+            x0 = photo_guidance(x0, levels, image, run.zoom, photo_level=k,
+                                footprints=run.footprints, loop=run.loop)
     hits = [(r, lv) for r, lv in enumerate(levels.tolist()) if lv in run.known]
     if hits:  # the known levels override x̂ (one indexed write, out of place: autograd-safe)
         rows_known = torch.tensor([r for r, _ in hits], device=x0.device)
@@ -235,7 +242,8 @@ def _estimate_with_gradient(run: SamplingRun, z_in: torch.Tensor, t: int, rows: 
                 "known levels coarser than an unknown one need reconstruction guidance through "
                 "the denoiser, but it is not differentiable (build it with make_denoiser(..., "
                 "differentiable=True)) — or pass known_guidance='photo' for the weaker photo loss")
-        direction = reconstruction_gradient(x0_g, z_req, levels, run.known, run.zoom).detach()
+        direction = reconstruction_gradient(x0_g, z_req, levels, run.known, run.zoom,
+                                            run.footprints, run.loop).detach()
     if run.guidance_dir is None or run.guidance_dir.shape != z_in.shape:
         run.guidance_dir = torch.zeros_like(z_in)
     run.guidance_dir[rows] = direction.to(z_in.dtype)
@@ -246,10 +254,11 @@ def consolidate(run: SamplingRun, x0: torch.Tensor) -> tuple[torch.Tensor, torch
     """(layers, images): L = Blending(x̂) (Alg. 2 line 12), x_i = Π_image(L; i) (line 5).
     Hook for constraints on the layers (they act before rendering): the known levels override
     the blended stack (the closest consistent images that show them exactly)."""
-    layers = blend(x0, run.zoom, run.blending)
-    images = render_image(layers, run.zoom)
+    layers = blend(x0, run.zoom, run.blending, footprints=run.footprints, loop=run.loop)
+    images = render_image(layers, run.zoom, run.footprints, run.loop)
     if run.known:
-        layers = images = impose_known(images, run.known, run.zoom)
+        layers = images = impose_known(images, run.known, run.zoom,
+                                       footprints=run.footprints, loop=run.loop)
     return layers, images
 
 
@@ -266,15 +275,19 @@ def step_iterative(run: SamplingRun, z_in: torch.Tensor, t: int,
                    layers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Ablation (Sec. 5.3): one level at a time, finest first so coarser levels render the
     fresh finer layers (L_i ← x̂_i, no blending); each level's step only reads the stack, so
-    z is updated in one batch afterwards."""
+    z is updated in one batch afterwards. On a loop each level renders from the whole cycle."""
     x = torch.empty_like(z_in)
+    fps = run.footprints
     for i in range(run.num_levels - 1, -1, -1):
         raise_if_cancelled(run.cancel)
         x0_i = estimate(run, z_in, t, slice(i, i + 1))
         layers = torch.cat([layers[:i], x0_i, layers[i + 1:]])
-        x[i] = render_image(layers[i:], run.zoom)[0]
+        if run.loop:
+            x[i] = render_image(layers, run.zoom, fps, loop=True)[i]
+        else:
+            x[i] = render_image(layers[i:], run.zoom, fps[i:] if fps is not None else None)[0]
     if run.known:
-        layers = x = impose_known(x, run.known, run.zoom)
+        layers = x = impose_known(x, run.known, run.zoom, footprints=fps, loop=run.loop)
     return layers, x
 
 
@@ -464,7 +477,8 @@ def _timestep(sched, t) -> int | float:
 
 # ------------------------------------------------------------------------------ sampler
 def check_inputs(scheduler, *, num_levels, zoom, shape, num_inference_steps, mode, blending,
-                 photo, photo_level=0, known=None, known_guidance="auto") -> int:
+                 photo, photo_level=0, known=None, known_guidance="auto", footprints=None,
+                 loop=False) -> int:
     """Validate ``sample_zoom_stack``'s arguments (ValueError naming the first bad one);
     return the zoom factor p."""
     p = check_zoom(zoom)
@@ -492,6 +506,9 @@ def check_inputs(scheduler, *, num_levels, zoom, shape, num_inference_steps, mod
                                 f"levels 0..{num_levels - 1} (-1 = the finest)")
     if known_guidance not in KNOWN_GUIDANCE:
         raise ValueError(f"known_guidance must be one of {KNOWN_GUIDANCE}, got {known_guidance!r}")
+    if not isinstance(loop, bool):
+        raise ValueError(f"loop must be True or False, got {loop!r}")
+    check_footprints(footprints, shape[1], shape[2], p, num_levels, loop)
     if known and mode == "independent":
         raise InvalidInputError("known levels need a coupled mode (joint or iterative): "
                                 "independent sampling cannot be consistent with them")
@@ -542,6 +559,8 @@ def sample_zoom_stack(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     consistent_init: bool = True,
+    footprints=None,
+    loop: bool = False,
 ) -> SampleResult:
     """Sample a zoom stack of ``num_levels`` levels of ``shape = (C, H, W)``.
 
@@ -556,19 +575,26 @@ def sample_zoom_stack(
     (gradient of the known-level loss through the denoiser after each update; needs a
     differentiable denoiser), "photo" (the cheaper Adam steps on x̂, enough when no unknown
     level is coarser than a known one) or "auto" (reconstruction only where needed).
+    
+    ``footprints``: per transition i -> i+1, (left, top) of level i+1's H/p x W/p region in
+    level i (sampling pixels, whole; None = centred, bit-identical to the centre-only
+    sampler). ``loop``: a cyclic stack, N footprints, the last placing level 0 inside level
+    N-1 (Π_image, Π_noise and blending on the cycle; docs/sampler.md, "Loops").
     """
     p = check_inputs(scheduler, num_levels=num_levels, zoom=zoom, shape=shape,
                      num_inference_steps=num_inference_steps, mode=mode, blending=blending,
                      photo=photo, photo_level=photo_level, known=known,
-                     known_guidance=known_guidance)
+                     known_guidance=known_guidance, footprints=footprints, loop=loop)
+    fps = check_footprints(footprints, shape[1], shape[2], p, num_levels, loop)
     device = torch.device(device) if device is not None else (
         generator.device if generator is not None else torch.device("cpu"))
     known = {k: v.to(device=device, dtype=dtype)
-             for k, v in check_known(known, num_levels, tuple(shape), p).items()}
+             for k, v in check_known(known, num_levels, tuple(shape), p, footprints=fps,
+                                     loop=loop).items()}
     # Zooming in from known levels, the photo loss on x̂ suffices; an unknown level coarser
     # than a known one needs the gradient through the denoiser (docs/sampler.md).
     reconstruct = bool(known) and (known_guidance == "reconstruction" or (
-        known_guidance == "auto" and needs_reconstruction(known, num_levels)))
+        known_guidance == "auto" and needs_reconstruction(known, num_levels, loop)))
     sched = _private_scheduler(scheduler)
     _set_timesteps(sched, num_inference_steps, device)
     run = SamplingRun(
@@ -578,12 +604,13 @@ def sample_zoom_stack(
         acc=torch.float32 if device.type == "mps" else torch.float64,
         mode=mode, blending=blending, shared_noise=shared_noise, photo=photo, cancel=cancel,
         photo_level=photo_level % num_levels, known=known, reconstruct=reconstruct,
+        footprints=fps, loop=loop,
     )
     z = run.draw_noise(run.coupled and consistent_init) * getattr(sched, "init_noise_sigma", 1.0)
     layers = run_steps(run, z, callback)
-    images = render_image(layers, p) if run.coupled else layers
+    images = render_image(layers, p, fps, loop) if run.coupled else layers
     if known:
-        images = layers = impose_known(images, known, p)
+        images = layers = impose_known(images, known, p, footprints=fps, loop=loop)
     return SampleResult(layers=layers, images=images)
 
 

@@ -16,10 +16,13 @@ Design choices (see docs/zoom_stack.md):
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-from .geometry import centre_box, check_size, check_zoom, max_observation_depth, pyramid_depth
+from .geometry import (Footprint, centre_box, check_footprints, check_size, check_zoom,
+                       max_observation_depth, observation_box, pyramid_depth)
 
 #: Laplacian blending of a ×4 super-resolution stage whose k finest bands each level's
 #: upscaler invented ("laplacian-srk": blend(..., invented_bands=k, feather=SR_FEATHER,
@@ -86,49 +89,92 @@ def crop_centre(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ Π_image and Π_noise
-def _render(layers: torch.Tensor, p: int, gain: float) -> torch.Tensor:
-    """Finest-first compositing shared by Π_image (gain 1) and Π_noise (gain = noise_gain)."""
+def _render(layers: torch.Tensor, p: int, gain: float, footprints: list[Footprint],
+            loop: bool = False) -> torch.Tensor:
+    """Finest-first compositing shared by Π_image (gain 1) and Π_noise (gain = noise_gain).
+
+    ``footprints[i]`` = (left, top) of level i+1 in level i. On a loop the chain starts
+    ``cycle_depth`` levels beyond one turn of the cycle (that level as it is) and runs round
+    the cycle down to level 0, so that the wrap link (level 0 inside level N-1) is exact to
+    the dtype's precision and every other link exactly (docs/sampler.md, "Loops").
+    """
     n, _, height, width = layers.shape
-    top, left, h, w = centre_box(height, width, p)
-    images = [layers[n - 1]]
-    # Sequential by nature: image i needs image i+1 complete (N-1 small downsamples in all).
-    for i in range(n - 2, -1, -1):
-        finer = downsample(images[-1], p)
+    start = cycle_depth(height, width, p, layers.dtype) + n if loop else n - 1
+    images = [None] * n
+    x = images[start % n] = layers[start % n]
+    # Sequential by nature: image i needs image i+1 complete (one small downsample a level).
+    for d in range(start - 1, -1, -1):
+        i = d % n
+        left, top = footprints[i]
+        finer = downsample(x, p)
         if gain != 1.0:
             finer = finer * gain
+        h, w = finer.shape[-2:]
         # Alg. 1 line 3: x <- M ⊙ D(x_finer) + (1 - M) ⊙ x   (out of place: autograd-safe)
-        images.append(F.pad(finer, (left, width - left - w, top, height - top - h))
-                      + _outside_mask(height, width, p, layers) * layers[i])
-    return torch.stack(images[::-1])
+        x = (F.pad(finer, (left, width - left - w, top, height - top - h))
+             + _outside_mask(height, width, p, layers, left, top) * layers[i])
+        if d < n:
+            images[i] = x
+    return torch.stack(images)
 
 
-def _outside_mask(height: int, width: int, p: int, like: torch.Tensor) -> torch.Tensor:
-    """1 - M_1: ones outside the centre H/p x W/p block."""
-    top, left, h, w = centre_box(height, width, p)
+def _outside_mask(height: int, width: int, p: int, like: torch.Tensor, left: int,
+                  top: int) -> torch.Tensor:
+    """1 - M: ones outside the H/p x W/p footprint at (left, top)."""
+    h, w = height // p, width // p
     mask = torch.ones(height, width, device=like.device, dtype=like.dtype)
     mask[top : top + h, left : left + w] = 0
     return mask
 
 
-def render_image(layers: torch.Tensor, zoom: int) -> torch.Tensor:
+#: Mantissa bits per dtype: how many halvings a contribution needs to vanish in rounding.
+_MANTISSA_BITS = {torch.float16: 11, torch.bfloat16: 8, torch.float32: 24, torch.float64: 53}
+
+
+def cycle_depth(height: int, width: int, zoom: int, dtype: torch.dtype = torch.float32) -> int:
+    """Levels beyond one turn that rendering on a loop composites (``_render``).
+
+    Level i+k's footprint in level i is H/p^k px: below a pixel after ceil(log_p max(H, W))
+    levels. From there each further level passes on at most 1/p of the rendered noise's
+    standard deviation (1/p² of an image's weight): a D_p block that spans the footprint
+    keeps 1/p² of its area in it. After mantissa-bits / log2(p) more levels the deepest
+    level no longer changes a pixel in the dtype (measured: the wrap link's residual is at
+    float precision, tests/test_targets_loops.py).
+    """
+    p = check_zoom(zoom)
+    below_pixel = math.ceil(math.log(max(height, width), p)) + 1
+    return below_pixel + math.ceil(_MANTISSA_BITS.get(dtype, 53) / math.log2(p))
+
+
+def render_image(layers: torch.Tensor, zoom: int, footprints=None,
+                 loop: bool = False) -> torch.Tensor:
     """Π_image (Alg. 1) for every level: layers ``(N, C, H, W)`` -> images ``(N, C, H, W)``.
 
-    image_{N-1} = L_{N-1};  image_i = M ⊙ D_p(image_{i+1}) + (1 - M) ⊙ L_i.
+    image_{N-1} = L_{N-1};  image_i = M_i ⊙ D_p(image_{i+1}) + (1 - M_i) ⊙ L_i, where M_i
+    is level i+1's footprint in level i (``footprints[i]`` = (left, top), None = centred).
     Equivalent to Alg. 1's loop over j > i with D_{p^(j-i)} = D_p composed (j - i) times.
+    ``loop``: a cyclic stack (N footprints, the last places level 0 inside level N-1):
+    image_{N-1} = M ⊙ D_p(image_0) + ..., composited round the cycle (``cycle_depth``).
     """
     p = _check_stack(layers, zoom, "layers")
-    return _render(layers, p, 1.0)
+    fps = check_footprints(footprints, layers.shape[-2], layers.shape[-1], p, layers.shape[0], loop)
+    return _render(layers, p, 1.0, fps, loop)
 
 
-def render_noise(noise: torch.Tensor, zoom: int) -> torch.Tensor:
+def render_noise(noise: torch.Tensor, zoom: int, footprints=None,
+                 loop: bool = False) -> torch.Tensor:
     """Π_noise (Alg. 1 line 4): zoom-consistent noise from i.i.d. noise layers ``(N, C, H, W)``.
 
-    ε_i = M ⊙ g·D_p(ε_{i+1}) + (1 - M) ⊙ E_i with g = 1/Σw². D_p's blocks do not overlap,
-    so if ε_{i+1} is i.i.d. N(0, 1) then so is g·D_p(ε_{i+1}), and by induction every pixel
-    of every level is N(0, 1) and independent of the others at that level.
+    ε_i = M_i ⊙ g·D_p(ε_{i+1}) + (1 - M_i) ⊙ E_i with g = 1/Σw². D_p's blocks do not overlap
+    and every footprint starts on a whole pixel, so if ε_{i+1} is i.i.d. N(0, 1) then so is
+    g·D_p(ε_{i+1}), and by induction every pixel of every level is N(0, 1) and independent
+    of the others at that level, wherever the footprints are. On a loop no noise can be both
+    i.i.d. and consistent round the cycle (docs/sampler.md, "Loops"); the variance stays 1
+    except at the few pixels around each level's zoom centre.
     """
     p = _check_stack(noise, zoom, "noise")
-    return _render(noise, p, noise_gain(p))
+    fps = check_footprints(footprints, noise.shape[-2], noise.shape[-1], p, noise.shape[0], loop)
+    return _render(noise, p, noise_gain(p), fps, loop)
 
 
 # ------------------------------------------------------------------------------ blending
@@ -153,11 +199,14 @@ def collapse_pyramid(bands: list[torch.Tensor]) -> torch.Tensor:
 
 
 def blend(images: torch.Tensor, zoom: int, method: str = "laplacian",
-          invented_bands: int = 0, feather: int = 0, rim_weight: float = 1.0) -> torch.Tensor:
+          invented_bands: int = 0, feather: int = 0, rim_weight: float = 1.0,
+          footprints=None, loop: bool = False) -> torch.Tensor:
     """Fuse N per-level observations ``(N, C, H, W)`` into one zoom stack (Sec. 4.2).
 
-    Layer i fuses image i with the centre 1/p^d crop of every coarser image i-d (d >= 1, up to
-    ``max_observation_depth``). "laplacian": band k of the fused layer averages band k of every
+    Layer i fuses image i with its region (its footprint composed over d transitions) in every
+    coarser image i-d (d >= 1) where that region is pixel-aligned (``observation_box``;
+    centred: up to ``max_observation_depth``). On a loop every level has coarser levels round
+    the cycle (d up to the pyramid's depth, beyond N a level observes itself). "laplacian": band k of the fused layer averages band k of every
     observation that has it (a crop from depth d has bands d..K only: it lacks the finer
     detail). "naive": plain average of the observations upsampled to H x W (MultiDiffusion).
 
@@ -184,35 +233,75 @@ def blend(images: torch.Tensor, zoom: int, method: str = "laplacian",
     if method in SR_BLEND:
         invented_bands, feather, rim_weight = SR_BLEND[method], SR_FEATHER, SR_RIM_WEIGHT
     n, _, height, width = images.shape
-    depth = min(n - 1, max_observation_depth(height, width, p))
-    level = torch.arange(n, device=images.device)
+    fps = check_footprints(footprints, height, width, p, n, loop)
+    top = pyramid_depth(height, width, p)
+    depth = top if loop else min(n - 1, top)
+    ones = torch.ones(n, 1, 1, 1, dtype=images.dtype, device=images.device)
+
+    def add(total: torch.Tensor, d: int, term: torch.Tensor) -> torch.Tensor:
+        # rows d.. receive from image i-d; on a loop every row does (from (i-d) mod N)
+        if loop:
+            return total + term
+        tail = total[d:] + term
+        return torch.cat([total[:d].expand(d, *tail.shape[1:]), tail])
 
     if method == "naive":
-        total = images.clone()
+        total, count = images.clone(), ones
         for d in range(1, depth + 1):  # one batched op per scale separation d
-            total[d:] += upsample(crop_centre(images[: n - d], p**d), (height, width))
-        count = torch.clamp(level, max=depth) + 1
-        return total / count.view(n, 1, 1, 1).to(images.dtype)
+            seen = observe(images, p, d, fps, loop)
+            if seen is not None:
+                observed, aligned = seen
+                total = add(total, d, aligned * upsample(observed, (height, width)))
+                count = add(count, d, aligned)
+        return total / count
 
-    top = pyramid_depth(height, width, p)
     sums = laplacian_pyramid(images, p, top)  # observation d = 0: each layer's own image
-    counts = [torch.ones(n, 1, 1, 1, dtype=images.dtype, device=images.device) for _ in sums]
+    counts = [ones for _ in sums]
     for d in range(1, depth + 1):  # one batched op per scale separation d (sizes differ)
-        observed = crop_centre(images[: n - d], p**d)  # image i-d's view of layer i
+        seen = observe(images, p, d, fps, loop)  # image i-d's view of layer i
+        if seen is None:
+            continue
+        observed, aligned = seen
         for k, band in enumerate(laplacian_pyramid(observed, p, top - d), start=d):
-            weight = 1.0
+            weight = aligned
             if k - d < invented_bands:
                 # a guess of the coarser upscaler, where the layer knows (stage I) or guesses
                 # from more pixels: it counts only in a rim of ``feather`` px along the
                 # layer's border, fading inwards
                 if not feather:
                     continue
-                weight = rim_weight * _rim(band.shape[-2], band.shape[-1], feather, band)
-            sums[k] = torch.cat([sums[k][:d], sums[k][d:] + weight * band])
-            counts[k] = counts[k] + torch.cat([torch.zeros_like(level[:d]), torch.ones_like(level[d:])]
-                                              ).view(n, 1, 1, 1).to(band.dtype) * weight
+                weight = aligned * (rim_weight * _rim(band.shape[-2], band.shape[-1], feather, band))
+            sums[k] = add(sums[k], d, weight * band)
+            counts[k] = add(counts[k], d, weight)
     averaged = [s / c for s, c in zip(sums, counts)]
     return collapse_pyramid(averaged)
+
+
+def observe(images: torch.Tensor, zoom: int, depth: int, footprints: list[Footprint],
+            loop: bool = False) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Every level's region in the image ``depth`` levels coarser, in one batch.
+
+    Rows: levels depth..N-1 (on a loop all N, from image (i - depth) mod N). Returns
+    (crops (R, C, H/p^d, W/p^d), aligned (R, 1, 1, 1): 1 where the region is pixel-aligned,
+    i.e. equals D_p^d of the level for a consistent stack, 0 where it is not and must not
+    count), or None when no row is aligned.
+    """
+    n, _, height, width = images.shape
+    rows = range(n) if loop else range(depth, n)
+    boxes = [observation_box(footprints, height, width, zoom, i - depth, depth, loop)
+             for i in rows]
+    if not any(boxes):
+        return None
+    h, w = height // zoom**depth, width // zoom**depth
+    src = torch.tensor([(i - depth) % n for i in rows], device=images.device)
+    tops = torch.tensor([b[0] if b else 0 for b in boxes], device=images.device)
+    lefts = torch.tensor([b[1] if b else 0 for b in boxes], device=images.device)
+    ys = (tops[:, None] + torch.arange(h, device=images.device))[:, :, None]  # (R, h, 1)
+    xs = (lefts[:, None] + torch.arange(w, device=images.device))[:, None, :]  # (R, 1, w)
+    crops = images[src[:, None, None], :, ys, xs].permute(0, 3, 1, 2)  # (R, h, w, C) -> NCHW
+    aligned = torch.tensor([1.0 if b else 0.0 for b in boxes], dtype=images.dtype,
+                           device=images.device).view(-1, 1, 1, 1)
+    return crops, aligned
 
 
 def _rim(height: int, width: int, feather: int, like: torch.Tensor) -> torch.Tensor:
@@ -231,7 +320,8 @@ def sr_blend_method(zoom: int, factor: int = 4) -> str:
     return f"laplacian-sr{bands}"
 
 
-def blend_coarse(images: torch.Tensor, zoom: int, detail_bands: int) -> torch.Tensor:
+def blend_coarse(images: torch.Tensor, zoom: int, detail_bands: int, footprints=None,
+                 loop: bool = False) -> torch.Tensor:
     """``blend`` for all but the finest ``detail_bands`` Laplacian bands: those each layer keeps
     from its own image (they are not averaged with the coarser levels' crops).
 
@@ -239,7 +329,7 @@ def blend_coarse(images: torch.Tensor, zoom: int, detail_bands: int) -> torch.Te
     where only rounding-level disagreement is left: nothing of that detail is averaged away,
     and Π_image afterwards still makes the rendered images exactly consistent.
     """
-    layers = blend(images, zoom)
+    layers = blend(images, zoom, footprints=footprints, loop=loop)
     if detail_bands <= 0:
         return layers
     return layers - _detail(layers, zoom, detail_bands) + _detail(images, zoom, detail_bands)
@@ -253,14 +343,16 @@ def _detail(x: torch.Tensor, zoom: int, bands: int) -> torch.Tensor:
     return x - coarse
 
 
-def consolidate(images: torch.Tensor, zoom: int, method: str = "laplacian") -> torch.Tensor:
+def consolidate(images: torch.Tensor, zoom: int, method: str = "laplacian", footprints=None,
+                loop: bool = False) -> torch.Tensor:
     """Π_image(Blending(images)): the zoom-consistent images closest to the observations."""
-    return render_image(blend(images, zoom, method), zoom)
+    return render_image(blend(images, zoom, method, footprints=footprints, loop=loop), zoom,
+                        footprints, loop)
 
 
 __all__ = [
     "BLEND_METHODS", "SR_BLEND", "SR_FEATHER", "SR_RIM_WEIGHT", "blend", "blend_coarse", "sr_blend_method", "centre_box", "check_size", "check_zoom", "collapse_pyramid",
-    "consolidate", "crop_centre", "downsample", "downsample_weights", "laplacian_pyramid",
+    "consolidate", "crop_centre", "cycle_depth", "observe", "downsample", "downsample_weights", "laplacian_pyramid",
     "max_observation_depth", "noise_gain", "pyramid_depth", "render_image", "render_noise",
     "upsample",
 ]

@@ -15,15 +15,15 @@ from typing import Any
 
 import bpy
 
-from ..setup import compat, dependencies
+from ..setup import compat, dependencies, paths
 from . import jobs
 from ..properties import prompts_of, settings_dict, settings_scene
 from ...core.errors import Cancelled, InvalidInputError, P10Error, is_out_of_memory
 from ...core.stack.publish import check_output_location
 
-PREVIEW_PREFIX = "P10 Preview "
+PREVIEW_PREFIX = "Zoom Preview "  # names an artist sees carry no "P10"
 STACK_JOBS = ("generate", "extend", "regenerate")  # jobs that end in a new stack folder
-LAYER_PREFIX = "P10 Layer "
+LAYER_PREFIX = "Zoom Layer "
 
 _models: Any = None  # core.backends.ModelCache, created by the first job (worker thread)
 _epoch = 0           # bumped on every file load: results of older jobs must not touch the file
@@ -74,15 +74,10 @@ def build_settings(p10, photo_path: str | None = None):
     return settings
 
 
-def default_output_root() -> Path:
-    return dependencies.user_dir() / "stacks"
-
-
 def new_stack_dir(p10) -> Path:
     """A new folder named after the first prompt (``a-galaxy``, then ``a-galaxy-2`` …): the
     rig scene and its objects take this name, so it stays short and readable."""
-    root = Path(bpy.path.abspath(p10.output_dir)) if p10.output_dir.strip() else \
-        default_output_root()
+    root = paths.output_root(p10)  # beside the .blend or under home, never the extension's
     slug = re.sub(r"[^a-z0-9]+", "-", (prompts_of(p10) or ["stack"])[0].lower()).strip("-")
     slug = slug[:32].rstrip("-") or "stack"
     path = root / slug
@@ -202,15 +197,19 @@ def _on_finish(job: jobs.Job) -> None:
     if scene is None:
         return
     scene.p10.last_stack_dir = job.result
-    load_result(scene, job.result)
+    load_result(scene, job.result, job.data.get("replaces", ""), job.data.get("level_shift", 0))
     tag_redraw()
 
 
-def load_result(scene, stack_dir: str) -> None:
-    """Hand the stack to the scene builder if present, else load the layer images."""
+def load_result(scene, stack_dir: str, replaces: str = "", level_shift: int = 0) -> None:
+    """Hand the stack to the scene builder if present, else load the layer images.
+
+    ``replaces``: the stack folder an Extend / Regenerate started from; its rig is updated in
+    place (``level_shift``: levels added outside it)."""
     if hasattr(bpy.types, "P10_OT_load_stack"):  # bpy.types, not bpy.ops: ops always "exist"
         with bpy.context.temp_override(scene=scene):
-            bpy.ops.p10.load_stack(directory=stack_dir)
+            bpy.ops.p10.load_stack(directory=stack_dir, replaces=replaces,
+                                   level_shift=level_shift)
         return
     load_layer_images(stack_dir)
 
@@ -239,21 +238,8 @@ def update_previews(preview) -> None:
     arr = np.asarray(preview, dtype=np.float32)
     if arr.ndim == 3:
         arr = arr[None]
-    n, h, w, _ = arr.shape
-    rgba = np.ones((n, h, w, 4), dtype=np.float32)
-    rgba[..., :3] = np.clip(arr[:, ::-1], 0.0, 1.0)  # Blender rows are bottom-up
-    for i in range(n):
-        name = f"{PREVIEW_PREFIX}{i:02d}"
-        img = bpy.data.images.get(name)
-        if img is not None and tuple(img.size) != (w, h):
-            bpy.data.images.remove(img)
-            img = None
-        if img is None:
-            img = bpy.data.images.new(name, w, h, alpha=False)
-            # colour space before pixels: setting it afterwards wipes them
-            img.colorspace_settings.name = "sRGB"
-        img.pixels.foreach_set(rgba[i].ravel())
-        img.update()
+    for i, rgb in enumerate(arr):
+        compat.write_rgb_image(f"{PREVIEW_PREFIX}{i:02d}", rgb)
 
 
 def remove_images(prefix: str) -> None:

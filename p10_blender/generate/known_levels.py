@@ -115,13 +115,15 @@ def _work(call, out_dir: Path):
     return work
 
 
-def _start(context, name: str, call, levels: int, sync: bool | None) -> jobs.Job:
+def _start(context, name: str, call, levels: int, sync: bool | None, replaces: str = "",
+           level_shift: int = 0) -> jobs.Job:
     scene = settings_scene(context.scene)  # a rig or video scene works for its source
     out_dir = generation.new_stack_dir(scene.p10)
     generation.check_output_location(out_dir)  # a read-only folder fails now, not after the run
     job = jobs.Job(name=name, work=_work(call, out_dir), on_message=generation._on_message,
                    on_finish=generation._on_finish)
-    job.data.update(epoch=generation._epoch, scene=scene.name, out_dir=str(out_dir), levels=levels)
+    job.data.update(epoch=generation._epoch, scene=scene.name, out_dir=str(out_dir), levels=levels,
+                    replaces=replaces, level_shift=level_shift)  # the rig updates in place
     generation.runner.start(job)
     if sync if sync is not None else bpy.app.background:
         generation.runner.drive(job)
@@ -135,12 +137,13 @@ def start_extend(context, outward: bool = False, sync: bool | None = None) -> jo
     why = generation.check_can_start()
     if why:
         raise P10Error(why)
-    _, stack, new, kw = plan_extend(settings_scene(context.scene).p10, outward)
+    directory, stack, new, kw = plan_extend(settings_scene(context.scene).p10, outward)
     from ...core.extend import extend
 
     def call(**run):
         return extend(stack, new, **kw, **run)
-    return _start(context, "extend", call, min(kw["window"], len(stack.prompts) + len(new)), sync)
+    return _start(context, "extend", call, min(kw["window"], len(stack.prompts) + len(new)), sync,
+                  directory, len(new) if outward else 0)
 
 
 def start_regenerate(context, sync: bool | None = None) -> jobs.Job:
@@ -148,9 +151,9 @@ def start_regenerate(context, sync: bool | None = None) -> jobs.Job:
     why = generation.check_can_start()
     if why:
         raise P10Error(why)
-    _, stack, level, prompt, kw = plan_regenerate(settings_scene(context.scene).p10)
+    directory, stack, level, prompt, kw = plan_regenerate(settings_scene(context.scene).p10)
     from ...core.extend import regenerate
 
     def call(**run):
         return regenerate(stack, [level], [prompt], **kw, **run)
-    return _start(context, "regenerate", call, len(stack.prompts), sync)
+    return _start(context, "regenerate", call, len(stack.prompts), sync, directory)

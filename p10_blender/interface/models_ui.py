@@ -89,7 +89,7 @@ def draw_models(layout, prefs) -> None:
                   icon="WORLD" if e.source == "hub" else "FILE_FOLDER")
         row.label(text=e.family_name)
         row.label(text=_size(e.size_bytes))
-        row.label(text="Complete" if e.complete else "Incomplete",
+        row.label(text="Complete" if e.complete else "Corrupt" if e.corrupt else "Incomplete",
                   icon="CHECKMARK" if e.complete else "ERROR")
         sub = row.row(align=True)
         sub.enabled = idle
@@ -155,7 +155,9 @@ def estimate_lines(context) -> tuple[list[str], bool]:
 
     p10 = p10_of(context)
     values = settings_dict(p10)
-    texts = [t for t in prompts_of(p10) if t.strip()] or ["level"]
+    texts = [t for t in prompts_of(p10) if t.strip()]
+    if not texts:  # nothing to estimate yet (the main panel asks for prompts)
+        return [], False
     key = (tuple(sorted((k, str(v)) for k, v in values.items())), len(texts))
     if key == _estimate_memo["key"] and time.monotonic() - _estimate_memo["time"] < 5.0:
         return _estimate_memo["lines"], _estimate_memo["warn"]

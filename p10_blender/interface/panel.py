@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import bpy
 
-from ..setup import dependencies
+from ..setup import dependencies, paths
 from ..generate import generation, jobs, operators
-from . import models_ui
-from ..rig import operators as rig_ops
+from . import models_ui, targets
+from ..rig import operators as rig_ops, scene_build
 from ..video import operators as video_ops
-from ..properties import p10_of
+from ..properties import p10_of, settings_scene
 
 
 class P10_UL_prompts(bpy.types.UIList):
@@ -105,6 +105,7 @@ def draw_prompts(layout, context) -> None:
     row.operator("p10.prompts_import", text="Import", icon="FILE_FOLDER")
     row.operator("p10.prompts_export", text="Export", icon="EXPORT")
     col.prop(p10, "negative_prompt")
+    targets.draw_targets(col, p10)  # where each level sits (issue 19), the loop (issue 20)
 
 
 def draw_model(layout, context) -> None:
@@ -146,9 +147,29 @@ def draw_sampling(layout, context) -> None:
 def draw_output(layout, context) -> None:
     p10 = p10_of(context)
     layout.prop(p10, "output_dir")
+    if not p10.output_dir.strip():  # the default, shown: beside the .blend or under home
+        layout.label(text=f"Stacks go to {paths.default_root()}", icon="FILE_FOLDER")
     if p10.last_stack_dir:
         layout.prop(p10, "last_stack_dir", text="Last")
     layout.operator("p10.load_stack", icon="FILE_FOLDER")
+    anim = getattr(p10, "animation", None)
+    if anim is not None:  # where Load Zoom Stack (and Generate) put the rig
+        layout.prop(anim, "use_current_scene")
+        if anim.use_current_scene:
+            draw_colour_note(layout, settings_scene(context.scene), anim.exact)
+
+
+def draw_colour_note(layout, scene, exact: bool) -> None:
+    """Which view transforms show the planes as the PNGs (Add to Current Scene keeps the
+    scene's own): 'Standard' (sRGB textures), or 'Raw' with Exact Pixels; any other (AgX,
+    Filmic...) tone-maps them like everything else in the scene."""
+    view = scene.view_settings.view_transform
+    want = scene_build.EXACT_VIEW if exact else scene_build.VIEW_TRANSFORM
+    if view != want:
+        box = layout.box()
+        box.label(text=f"'{view}' tone-maps the planes: only '{want}' shows the PNG colours",
+                  icon="ERROR")
+        box.prop(scene.view_settings, "view_transform")
 
 
 def draw_known_levels(layout, context) -> None:

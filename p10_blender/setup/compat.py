@@ -53,18 +53,41 @@ def set_text_layout(strip, location: tuple[float, float], align_y: str = "BOTTOM
 
 
 # ------------------------------------------------------------------------------ rendering
-def set_video_output(scene: "bpy.types.Scene", filepath: str, fps: int) -> None:
-    """FFmpeg H.264 in MP4. 5.0 splits image/video formats by ``media_type``."""
+def set_video_output(scene: "bpy.types.Scene", filepath: str, fps: int, codec: str = "H264",
+                     container: str = "MPEG4") -> None:
+    """FFmpeg ``codec`` in ``container`` (default H.264 in MP4). 5.0 splits image/video
+    formats by ``media_type``. A codec this Blender's FFmpeg lacks raises ValueError."""
     settings = scene.render.image_settings
     if "media_type" in settings.bl_rna.properties:
         settings.media_type = "VIDEO"
     settings.file_format = "FFMPEG"
     ff = scene.render.ffmpeg
-    ff.format = "MPEG4"
-    ff.codec = "H264"
-    if "constant_rate_factor" in ff.bl_rna.properties:
+    if codec not in {i.identifier for i in ff.bl_rna.properties["codec"].enum_items}:
+        raise ValueError(f"this Blender's FFmpeg has no {codec} encoder")
+    ff.format = container
+    ff.codec = codec
+    if "constant_rate_factor" in ff.bl_rna.properties and codec in ("H264", "H265", "AV1"):
         ff.constant_rate_factor = "HIGH"
     ff.audio_codec = "NONE"
+    scene.render.fps = int(fps)
+    scene.render.fps_base = 1.0
+    scene.render.filepath = filepath
+    scene.render.use_file_extension = True
+
+
+def set_sequence_output(scene: "bpy.types.Scene", filepath: str, fps: int,
+                        file_format: str = "PNG") -> None:
+    """An image sequence: 8-bit RGB PNG, or half-float OpenEXR (ZIP) for a compositor."""
+    settings = scene.render.image_settings
+    if "media_type" in settings.bl_rna.properties:
+        settings.media_type = "IMAGE"
+    settings.file_format = file_format
+    settings.color_mode = "RGB"
+    if file_format == "OPEN_EXR":
+        settings.color_depth = "16"
+        settings.exr_codec = "ZIP"
+    else:
+        settings.color_depth = "8"
     scene.render.fps = int(fps)
     scene.render.fps_base = 1.0
     scene.render.filepath = filepath
@@ -119,6 +142,27 @@ def load_image_packed(filepath: str | os.PathLike, name: str,
     image.alpha_mode = "NONE"  # layers are opaque RGB
     image.pack()
     return image
+
+
+def write_rgb_image(name: str, rgb) -> "bpy.types.Image":
+    """The image datablock ``name`` holding float RGB ``(h, w, 3)`` pixels given top row first
+    (Blender's rows are bottom-up); made, or remade at another size, as needed."""
+    import numpy as np
+
+    rgb = np.asarray(rgb, dtype=np.float32)
+    h, w = rgb.shape[:2]
+    img = bpy.data.images.get(name)
+    if img is not None and tuple(img.size) != (w, h):
+        bpy.data.images.remove(img)
+        img = None
+    if img is None:
+        img = bpy.data.images.new(name, w, h, alpha=False)
+        img.colorspace_settings.name = "sRGB"  # before pixels: setting it afterwards wipes them
+    rgba = np.ones((h, w, 4), dtype=np.float32)
+    rgba[..., :3] = np.clip(rgb[::-1], 0.0, 1.0)
+    img.pixels.foreach_set(rgba.ravel())
+    img.update()
+    return img
 
 
 # ----------------------------------------------------------------------------- animation

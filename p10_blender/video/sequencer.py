@@ -11,10 +11,12 @@ from typing import Sequence
 
 import bpy
 
+from ..properties import linked_scene
 from ..setup import compat
 from ..rig.animation import level_spans
+from .video_render import set_output
 
-VIDEO_KEY = "p10_video_of"  # custom property on a video scene: the camera scene's name
+VIDEO_KEY = "p10_video_of"  # custom property on a video scene: its camera scene
 
 
 def even(n: float) -> int:
@@ -51,7 +53,7 @@ def caption_layout(text: str, width: int, height: int, font_size: int = 0) -> tu
 
 def find_video_scene(source: "bpy.types.Scene") -> "bpy.types.Scene | None":
     for sc in bpy.data.scenes:
-        if sc.get(VIDEO_KEY) == source.name and sc != source:
+        if linked_scene(sc, VIDEO_KEY) == source and sc != source:
             return sc
     return None
 
@@ -65,7 +67,8 @@ def _key_alpha(strip, frames_values: Sequence[tuple[int, float]]) -> None:
 def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[str],
                       filepath: str, size: tuple[int, int], fps: int, captions: bool = True,
                       caption_size: int = 0, fade_frames: int = 0,
-                      camera: "bpy.types.Object | None" = None) -> "bpy.types.Scene":
+                      camera: "bpy.types.Object | None" = None,
+                      fmt: str = "H264") -> "bpy.types.Scene":
     """(Re)build the video scene of ``source``; the previous one is removed once done.
 
     ``levels`` is the zoom level of each of source's frames (``animation.frame_levels``); a
@@ -78,7 +81,7 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
     old = find_video_scene(source)
     video = bpy.data.scenes.new(f"{source.name} Video")
     try:
-        video[VIDEO_KEY] = source.name
+        video[VIDEO_KEY] = source  # a pointer: renaming keeps it
         video.frame_start, video.frame_end = start, end
         render = video.render
         render.resolution_x, render.resolution_y = width, height
@@ -94,11 +97,11 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
         video.view_settings.exposure, video.view_settings.gamma = 0.0, 1.0
         video.display_settings.display_device = source.display_settings.display_device
         video.sequencer_colorspace_settings.name = source.sequencer_colorspace_settings.name
-        compat.set_video_output(video, filepath, fps)
+        set_output(video, filepath, fps, fmt)  # a video file or a folder of frames
 
         editor = video.sequence_editor_create()
         strips = compat.strips(editor)
-        zoom = strips.new_scene("P10 Zoom", source, 1, start)
+        zoom = strips.new_scene("Zoom", source, 1, start)
         if "scene_input" in zoom.bl_rna.properties:
             zoom.scene_input = "CAMERA"
         zoom.scene_camera = camera or source.camera
@@ -115,7 +118,7 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
                 if not raw:
                     continue
                 text, font, _ = caption_layout(raw, width, height, caption_size)
-                strip = compat.new_effect_strip(strips, f"P10 Caption {level:02d}", "TEXT",
+                strip = compat.new_effect_strip(strips, f"Caption {level:02d}", "TEXT",
                                                 2, start + first, count)
                 strip.text = text
                 strip.font_size = font
@@ -131,7 +134,7 @@ def build_video_scene(source: "bpy.types.Scene", *, levels, prompts: Sequence[st
         fade = min(int(fade_frames), (end - start + 1) // 2)
         if fade > 0:
             # A black strip above everything (captions included) fades to and from black.
-            black = compat.new_effect_strip(strips, "P10 Fade", "COLOR", 3, start,
+            black = compat.new_effect_strip(strips, "Fade", "COLOR", 3, start,
                                             end - start + 1)
             black.color = (0.0, 0.0, 0.0)
             black.blend_type = "ALPHA_OVER"
