@@ -18,6 +18,7 @@ model loads (the CLI and the add-on call them first).
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from typing import Any, Callable, Sequence
 
@@ -32,12 +33,12 @@ from .zoom.geometry import footprints_for_targets, scale_footprints
 Progress = Callable[[str, int, int, "np.ndarray | None"], None]
 
 #: Settings a stack's manifest carries over to extend/regenerate (options may override the
-#: sampling ones; model, zoom and size must match).
+#: sampling ones; model, LoRA, zoom and size must match).
 _FROM_MANIFEST = ("model", "zoom", "scheduler", "steps", "guidance", "negative_prompt",
-                  "family", "upscaler", "upscale")
+                  "family", "upscaler", "upscale", "lora")
 SAMPLING_OPTIONS = ("model", "steps", "guidance", "scheduler", "negative_prompt", "device",
                     "micro_batch", "family", "upscaler", "upscale", "pixel_blend", "zoom",
-                    "width", "height")
+                    "width", "height", "lora")
 
 
 # ------------------------------------------------------------------------- provenance
@@ -46,9 +47,31 @@ def level_records(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     ones (every level made by ``generate`` with the stack's seed)."""
     prompts = list(manifest.get("prompts", []))
     records = manifest.get("levels")
-    if isinstance(records, list) and len(records) == len(prompts):
-        return [dict(r) for r in records]
-    return [{"prompt": p, "made_by": "generate", "seed": manifest.get("seed")} for p in prompts]
+    if not (isinstance(records, list) and len(records) == len(prompts)):
+        records = [{}] * len(prompts)
+    out = []
+    for prompt, record in zip(prompts, records):
+        rec = {"prompt": prompt, "made_by": "generate", "seed": manifest.get("seed")}
+        # the prompt comes from ``prompts``: a hand edit there is honoured, not reverted
+        rec.update({k: v for k, v in (record if isinstance(record, dict) else {}).items()
+                    if k != "prompt"})
+        out.append(rec)
+    return out
+
+
+def recorded_seeds(manifest: dict[str, Any]) -> set[int]:
+    """Every seed the stack records (its own and each level's)."""
+    seeds = [manifest.get("seed")] + [r.get("seed") for r in level_records(manifest)]
+    return {s for s in seeds if isinstance(s, int) and not isinstance(s, bool)}
+
+
+def new_seed(manifest: dict[str, Any]) -> int:
+    """A random seed the stack has not used: regenerating again gives a new variation."""
+    used = recorded_seeds(manifest)
+    while True:
+        seed = secrets.randbelow(2**31)
+        if seed not in used:
+            return seed
 
 
 # ------------------------------------------------------------------------- settings
@@ -57,6 +80,35 @@ def _same_model(a: str, b: str) -> bool:
         m = os.path.expanduser(str(m)).rstrip("/\\")
         return os.path.realpath(m) if os.path.exists(m) else m
     return norm(a) == norm(b)
+
+
+def _gone(recorded: str, given: str) -> bool:
+    """The stack's model (or LoRA) is not on this machine and ``given`` may stand in for it:
+    the file or folder it recorded is gone, or (a stack of an older version, which recorded a
+    relative path) it is no cached hub model either and ``given`` is a local file or folder."""
+    from .models.cache import looks_like_path, model_is_here
+
+    if model_is_here(recorded):
+        return False
+    return looks_like_path(recorded) or os.path.exists(os.path.expanduser(str(given)))
+
+
+def _check_same_model(m: dict[str, Any], options: dict[str, Any]) -> None:
+    """New levels come from the stack's model and LoRA: a different ``model`` / ``lora`` is
+    refused unless the stack's is gone from this machine (then the one given is used)."""
+    model, given = m.get("model"), options.get("model")
+    if given is not None and model and not _same_model(given, model) and not _gone(model, given):
+        raise InvalidInputError(f"this stack was made with the model {model!r}, not {given!r}: "
+                                "new levels must come from the same model")
+    if not model and not given:
+        raise InvalidInputError("the stack does not record its model: give the model")
+    lora, given = m.get("lora"), options.get("lora")
+    if given is not None and not lora:
+        raise InvalidInputError(f"this stack was made without a LoRA, not with {given!r}: new "
+                                "levels must come from the same model (omit --lora)")
+    if given is not None and not _same_model(given, lora) and not _gone(lora, given):
+        raise InvalidInputError(f"this stack was made with the LoRA {lora!r}, not {given!r}: new "
+                                "levels must come from the same model (omit --lora to keep it)")
 
 
 def stack_settings(stack: ZoomStack, prompts: Sequence[str], seed: int | None,
@@ -69,12 +121,7 @@ def stack_settings(stack: ZoomStack, prompts: Sequence[str], seed: int | None,
     if unknown:
         raise InvalidInputError(f"unknown option(s) {', '.join(sorted(unknown))}")
     options = {k: v for k, v in options.items() if v is not None}
-    model = m.get("model")
-    if options.get("model") is not None and model and not _same_model(options["model"], model):
-        raise InvalidInputError(f"this stack was made with the model {model!r}, not "
-                                f"{options['model']!r}: new levels must come from the same model")
-    if not model and not options.get("model"):
-        raise InvalidInputError("the stack does not record its model: give the model")
+    _check_same_model(m, options)
     if "zoom" in options and int(options["zoom"]) != int(m["zoom"]):
         raise InvalidInputError(f"this stack zooms by {m['zoom']}, not {options['zoom']}: "
                                 "the zoom factor must match")
@@ -87,7 +134,7 @@ def stack_settings(stack: ZoomStack, prompts: Sequence[str], seed: int | None,
     data = {k: m[k] for k in _FROM_MANIFEST if m.get(k) is not None}
     data.update({k: v for k, v in options.items() if k not in ("width", "height")})
     data.update(prompts=list(prompts), width=sample_w, height=sample_h, loop=stack.loop,
-                seed=int(seed if seed is not None else (m.get("seed") or 0) + 1))
+                seed=seed if seed is not None else (m.get("seed") or 0) + 1)
     settings = GenerateSettings.from_dict(data).validate()
     # --upscale / --upscaler must give the stack's own layer size (else the old and new levels
     # would not fit together: found here, not after the model loaded and sampled)
@@ -236,6 +283,8 @@ def check_regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[
     for i, text in enumerate(all_prompts):
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError(f"the stack's prompt of level {i} is empty: give one")
+    if seed is None:  # a new variation every time (the stack's + 1 would repeat the last one)
+        seed = new_seed(stack.manifest)
     settings = stack_settings(stack, all_prompts, seed, options)
     _check_on_grid(stack, settings)
     _check_known_levels(stack, [i for i in range(n) if i not in chosen])
@@ -266,10 +315,15 @@ def _result(stack: ZoomStack, layers: np.ndarray, records: list[dict], settings,
             footprints: Sequence[Sequence[int]] | None = None) -> ZoomStack:
     """The new stack: ``stack``'s manifest with the new levels (and ``footprints``: all of the
     new stack's, written only when one is off-centre)."""
+    from .models.cache import model_reference
+
     manifest = {k: v for k, v in stack.manifest.items()
                 if k not in ("layers", "num_levels", "created")}
     manifest.update(prompts=[r["prompt"] for r in records], levels=records,
-                    num_levels=len(records))
+                    num_levels=len(records), model=model_reference(settings.model))
+    manifest.pop("lora", None)
+    if settings.lora:  # the stack's LoRA, kept (or the one standing in for it when it was gone)
+        manifest["lora"] = model_reference(settings.lora)
     if footprints is not None:
         manifest.pop("footprints", None)
         if not _is_centred(stack, footprints):
@@ -348,7 +402,8 @@ def regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[str] |
                cancel: "threading.Event | Callable[[], bool] | None" = None,
                models=None, generate: Callable | None = None, **options) -> ZoomStack:
     """A new ZoomStack: ``levels`` re-sampled (with new ``prompts``, one per level, if given)
-    with every other level of ``stack`` known. Default seed: the stack's seed + 1."""
+    with every other level of ``stack`` known. Default seed: a random one the stack has not
+    used (recorded in the manifest's ``levels``), so regenerating again gives a new variation."""
     settings, chosen = check_regenerate(stack, levels, prompts, seed=seed, **options)
     run, cache = _runner(progress, 1, models, cancel, generate)
     layers = np.asarray(stack.layers, dtype=np.float32)
@@ -367,4 +422,4 @@ def regenerate(stack: ZoomStack, levels: Sequence[int], prompts: Sequence[str] |
 
 
 __all__ = ["check_extend", "check_regenerate", "extend", "grid_scale", "level_records",
-           "new_footprints", "regenerate", "stack_settings"]
+           "new_footprints", "new_seed", "recorded_seeds", "regenerate", "stack_settings"]

@@ -17,6 +17,7 @@ from . import __version__
 from .backends.loading import ModelCache, free_device_memory
 from .backends.schedulers import make_scheduler
 from .backends.upscale import upscale, upscale_plan
+from .models.cache import model_reference
 from .models.downloads import fetch_model
 from .models.estimate import fit_micro_batch
 from .errors import (InvalidInputError, OutOfMemoryError, P10Error, is_out_of_memory,
@@ -295,7 +296,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         "width": int(layers.shape[2]),
         "height": int(layers.shape[1]),
         "num_levels": n_levels,
-        "model": s.model,
+        "model": model_reference(s.model),  # a local path absolute: extendable from anywhere
         "family": backend.family,
         "scheduler": choice["scheduler"],
         "steps": steps,
@@ -317,7 +318,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     manifest.update(geo.manifest(int(layers.shape[1]), int(layers.shape[2]), p, out_scale,
                                  s.num_transitions))
     if s.lora:
-        manifest["lora"] = s.lora
+        manifest["lora"] = model_reference(s.lora)
     if choice["fast_model"]:
         manifest["fast_model"] = choice["fast_model"]
     return ZoomStack(layers, manifest)

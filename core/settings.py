@@ -367,6 +367,13 @@ class GenerateSettings:
             raise InvalidInputError(f"pixel blend must be a fraction from 0 to 1, got {self.pixel_blend!r}")
         family = family or self.family or family_hint(self.model)
         check_scheduler_family(self.scheduler, family)
+        models = upscaler_models(self.upscaler)
+        if self.upscale is None and models and models != ["none"]:
+            self.upscale = 4 ** len(models)  # --upscaler alone: one x4 stage per model named
+        if self.pixel_blend and family not in LATENT_FAMILIES:
+            raise InvalidInputError(
+                "pixel blend applies to latent models (Stable Diffusion, SDXL); DeepFloyd IF "
+                "samples pixels and always blends them: leave it at 0")
         if (self.upscale or 1) > 4 and family != "if":
             raise InvalidInputError(
                 f"upscale {self.upscale} is offered for DeepFloyd IF only (stage II, then the x4 "

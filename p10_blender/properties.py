@@ -5,15 +5,16 @@ Only persistent user choices live here; the running job's state is runtime-only 
 
 from __future__ import annotations
 
+import math
+
 import bpy
 from bpy.props import (BoolProperty, CollectionProperty, EnumProperty, FloatProperty,
                        FloatVectorProperty, IntProperty, PointerProperty, StringProperty)
 
 from ..core import prompts as core_prompts
 from ..core.zoom.geometry import ZOOM_FACTORS
-from ..core.settings import (DEFAULT_MODEL, DEVICES, SCHEDULER_CHOICES, SCHEDULER_INFO, SCHEDULERS,
-                             UPSCALE_FACTORS,
-                             parse_upscale)
+from ..core.settings import (DEFAULT_MODEL, DEVICES, MAX_GUIDANCE, SCHEDULER_CHOICES,
+                             SCHEDULER_INFO, SCHEDULERS, UPSCALE_FACTORS, parse_upscale)
 from .setup import compat
 
 # Custom properties linking the scenes the add-on makes to the scene holding the settings:
@@ -232,9 +233,13 @@ def apply_settings(settings, values: dict) -> list[str]:
             elif key == "upscale":
                 settings.upscale = str(parse_upscale(value) or 0)
             elif key == "guidance":
-                settings.guidance_auto = value is None
                 if value is not None:
-                    settings.guidance = float(value)
+                    number = float(value)  # "nan", "inf" parse: refused below, not imported
+                    if isinstance(value, bool) or not math.isfinite(number) \
+                            or not 0 <= number <= MAX_GUIDANCE:
+                        raise ValueError(f"guidance {value!r}")
+                    settings.guidance = number
+                settings.guidance_auto = value is None
             elif key == "lora":
                 settings.lora = value or ""
             elif key == "loop":

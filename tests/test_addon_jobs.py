@@ -141,6 +141,36 @@ def test_seconds_left_estimate():
     assert job.seconds_left() == pytest.approx(8.0, rel=0.2)
 
 
+def test_seconds_left_of_a_phase_that_resumes_or_restarts():
+    runner = jobs.JobRunner()
+    job = jobs.Job(name="t", work=None)
+    runner._apply_progress(job, ("downloading", 60, 100, None), False)  # resumed at 60 %
+    job.step_started -= 10.0  # 10 s for the next 10 steps: 30 steps left take 30 s
+    runner._apply_progress(job, ("downloading", 70, 100, None), False)
+    assert job.seconds_left() == pytest.approx(30.0, rel=0.2)
+    runner._apply_progress(job, ("sampling", 0, 10, None), False)
+    runner._apply_progress(job, ("sampling", 8, 10, None), False)
+    runner._apply_progress(job, ("sampling", 1, 10, None), False)  # the same phase starts again
+    job.step_started -= 1.0  # 1 s since it restarted, no step done yet in this run
+    assert job.seconds_left() is None
+    runner._apply_progress(job, ("sampling", 2, 10, None), False)
+    assert job.seconds_left() == pytest.approx(8.0, rel=0.2)
+
+
+def test_a_cancelled_job_whose_work_then_fails_is_cancelled():
+    # e.g. cancel during a download: the half-read stream raises a network error afterwards
+    def work(rep):
+        while not rep.cancelled():
+            time.sleep(0.01)
+        raise OSError("connection reset by peer")
+    runner = jobs.JobRunner()
+    job, _ = make_job(work)
+    runner.start(job)
+    runner.cancel()
+    runner.drive(job, timeout=10)
+    assert job.state == jobs.CANCELLED
+
+
 def test_detect_torch_build():
     none = lambda name: None  # noqa: E731
     assert dependencies.detect_torch_build("Darwin", none) == "DEFAULT"
@@ -192,3 +222,4 @@ def test_run_logged_streams_lines_and_logs(tmp_path):
     assert code == 0 and lines == ["Collecting a", "b"]
     assert "Collecting a" in log.read_text()
     assert dependencies.pip_phase("Collecting torch") == "resolving"
+

@@ -5,6 +5,7 @@ itself is covered by tests/test_extend.py and tests/test_known_levels.py)."""
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,57 @@ def test_bad_input_one_line_and_cancel_keeps_the_previous_stack(ur, tmp_path):
     assert "must hold the stack's 3 prompts" in out["res"]["lost"][1]
     assert out["calls"] == 1  # nothing ran for bad input
     assert out["state"] == "CANCELLED" and out["stacks"] == out["n_stacks"] == 1 and out["kept"]
+
+
+def test_r1_r5_r15_lora_kept_new_seed_each_regenerate_unsaved_output_and_bad_guidance(ur, tmp_path):
+    out = run_blender(script(tmp_path, '''
+        seen = []
+        def recording(settings, **kw):
+            seen.append({"lora": settings.lora, "seed": settings.seed})
+            stack = _fake_generate(settings, **kw)
+            if settings.lora:
+                stack.manifest["lora"] = settings.lora
+            return stack
+        _gen.engine = lambda: (recording, _FakeCache)
+        res = {}
+        p10.lora = "latent-consistency/lcm-lora-sdv1-5"
+        res["gen"] = run_op("generate")
+        p10.lora = ""                                   # cleared: the stack's LoRA is kept
+        p10.prompts.add().text = "a tree"
+        res["deeper"] = run_op("extend_stack", direction="DEEPER")
+        lora_kept = manifest().get("lora")
+        p10.lora = "some/other-lora"
+        p10.prompts.add().text = "a leaf"
+        res["other"] = run_op("extend_stack", direction="DEEPER")
+        p10.lora = ""
+        p10.prompt_index = 1
+        seeds = []
+        for _ in range(2):                              # pressing Regenerate twice
+            res[f"regen{len(seeds)}"] = run_op("regenerate_level")
+            seeds.append(manifest()["levels"][1]["seed"])
+        p10.seed = 77                                   # a seed typed in the panel: used once
+        for _ in range(2):
+            res[f"regen{len(seeds)}"] = run_op("regenerate_level")
+            seeds.append(manifest()["levels"][1]["seed"])
+        paths = addon().p10_blender.setup.paths
+        p10.output_dir = "//stacks"                     # an unsaved file: not the working folder
+        unsaved_root = str(paths.output_root(p10))
+        props = addon().p10_blender.properties
+        g = p10.guidance
+        ignored = [props.apply_settings(p10, {"guidance": v}) for v in ("nan", "inf", 1e9, "high")]
+        emit(res=res, seen=seen, lora_kept=lora_kept, seeds=seeds, unsaved_root=unsaved_root,
+             user_dir=str(paths.default_root()), guidance=[g, p10.guidance], ignored=ignored,
+             cwd=os.getcwd())
+    '''), ur)
+    other = out["res"].pop("other")
+    assert other[0] is None and "made with the LoRA" in other[1]
+    assert len(other[1].strip().splitlines()) == 1
+    for key, (r, err) in out["res"].items():
+        assert r == ["FINISHED"], (key, err)
+    assert [s["lora"] for s in out["seen"]] == ["latent-consistency/lcm-lora-sdv1-5"] * 6
+    assert out["lora_kept"] == "latent-consistency/lcm-lora-sdv1-5"
+    seeds = out["seeds"]
+    assert len(set(seeds)) == 4 and seeds[2] == 77 and 0 not in seeds  # a new variation each time
+    assert out["unsaved_root"] == str(Path(out["user_dir"]) / "stacks")  # ~/zoom_stacks/stacks
+    assert not out["unsaved_root"].startswith(out["cwd"] + "/stacks")
+    assert out["ignored"] == [["guidance"]] * 4 and out["guidance"][0] == out["guidance"][1]

@@ -201,3 +201,38 @@ def test_cancel_stops_every_rank_and_writes_nothing(tiny_model, tmp_path):
     assert proc.returncode != 0
     assert "nothing was written" in err, err
     _nothing_left(workers, tmp_path)
+
+
+def test_gather_keeps_uneven_shards_whole_and_in_rank_order(monkeypatch):
+    # 5 rows over 2 ranks: rank 0 has 3, rank 1 has 2 (padded to 3 for all_gather, then trimmed)
+    import torch.distributed as dist
+
+    shards = {0: torch.arange(3.0).view(3, 1) + 1, 1: torch.arange(2.0).view(2, 1) + 10}
+
+    def fake_all_gather(parts, padded):
+        for r, part in enumerate(parts):
+            part.zero_()
+            part[: shards[r].shape[0]] = shards[r]
+
+    monkeypatch.setattr(distributed, "world", lambda: (1, 2))
+    monkeypatch.setattr(dist, "all_gather", fake_all_gather)
+    out = distributed.gather_rows(shards[1], 5)
+    assert out.view(-1).tolist() == [1.0, 2.0, 3.0, 10.0, 11.0]
+
+
+@pytest.mark.parametrize("command, joins", [("generate", True), ("extend", True),
+                                            ("regenerate", True), ("video", False),
+                                            ("models", False)])
+def test_every_sampling_command_joins_the_group(monkeypatch, command, joins):
+    from core.cli import main as cli
+
+    joined = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed, "init", lambda: joined.append(True))
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    try:
+        assert cli._start_distributed(command) is (not joins)
+        assert bool(joined) is joins
+        assert cli._DISTRIBUTED.get("quiet", False) is joins  # rank 1 writes and says nothing
+    finally:
+        cli._DISTRIBUTED.clear()

@@ -173,3 +173,13 @@ def test_gpu_decode_estimate_within_25_percent_of_the_h200_measurements():
         # the traced CPU peak alone is what fell short on the GPU
         _, traced = est.activation_bytes(spec, 1, levels, px, px, 2, gpu=False)
         assert traced < decode
+
+
+def test_micro_batched_decode_counts_levels_not_guided_rows():
+    # the VAE decodes one image per level: a micro-batch of 2N UNet rows decodes N levels at once
+    spec = est.SPECS["sd"]
+    peak = lambda mb: est.peak_bytes(spec, 4, 7.5, mb, 512, 512, 2)  # noqa: E731
+    assert peak(8)[3] == peak(None)[3]            # 2N rows per call: the whole stack decodes
+    assert peak(4)[3] == peak(None)[3] and peak(2)[3] < peak(4)[3]
+    assert peak(8)[2] == peak(None)[2] > peak(4)[2]  # the UNet does see 2N rows
+    assert peak(50) == peak(None)  # a micro-batch beyond the rows runs them all at once

@@ -424,6 +424,12 @@ def test_b10_json_numbers_are_whole_numbers_everywhere(capsys, tmp_path, fake):
     ("num_levels", True, "num_levels must be a positive integer"),
     ("format_version", "1", "format_version must be a whole number"),   # B8
     ("format_version", None, "format_version must be a whole number"),  # B8
+    ("levels", [{"prompt": "level 0", "made_by": "generate", "seed": 0}],
+     "'levels' must list 2 records"),
+    ("prompts", ["level 0", 7], "the prompt of level 1 must be text, got 7"),          # R9
+    ("seed", "abc", "seed must be a whole number, got 'abc'"),                         # R9
+    ("levels", [{"seed": 1.5}, {}], "the seed of level 0 in 'levels' must be a whole"),  # R9
+    ("model", ["sd"], "model must be text"),                                          # R9
 ])
 def test_b8_b10_malformed_manifest_values_are_stack_format_errors(tmp_path, key, value, words):
     from core.stack.stack_io import read_manifest
@@ -574,6 +580,89 @@ def test_b14_corrupt_bin_checkpoint_is_reported_as_corrupt(tmp_path, damage):
     assert "\n" not in str(exc.value)
 
 
+# ------------------------------------------------ issue 26: --force, hand edits, settings
+def _real_stack(folder: Path, n: int = 2) -> None:
+    _stack(n).save(folder)
+
+
+def test_r2_force_replaces_only_a_real_stack_and_only_its_own_files(capsys, tmp_path, monkeypatch,
+                                                                    fake):
+    monkeypatch.chdir(tmp_path)
+    fake_stack = tmp_path / "w"  # mkdir w; echo '{}' > w/manifest.json; echo x > w/thesis.docx
+    fake_stack.mkdir()
+    (fake_stack / "manifest.json").write_text("{}")
+    (fake_stack / "thesis.docx").write_text("years of work")
+    other = tmp_path / "other"  # another tool's manifest, nothing else
+    other.mkdir()
+    (other / "manifest.json").write_text('{"format": "some-other-tool", "layers": []}')
+    mixed = tmp_path / "mixed"  # a real stack the user put a file and a folder into
+    _real_stack(mixed)
+    (mixed / "notes.txt").write_text("mine")
+    (mixed / "renders").mkdir()
+    for target, words in ((fake_stack, "not a zoom-stack folder"),
+                          (other, "not a zoom-stack folder"),
+                          (mixed, "holds files that are not part of its zoom stack (notes.txt, "
+                                  "renders)")):
+        code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", target, "--force",
+                            "--quiet")
+        assert code == 1 and words in _error_line(err), err
+    assert (fake_stack / "thesis.docx").read_text() == "years of work"
+    assert (mixed / "notes.txt").read_text() == "mine" and (mixed / "renders").is_dir()
+    assert (other / "manifest.json").is_file()
+    assert not fake.calls
+    own = tmp_path / "own"  # manifest, layers, preview video: replaced
+    _real_stack(own, 3)
+    (own / "preview.mp4").write_bytes(b"old video")
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", own, "--force", "--quiet")
+    assert code == 0, err
+    assert ZoomStack.load(own).layers.shape[0] == 1 and not (own / "preview.mp4").exists()
+
+
+def test_r2_force_refuses_a_stack_that_holds_the_current_folder(capsys, tmp_path, monkeypatch, fake):
+    from core.stack.publish import check_target
+
+    _real_stack(tmp_path / "s")
+    (tmp_path / "s" / "deep" / "er").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "s" / "deep" / "er")
+    for target in (tmp_path / "s", tmp_path / "s" / "deep"):
+        with pytest.raises(InvalidInputError, match="is the current folder \\(or holds it\\)"):
+            check_target(target, True)
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--out", tmp_path / "s", "--force")
+    assert code == 1 and "holds it" in _error_line(err) and not fake.calls
+    assert (tmp_path / "s" / "deep" / "er").is_dir()
+
+
+def test_r2_force_never_replaces_a_folder_that_became_foreign_during_the_run(capsys, tmp_path,
+                                                                            monkeypatch):
+    out = tmp_path / "o"
+    _real_stack(out)
+
+    def swap(settings):  # the user replaces the old stack by their own folder meanwhile
+        import shutil
+        shutil.rmtree(out)
+        out.mkdir()
+        (out / "theirs.txt").write_text("keep me")
+    monkeypatch.setattr(cli, "_load_generate", lambda: FakeGenerate(during=swap))
+    code, stdout, err = _run(capsys, "generate", "--prompt", "a", "--out", out, "--force", "--quiet")
+    assert code == 1 and "appeared during the run" in _error_line(err)
+    assert (out / "theirs.txt").read_text() == "keep me"
+    assert stdout.split() == [str(tmp_path / "o-2")]
+
+
+def test_r15_upscaler_alone_pixel_blend_for_if_are_honoured_or_refused(capsys, tmp_path, fake):
+    from core.settings import GenerateSettings
+
+    s = GenerateSettings(["a"], upscaler="stabilityai/stable-diffusion-x4-upscaler").validate()
+    assert s.upscale == 4  # --upscaler alone: its x4 stage runs (was silently ignored)
+    assert GenerateSettings(["a"], upscaler="none").validate().upscale is None
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--upscaler", "a/b,c/d", "--out",
+                        tmp_path / "o", "--quiet")
+    assert code == 1 and "upscale 16 is offered for DeepFloyd IF only" in _error_line(err)
+    code, _, err = _run(capsys, "generate", "--prompt", "a", "--model",
+                        "DeepFloyd/IF-I-XL-v1.0", "--pixel-blend", "0.3", "--out", tmp_path / "o",
+                        "--quiet")
+    assert code == 1 and "pixel blend applies to latent models" in _error_line(err)
+    assert not fake.calls and not (tmp_path / "o").exists()
 # ============================================================ issue 26, part B (R3 ... R14: docs/faults.md)
 from tests.test_models import REPO, hub, online, tiny_repo  # noqa: E402,F401 - the local hub fixtures
 

@@ -162,3 +162,68 @@ def test_known_loss_and_photo_at_a_level():
     assert (after < 0.5 * before).all()  # every level moves towards the finest photo
     assert needs_reconstruction({3: 0}, 4) and needs_reconstruction({-1: 0}, 4)
     assert not needs_reconstruction({0: 0, 1: 0}, 4) and not needs_reconstruction({}, 4)
+
+
+# ------------------------------------------------------- the pure functions, row by row
+def _consistent_images(n, p=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return render_image(torch.rand(n, 3, size, size, generator=g), p)
+
+
+def test_reconstruction_gradient_is_normalised_per_row():
+    # x̂ = z (identity denoiser), one known level (the finest): each coarser row's residual is
+    # a crop, so ∇‖r‖² / ‖r‖ = 2 r / ‖r‖ has norm exactly 2 whatever the residual's size
+    from core.zoom.known import reconstruction_gradient
+
+    images = _consistent_images(3)
+    offsets = torch.tensor([1e-3, 1.0, 30.0]).view(3, 1, 1, 1)
+    z = (images + offsets * torch.randn(images.shape, generator=torch.Generator().manual_seed(1)))
+    z = z.requires_grad_(True)
+    grad = reconstruction_gradient(z, z, torch.arange(3), {2: images[2]}, 2)
+    norms = grad.flatten(1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.full((3,), 2.0), atol=1e-3, rtol=1e-3)
+    z2 = images.clone().requires_grad_(True)  # rows that already agree get no push
+    assert float(reconstruction_gradient(z2, z2, torch.arange(3), {2: images[2]}, 2).abs().max()) == 0
+
+
+def test_regenerating_a_middle_level_uses_reconstruction_guidance():
+    images = _consistent_images(3)
+    seen = []
+
+    def denoiser(z, t, levels):
+        seen.append((sorted(levels.tolist()), z.requires_grad))
+        return z * 0.5
+
+    def sample(known):
+        seen.clear()
+        sample_zoom_stack(denoiser, DDPM, num_levels=3, zoom=2, shape=SHAPE,
+                          num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                          known=known)
+        return any(grad for _, grad in seen)
+
+    assert needs_reconstruction([0, 2], 3) and needs_reconstruction([2], 3)
+    assert sample({0: images[0], 2: images[2]})  # level 1 is coarser than level 2: gradient
+    assert sample({1: images[1]})                # zooming out of the middle
+    assert not needs_reconstruction([0, 1], 3) and not sample({0: images[0]})  # zoom in: x̂ loss
+
+
+def test_known_images_at_the_deepest_aligned_distance_must_agree():
+    from core.zoom.geometry import max_observation_depth
+
+    depth = max_observation_depth(32, 32, 2)
+    images = _consistent_images(depth + 1)
+    check_known({0: images[0], depth: images[depth]}, depth + 1, SHAPE, 2)  # they agree
+    bad = images[depth].clone()
+    bad[:, :16] = 1 - bad[:, :16]
+    with pytest.raises(InvalidInputError, match=f"levels 0 and {depth} disagree"):
+        check_known({0: images[0], depth: bad}, depth + 1, SHAPE, 2)
+
+
+def test_make_consistent_makes_three_encoded_levels_agree_exactly():
+    images = _consistent_images(3)
+    g = torch.Generator().manual_seed(2)
+    noisy = {k: images[k] + 0.01 * torch.randn(images[k].shape, generator=g) for k in range(3)}
+    fixed = make_consistent(noisy, 2)
+    torch.testing.assert_close(fixed[2], noisy[2], atol=0, rtol=0)  # the finest is kept
+    for k in (0, 1):
+        assert float((crop_centre(fixed[k], 2) - downsample(fixed[k + 1], 2)).abs().max()) < 1e-6

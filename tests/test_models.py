@@ -155,7 +155,13 @@ def test_cancel_keeps_partial_and_next_download_resumes(online, hub):
     assert models.cached_snapshot(REPO) is None
     kept = parts[0].stat().st_size
     n, m = len(hub.requests), len(hub.responses)
-    downloads.download(REPO)
+    seen = []
+    downloads.download(REPO, progress=lambda done, total, speed: seen.append((done, total)))
+    # the progress counts what was kept: it starts at the files already complete and ends
+    # exactly at the total (a resumed file's kept bytes included), never beyond it
+    total = seen[-1][1]
+    assert seen[-1][0] == total and all(d <= t == total for d, t in seen)
+    assert seen[0][0] == total - size  # every file but the unet was complete
     ranges = [r for meth, p, r in hub.requests[n:] if meth == "GET" and p.endswith(unet)]
     assert ranges == [f"bytes={kept}-"]  # resumed where it stopped
     assert hub.responses[m:] == [(unet, kept, size - kept)]  # only the rest crossed the wire

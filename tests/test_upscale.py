@@ -408,6 +408,56 @@ def test_pixel_space_blending_option(tiny, cache):
     assert inconsistency(done.layers) < 1e-5
 
 
+class _RecordingStage:
+    """An SR stage without a model: an estimate that differs per level (so the blended layers
+    are not zoom-consistent), and a decode that records what it is given."""
+
+    default_steps, guidance, device, dtype = 5, 1.0, torch.device("cpu"), torch.float32
+    tile_size, tile_overlap, factor = 64, 8, 4
+    scheduler_config = {"num_train_timesteps": 1000, "beta_schedule": "linear",
+                        "beta_start": 0.0001, "beta_end": 0.02}
+
+    def __init__(self):
+        self.decoded = []
+
+    def conditioning(self, prompts, negative_prompt, cond):
+        return None
+
+    def prepare(self, images, zoom, generator, footprints=None, loop=False):
+        pass
+
+    def sample_shape(self, h, w):
+        return (3, 4 * h, 4 * w)
+
+    def make_denoiser(self, cond, guidance, micro):
+        def denoiser(z, t, levels):
+            g = torch.Generator().manual_seed(int(t))
+            return torch.rand(z.shape, generator=g) + levels.view(-1, 1, 1, 1).to(z)
+        return denoiser
+
+    def decode(self, x, micro):
+        self.decoded.append(x.clone())
+        return x.clamp(0, 1)
+
+
+def test_sr_stage_decodes_the_rendered_images_for_its_own_step_count(monkeypatch):
+    import core.backends.upscale as up
+
+    stage = _RecordingStage()
+    monkeypatch.setattr(up, "load_stage", lambda backend, kind, source: stage)
+    monkeypatch.setattr(up, "fetch_model", lambda source, report, cancel: None)
+    phases = []
+    up.upscale(None, torch.rand(3, 3, 8, 8), None, PROMPTS, "", [("x4", "fake/x4")], zoom=2,
+               scheduler="ddim", steps=12, seed=0, micro_batch=1,
+               progress=lambda phase, step, total: phases.append((phase, step, total)))
+    [x] = stage.decoded
+    assert x.shape == (3, 3, 32, 32)
+    # what the decoder is given is zoom-consistent: the rendered images, not the blended layers
+    assert float((crop_centre(x[:-1], 2) - downsample(x[1:], 2)).abs().max()) < 1e-5
+    sr = [(s, t) for p, s, t in phases if p == "super-resolution"]
+    assert sr[-1] == (5, 5) and {t for _, t in sr} == {5}  # min(12, the stage's 5) steps
+
+
 def test_sr_stages_sample_with_the_footprints_times_four_on_a_loop(tiny, cache, monkeypatch):
     """Off-centre footprints on a loop through both IF stages: each stage samples with them in
     its own sample pixels (IF-II: 8 -> 32 px, x4: latents at its 32 px input) and its sampled

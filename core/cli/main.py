@@ -9,6 +9,7 @@ complete (core.publish). Every fault and what the user sees: docs/faults.md.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -365,9 +366,11 @@ SAMPLING_COMMANDS = ("generate", "extend", "regenerate")
 def _start_distributed(command: str) -> bool:
     """Join torchrun's process group for a sampling command; True when this is rank 0 (or
     there is no group). Ranks other than 0 then print nothing and write nothing."""
+    if command not in SAMPLING_COMMANDS or os.environ.get("WORLD_SIZE", "1").strip() in ("", "1"):
+        return True  # not under torchrun: import no torch (``--dry-run`` stays torch-free)
     from ..backends import distributed
 
-    if command not in SAMPLING_COMMANDS or not distributed.requested():
+    if not distributed.requested():
         return True
     distributed.init()
     main = distributed.is_main()
@@ -462,8 +465,26 @@ def _stack_options(args: argparse.Namespace) -> dict:
     if args.size is not None:
         args.width = args.height = args.size
     keys = ("zoom", "model", "steps", "guidance", "width", "height", "scheduler", "negative_prompt",
-            "device", "micro_batch", "family", "upscaler", "upscale", "pixel_blend")
+            "device", "micro_batch", "family", "upscaler", "upscale", "pixel_blend", "lora")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+
+
+def _file_options(data: dict, source: str, stack) -> dict:
+    """A prompt file's settings as extend options (the command line's win): the sampling ones
+    and the seed are used, model / zoom / size checked against the stack's, ``targets`` go
+    with the new levels; a setting that cannot apply to new levels (a photo, another loop) is
+    refused rather than silently dropped."""
+    from ..extend import SAMPLING_OPTIONS
+
+    if "loop" in data and bool(data["loop"]) != bool(stack.loop):
+        raise UsageError(f"the prompt file {source} sets loop {data['loop']!r}; the stack's is "
+                         f"{bool(stack.loop)} and extend keeps it")
+    usable = set(SAMPLING_OPTIONS) | {"seed", "targets", "loop"}
+    foreign = sorted(str(k) for k in data if k not in usable)
+    if foreign:
+        raise UsageError(f"the prompt file {source} sets {', '.join(foreign)}, which extend cannot "
+                         "use; remove it or give the prompts with --prompt")
+    return {k: v for k, v in data.items() if v is not None and k not in ("targets", "loop")}
 
 
 def _stack_bytes(stack, levels: int) -> int:
@@ -477,15 +498,19 @@ def _cmd_extend(args: argparse.Namespace) -> int:
 
     if args.prompt and args.prompts:
         raise UsageError("give prompts either with --prompt (repeated) or with --prompts FILE, not both")
-    file_settings = {}
+    file_settings: dict = {}
+    options: dict = {}
+    stack = ZoomStack.load(Path(args.stack).expanduser())
     if args.prompts:
         prompts, file_settings = _read_prompts_source(args.prompts)
+        options = _file_options(file_settings, args.prompts, stack)
     else:
         prompts = list(args.prompt or [])
-    stack = ZoomStack.load(Path(args.stack).expanduser())
-    kw = dict(outward=args.outward, overlap=args.overlap, window=args.window, seed=args.seed,
-              targets=targets_from_args(args, file_settings.get("targets")),
-              **_stack_options(args))
+    options.update(_stack_options(args))
+    seed = args.seed if args.seed is not None else options.pop("seed", None)
+    options.pop("seed", None)
+    kw = dict(outward=args.outward, overlap=args.overlap, window=args.window, seed=seed,
+              targets=targets_from_args(args, file_settings.get("targets")), **options)
     check_extend(stack, prompts, **kw)  # everything that can fail before a model loads
     return _run_and_publish(
         args, _stack_bytes(stack, len(stack.layers) + len(prompts)), stack.layers.shape[1:3],

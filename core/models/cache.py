@@ -374,6 +374,33 @@ def cached_snapshot(repo_id: str, cache: str | None = None) -> str | None:
     return snap if snap and not missing_files(snap) and not corrupt_files(snap) else None
 
 
+def model_reference(model: str) -> str:
+    """What a manifest records for ``model`` (or a LoRA): the absolute path of a local file or
+    folder, so the stack can be extended from any working folder; a hub id unchanged."""
+    path = os.path.expanduser(str(model).strip())
+    return os.path.abspath(path) if path and os.path.exists(path) else model
+
+
+def looks_like_path(model: str) -> bool:
+    """``model`` names a file or folder, not a hub id (``owner/name``)."""
+    m = os.path.expanduser(str(model).strip())
+    return (os.path.isabs(m) or m.startswith((".", "~")) or "\\" in m or m.count("/") > 1
+            or m.lower().endswith((*CHECKPOINT_SUFFIXES, ".bin", ".pt", ".pth")))
+
+
+def model_is_here(model: str) -> bool:
+    """``model`` can be loaded without the network: an existing file or folder, or a complete
+    snapshot of the hub id in the cache."""
+    if os.path.exists(os.path.expanduser(str(model).strip())):
+        return True
+    if looks_like_path(model) or str(model).count("/") != 1:
+        return False
+    try:
+        return cached_snapshot(str(model).strip()) is not None
+    except (OSError, ValueError):
+        return False
+
+
 # ----------------------------------------------------------------------------------- remove
 def remove(repo_id: str, cache: str | None = None) -> int:
     """Delete a model from the hub cache (every revision, partial downloads too); bytes freed."""

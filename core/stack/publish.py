@@ -12,6 +12,7 @@ Stdlib only: the add-on checks its output folder with it before torch is install
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -19,7 +20,11 @@ from pathlib import Path
 
 from ..errors import InvalidInputError
 
-MANIFEST = "manifest.json"  # a folder holding one is a zoom stack (core.stack_io.MANIFEST)
+MANIFEST = "manifest.json"  # a zoom stack's manifest (core.stack.stack_io.MANIFEST)
+STACK_FORMAT = "p10-zoom-stack"  # its "format" field (core.stack.stack_io.FORMAT)
+#: What a zoom-stack folder holds besides its manifest and the layers it lists: its preview
+#: video, and the files a file manager leaves. ``--force`` replaces nothing else.
+STACK_OWN_FILES = ("preview.mp4", ".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 # ----------------------------------------------------------------------------- hidden siblings
@@ -161,11 +166,27 @@ def _bytes(n: int) -> str:
             return f"{n:.1f} {unit}"
 
 
+def foreign_entries(path: Path) -> list[str] | None:
+    """The entries of folder ``path`` that are not a zoom stack's own files, or None when it is
+    not a zoom stack at all (no manifest.json of the stack format listing its layers)."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        entries = sorted(os.listdir(path))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != STACK_FORMAT \
+            or not isinstance(manifest.get("layers"), list):
+        return None
+    own = {MANIFEST, *STACK_OWN_FILES, *(n for n in manifest["layers"] if isinstance(n, str))}
+    return [e for e in entries if e not in own or (path / e).is_symlink() or not (path / e).is_file()]
+
+
 def is_replaceable(path: Path) -> bool:
-    """What ``--force`` may replace: a zoom-stack folder (it has a manifest) or an empty folder."""
+    """What ``--force`` may replace: an empty folder, or a zoom-stack folder (its manifest has
+    the stack format) holding nothing but its own files (manifest, layers, preview video)."""
     if path.is_symlink() or not path.is_dir():
         return False
-    return (path / MANIFEST).is_file() or not any(path.iterdir())
+    return not any(path.iterdir()) or foreign_entries(path) == []
 
 
 def _unremovable(folder: Path) -> Path | None:
@@ -196,8 +217,14 @@ def check_target(target: Path, replace: bool) -> None:
         raise InvalidInputError(f"{target} exists and is not a folder; --force replaces only a "
                                 "zoom-stack folder")
     if not is_replaceable(target):
-        raise InvalidInputError(f"{target} is not a zoom-stack folder (no {MANIFEST}) and not "
-                                "empty; --force replaces only a zoom stack")
+        foreign = foreign_entries(target)
+        if foreign is None:
+            raise InvalidInputError(f"{target} is not a zoom-stack folder (no {MANIFEST} of a "
+                                    "zoom stack) and not empty; --force replaces only a zoom stack")
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise InvalidInputError(f"{target} holds files that are not part of its zoom stack "
+                                f"({', '.join(foreign[:3])}{more}); --force replaces only a "
+                                "stack's own files: move them or choose another output folder")
     locked = _unremovable(target)
     if locked is not None:  # replacing it would leave a hidden full copy that cannot be deleted
         raise InvalidInputError(f"{target} cannot be replaced: {locked} is read-only (make it "
@@ -278,5 +305,6 @@ class StagedFolder:
             self.discard()
 
 
-__all__ = ["StagedFolder", "check_output_location", "check_target", "is_replaceable",
-           "make_hidden_dir", "make_hidden_file", "publish_dir", "rename_noreplace"]
+__all__ = ["STACK_FORMAT", "StagedFolder", "check_output_location", "check_target",
+           "foreign_entries", "is_replaceable", "make_hidden_dir", "make_hidden_file",
+           "publish_dir", "rename_noreplace"]

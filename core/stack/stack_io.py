@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import StackFormatError
 from ..zoom.geometry import centred_footprint, check_size, check_zoom
-from .publish import make_hidden_dir, publish_dir
+from .publish import STACK_FORMAT, make_hidden_dir, publish_dir
 
 if TYPE_CHECKING:
     import numpy as np
 
-FORMAT = "p10-zoom-stack"
+FORMAT = STACK_FORMAT  # "p10-zoom-stack"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REQUIRED_KEYS = ("format", "format_version", "prompts", "zoom", "width", "height",
@@ -98,6 +98,7 @@ def validate_geometry(manifest: dict[str, Any], where: Path) -> None:
     if records is not None and (not isinstance(records, list) or len(records) != n
                                 or not all(isinstance(r, dict) for r in records)):
         raise StackFormatError(f"{where}: 'levels' must list {n} records, one per level")
+    _validate_provenance(manifest, where)
     if any(not isinstance(name, str) or "/" in name or "\\" in name or name.startswith(".")
            for name in manifest["layers"]):
         raise StackFormatError(f"{where}: layer names must be plain file names")
@@ -137,6 +138,33 @@ def validate_footprints(manifest: dict[str, Any], where: Path) -> None:
             raise StackFormatError(
                 f"{where}: {name} = {entry} puts the {w // p}x{h // p} region outside the "
                 f"{w}x{h} frame (left 0..{w - w // p}, top 0..{h - h // p})")
+
+
+def _whole_or_none(value) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _validate_provenance(manifest: dict[str, Any], where: Path) -> None:
+    """Prompts are text; seeds whole numbers (or null); each level record an object whose
+    fields have those types: a hand edit that breaks them is one line, not a TypeError later."""
+    for i, text in enumerate(manifest["prompts"]):
+        if not isinstance(text, str):
+            raise StackFormatError(f"{where}: the prompt of level {i} must be text, got {text!r}")
+    for key in ("seed", "sample_width", "sample_height"):
+        if not _whole_or_none(manifest.get(key)):
+            raise StackFormatError(f"{where}: {key} must be a whole number, got "
+                                   f"{manifest[key]!r}")
+    for key in ("model", "lora", "scheduler", "negative_prompt", "family", "upscaler"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            raise StackFormatError(f"{where}: {key} must be text, got {manifest[key]!r}")
+    for i, record in enumerate(manifest.get("levels") or []):
+        if not _whole_or_none(record.get("seed")):
+            raise StackFormatError(f"{where}: the seed of level {i} in 'levels' must be a whole "
+                                   f"number, got {record['seed']!r}")
+        for key in ("prompt", "made_by"):
+            if record.get(key) is not None and not isinstance(record[key], str):
+                raise StackFormatError(f"{where}: the {key} of level {i} in 'levels' must be "
+                                       f"text, got {record[key]!r}")
 
 
 @dataclass

@@ -8,6 +8,7 @@ torch is imported there, when the first job starts, never at add-on enable.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import re
 import time
 from pathlib import Path

@@ -54,9 +54,14 @@ def _options(p10, stack) -> dict:
                "guidance": None if p10.guidance_auto else float(p10.guidance),
                "scheduler": p10.scheduler, "negative_prompt": p10.negative_prompt,
                "steps": p10.steps or None,
-               "micro_batch": int(getattr(p10, "micro_batch", 0) or 0) or None}
-    # the panel's seed if it was changed since the stack was made; else the stack's + 1
-    seed = int(p10.seed) if int(p10.seed) != stack.manifest.get("seed") else None
+               "micro_batch": int(getattr(p10, "micro_batch", 0) or 0) or None,
+               # empty: the stack's LoRA is kept; another one is refused (core.extend)
+               "lora": p10.lora.strip() or None}
+    from ...core.extend import recorded_seeds
+
+    # the panel's seed if the stack has not used it yet; else extend takes the stack's + 1 and
+    # regenerate a new random seed (pressing Regenerate again gives a new variation)
+    seed = int(p10.seed) if int(p10.seed) not in recorded_seeds(stack.manifest) else None
     return options, seed
 
 
