@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core.zoom.sampler as sampler_mod  # noqa: E402
 from core.zoom.analytic import (  # noqa: E402
-    SCENE_PRIORS, GaussianFieldDenoiser, MixtureDenoiser, detail_energy, nearest_scene_error,
+    SCENE_PRIORS, FlowMatchingDenoiser, GaussianFieldDenoiser, MixtureDenoiser, detail_energy,
+    nearest_scene_error,
     seam_ratio,
 )
 from core.backends.schedulers import make_scheduler  # noqa: E402
@@ -46,6 +47,10 @@ from core.zoom.zoom_stack import downsample  # noqa: E402
 
 TRAIN = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001,
          "beta_end": 0.02, "clip_sample": False}
+#: Rectified-flow samplers (SD3, FLUX) run on the same priors on the flow path
+#: z_σ = (1−σ) x0 + σ ε (``FlowMatchingDenoiser``), with SD3's shift.
+FLOW_TRAIN = {"num_train_timesteps": 1000, "shift": 3.0}
+FLOW_SAMPLERS = "flow-euler:28;flow-renoise:28"
 SETUPS = {  # (prior, zoom) -> levels, shape
     ("mixture", 2): dict(num_levels=4, shape=(3, 32, 32)),
     ("mixture", 4): dict(num_levels=3, shape=(3, 64, 64)),  # 64 px: the 1/16 overlap must tell scenes apart
@@ -69,8 +74,9 @@ def parse_samplers(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and its standard error (sample std / √n)."""
+def mean_se(values) -> tuple[float, float]:
+    """Mean and its standard error over seeds."""
+    values = [float(v) for v in values]
     se = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
     return statistics.fmean(values), se
 
@@ -94,22 +100,25 @@ def run_setup(prior: str, zoom: int, samplers, seeds: int, first_seed: int = 0) 
     rows = []
     for name, steps in samplers:
         start = time.perf_counter()
-        images = [sample_zoom_stack(denoiser, make_scheduler(name, TRAIN), zoom=zoom,
+        flow = name.startswith("flow")
+        images = [sample_zoom_stack(FlowMatchingDenoiser(denoiser) if flow else denoiser,
+                                    make_scheduler(name, FLOW_TRAIN if flow else TRAIN), zoom=zoom,
                                     num_inference_steps=steps,
                                     generator=torch.Generator().manual_seed(s), **setup).images
                   for s in range(first_seed, first_seed + seeds)]
         row = {"sampler": name, "steps": steps, "evaluations_per_level": steps}
         if prior.startswith("mixture"):
             errors = [nearest_scene_error(x, scenes)[0] for x in images]
-            rate, se = mean_se([float(e < SUCCESS_RMSE) for e in errors])
-            row["success_rate"], row["success_se"] = round(rate, 3), round(se, 3)
+            rate, rate_se = mean_se(e < SUCCESS_RMSE for e in errors)
+            row["success_rate"], row["success_se"] = round(rate, 3), round(rate_se, 3)
             row["rmse"] = round(statistics.fmean(errors), 4)
         else:
-            detail, detail_se = mean_se([detail_energy(x) / ref_detail for x in images])
-            low, low_se = mean_se([low_rms(x) / ref_low for x in images])
-            row["detail_vs_prior"], row["detail_se"] = round(detail, 3), round(detail_se, 3)
-            row["low_freq_rms_vs_prior"], row["low_freq_se"] = round(low, 3), round(low_se, 3)
-            row["seam_ratio"] = round(statistics.fmean(seam_ratio(x, zoom) for x in images), 3)
+            for key, values, ref in (
+                    ("detail_vs_prior", map(detail_energy, images), ref_detail),
+                    ("low_freq_rms_vs_prior", map(low_rms, images), ref_low),
+                    ("seam_ratio", (seam_ratio(x, zoom) for x in images), 1.0)):
+                mean, se = mean_se(v / ref for v in values)
+                row[key], row[key.replace("_vs_prior", "") + "_se"] = round(mean, 3), round(se, 3)
         row["seconds"] = round(time.perf_counter() - start, 2)
         rows.append(row)
         print(json.dumps({"prior": prior, "zoom": zoom, **row}), file=sys.stderr, flush=True)
@@ -121,7 +130,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=24)
     parser.add_argument("--priors", default="mixture,gaussian")
     parser.add_argument("--zooms", default="2,4")
-    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS)
+    parser.add_argument("--samplers", default=DEFAULT_SAMPLERS,
+                        help=f"name:steps,...;... (flow samplers: {FLOW_SAMPLERS})")
     parser.add_argument("--out", default=None)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--renoise-spacing", default=sampler_mod.RENOISE_SPACING,
@@ -131,7 +141,8 @@ def main() -> None:
     sampler_mod.RENOISE_SPACING = args.renoise_spacing
     samplers = parse_samplers(args.samplers)
     result = {"seeds": args.seeds, "first_seed": args.first_seed,
-              "renoise_spacing": args.renoise_spacing, "train_schedule": TRAIN, "success_rmse": SUCCESS_RMSE,
+              "renoise_spacing": args.renoise_spacing, "train_schedule": TRAIN,
+              "flow_schedule": FLOW_TRAIN, "success_rmse": SUCCESS_RMSE,
               "setups": {}}
     for prior in args.priors.split(","):
         for zoom in map(int, args.zooms.split(",")):

@@ -27,7 +27,7 @@ from .models.fast_models import LCM_EMBEDDED_GUIDANCE
 from .zoom.geometry import (centred_footprint, check_footprints, footprints_for_targets,
                             scale_footprints)
 from .zoom.sampler import sample_zoom_stack
-from .settings import DEFAULT_SCHEDULER, SCHEDULERS, GenerateSettings
+from .settings import DEFAULT_SCHEDULER, FLOW_SCHEDULERS, SCHEDULERS, GenerateSettings
 from .stack.stack_io import ZoomStack, centred_footprints
 from .zoom.zoom_stack import SR_BLEND, blend_coarse, render_image, sr_blend_method
 
@@ -194,8 +194,8 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     # scheduler/steps/guidance: explicit settings, else the few-step model's, else the family's
     choice = s.resolved(backend.family, backend.scheduler_config.get("_class_name", ""))
     steps = choice["steps"]
-    scheduler = make_scheduler(choice["scheduler"],
-                               {**backend.scheduler_config, **choice["scheduler_config"]})
+    scheduler = make_scheduler(choice["scheduler"], {**backend.sampling_config(height, width),
+                                                     **choice["scheduler_config"]})
     train_steps = int(scheduler.config.get("num_train_timesteps", steps))
     if steps > train_steps:  # settings allow MAX_STEPS; this model's schedule may be shorter
         raise InvalidInputError(f"steps {steps} exceed this model's {train_steps}-step schedule")
@@ -255,8 +255,10 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     if plan:  # ×4 stages, each sampled jointly across the levels (Backend.upscale)
         # the SR models are not few-step models: the renoise sampler is for distilled ones
         sr_scheduler, sr_steps = choice["scheduler"], steps
-        if sr_scheduler == "lcm":
+        if sr_scheduler == "lcm" or sr_scheduler in FLOW_SCHEDULERS:
+            # the ×4 stages are DDPM-trained UNets: the diffusion families' default sampler
             sr_scheduler = DEFAULT_SCHEDULER.get(backend.family, "ddpm")
+            sr_scheduler = DEFAULT_SCHEDULER["sd"] if sr_scheduler in FLOW_SCHEDULERS else sr_scheduler
             sr_steps = SCHEDULERS[sr_scheduler]
         pixels = upscale(backend, pixels, cond, list(s.prompts), s.negative_prompt, plan, zoom=p,
                                  scheduler=sr_scheduler, steps=sr_steps, seed=s.seed,

@@ -12,8 +12,10 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InvalidInputError
-from .models.families import (FAMILIES, LATENT_FAMILIES, NATIVE_SIZE, PIPELINE_CLASSES,
-                              VAE_SCALE, family_hint, pipeline_class, upscale_factor)
+from .models.families import (FAMILIES, FLOW_FAMILIES, LATENT_FAMILIES, NATIVE_SIZE,
+                              PIPELINE_CLASSES, VAE_SCALE, family_hint, pipeline_class,
+                              upscale_factor)
+from .models.fast_models import FLOW_DEFAULT_SCHEDULER
 from .zoom.geometry import check_zoom
 
 #: A Stable Diffusion 2.1-base-class model: 512 px, epsilon prediction, 865M-parameter UNet.
@@ -24,13 +26,17 @@ DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 #: with Imagen); "sde-dpmsolver++" is the stochastic DPM-Solver++(2M) with zoom-consistent
 #: noise; "lcm" the renoise (consistency) sampler of LCM / LCM-LoRA / Turbo models.
 SCHEDULERS: dict[str, int] = {"ddpm": 100, "ddim": 50, "dpmsolver++": 25, "euler": 30,
-                              "sde-dpmsolver++": 20, "lcm": 8}
+                              "sde-dpmsolver++": 20, "lcm": 8, "flow-euler": 28,
+                              "flow-renoise": 28}
+#: Samplers of rectified-flow models (SD3, FLUX: ``FLOW_FAMILIES``), and only of those.
+FLOW_SCHEDULERS = ("flow-euler", "flow-renoise")
 #: "auto": the family's default below, or the few-step model's (core.models.fast_models).
 SCHEDULER_CHOICES = ("auto", *SCHEDULERS)
 #: Scheduler per model family when the settings say "auto": the best success at the fewest
 #: model evaluations on the analytic priors (benchmarks/samplers.py, docs/sampler.md).
 DEFAULT_SCHEDULER: dict[str, str] = {"sd": "sde-dpmsolver++", "sdxl": "sde-dpmsolver++",
-                                     "if": "sde-dpmsolver++"}
+                                     "if": "sde-dpmsolver++", "sd3": FLOW_DEFAULT_SCHEDULER,
+                                     "flux": FLOW_DEFAULT_SCHEDULER}
 #: One line per scheduler, for menus (keys as SCHEDULER_CHOICES; the add-on's enum is built
 #: from this).
 SCHEDULER_INFO: dict[str, tuple[str, str]] = {
@@ -42,6 +48,9 @@ SCHEDULER_INFO: dict[str, tuple[str, str]] = {
     "sde-dpmsolver++": ("SDE DPM-Solver++", "Stochastic multistep solver with zoom-consistent "
                         "noise: keeps levels together at few steps"),
     "lcm": ("LCM", "Few-step renoise sampler for LCM, LCM-LoRA and Turbo models"),
+    "flow-euler": ("Flow Euler", "SD3/FLUX: deterministic Euler on the rectified flow"),
+    "flow-renoise": ("Flow Renoise", "SD3/FLUX: x̂ re-noised with zoom-consistent noise each "
+                     "step: keeps levels together"),
 }
 
 #: Devices by name -> (label, description); validate() also accepts "cuda:<index>".
@@ -135,6 +144,15 @@ def check_memory(settings: "GenerateSettings", family: str) -> None:
             "smaller size")
 
 
+def check_scheduler_family(scheduler: str, family: str) -> None:
+    """Rectified-flow families take the flow samplers only, the others every other sampler."""
+    if scheduler == "auto" or (scheduler in FLOW_SCHEDULERS) == (family in FLOW_FAMILIES):
+        return
+    if family in FLOW_FAMILIES:
+        raise InvalidInputError(f"scheduler {scheduler!r} does not fit a rectified-flow model "
+                                f"(SD3, FLUX): use auto, {' or '.join(FLOW_SCHEDULERS)}")
+    raise InvalidInputError(f"scheduler {scheduler!r} is for rectified-flow models (SD3, FLUX) "
+                            "only: choose another, or auto")
 #: Largest photo accepted, in pixels (Pillow's own decompression-bomb warning threshold, ~89
 #: megapixels): it is decoded whole, in memory, before being resized to the stack's size.
 MAX_PHOTO_PIXELS = 89_478_485
@@ -244,7 +262,8 @@ class GenerateSettings:
     DeepFloyd/IF-II-L-v1.0 then stabilityai/stable-diffusion-x4-upscaler for IF, the x4
     upscaler for SD/SDXL; "none": no upscaling). ``pixel_blend``: blend in pixel space
     (decode -> blend -> encode) for timesteps t < pixel_blend · T (0: latents only).
-    ``family``: force the model family ("sd", "sdxl", "if") when it cannot be detected,
+    ``family``: force the model family ("sd", "sdxl", "if", "sd3", "flux") when it cannot be
+    detected,
     e.g. for a .ckpt file.
     ``photo_level``: the level the photo shows exactly (0 = outermost: zoom into the photo,
     -1 = finest: zoom out of it; docs/sampler.md, "Known levels").
@@ -347,6 +366,7 @@ class GenerateSettings:
                 or not 0 <= self.pixel_blend <= 1:
             raise InvalidInputError(f"pixel blend must be a fraction from 0 to 1, got {self.pixel_blend!r}")
         family = family or self.family or family_hint(self.model)
+        check_scheduler_family(self.scheduler, family)
         models = upscaler_models(self.upscaler)
         if self.upscale is None and models and models != ["none"]:
             self.upscale = 4 ** len(models)  # --upscaler alone: one x4 stage per model named
@@ -429,10 +449,10 @@ class GenerateSettings:
         """The sampler this run uses: {"scheduler", "steps", "guidance", "fast_model",
         "scheduler_config"}. Explicit settings win; "auto"/None take the few-step model's
         defaults (LCM, LCM-LoRA, Turbo: core.models.fast_models) or the family's."""
-        from .models.fast_models import DEFAULT_GUIDANCE, detect_fast_model
+        from .models.fast_models import DEFAULT_GUIDANCE, FAMILY_GUIDANCE, detect_fast_model
 
-        fast = detect_fast_model(self.model, self.lora, scheduler_class)
         family = family or self.family or family_hint(self.model)
+        fast = detect_fast_model(self.model, self.lora, scheduler_class, family)
         scheduler = self.scheduler
         if scheduler == "auto":
             scheduler = fast.scheduler if fast else DEFAULT_SCHEDULER.get(family, "ddpm")
@@ -440,7 +460,7 @@ class GenerateSettings:
         steps = self.steps if self.steps is not None else (
             fast.steps if on_profile else SCHEDULERS[scheduler])
         guidance = self.guidance if self.guidance is not None else (
-            fast.guidance if fast else DEFAULT_GUIDANCE)
+            fast.guidance if fast else FAMILY_GUIDANCE.get(family, DEFAULT_GUIDANCE))
         return {"scheduler": scheduler, "steps": steps, "guidance": float(guidance),
                 "fast_model": fast.name if fast else None,
                 "scheduler_config": dict(fast.scheduler_config) if on_profile else {}}
@@ -474,8 +494,37 @@ class GenerateSettings:
         return cls(**known, extra=extra)
 
 
+def model_facts(model: str) -> str:
+    """One line for a model menu's tooltip: family, size, download, memory, steps, guidance,
+    licence (the reference numbers of its family; torch-free, nothing downloaded)."""
+    from .models.estimate import GB, download_bytes, model_spec, weights_bytes
+    from .models.families import FAMILY_TITLES, SUGGESTED_MODELS
+
+    try:
+        family = family_hint(model)
+    except Exception:  # noqa: BLE001 - an unsupported folder: no facts
+        return ""
+    spec = model_spec(model, family)
+    choice = GenerateSettings(prompts=["a"], model=model).resolved(family)
+    gib = lambda n: f"{n / GB:.0f} GB"  # noqa: E731
+    parts = [f"{FAMILY_TITLES.get(family, family)}: {spec.unet_params / 1e9:.1f}B-parameter "
+             f"{'transformer' if spec.transformer else 'UNet'}"]
+    if spec.transformer:
+        parts.append(f"about {gib(download_bytes(spec))} download")
+        parts.append(f"GPU: {gib(weights_bytes(spec, 2))} bf16 weights "
+                     f"({gib(weights_bytes(spec, 2, fp8=True))} in fp8 on Ada/Hopper) "
+                     f"+ {gib(spec.encoder_params * 2)} text encoders while encoding")
+    guidance = "no guidance" if choice["guidance"] <= 1 else (
+        f"guidance {choice['guidance']:g}" + (" (embedded)" if family == "flux" else ""))
+    parts.append(f"{choice['steps']} steps, {guidance}")
+    if SUGGESTED_MODELS.get(model):
+        parts.append("gated: accept its licence on huggingface.co")
+    return "; ".join(parts)
+
+
 __all__ = [
-    "DEFAULT_MODEL", "DEFAULT_SCHEDULER", "DEVICES", "FAMILIES", "GenerateSettings", "LATENT_FAMILIES", "MAX_GUIDANCE",
+    "DEFAULT_MODEL", "DEFAULT_SCHEDULER", "DEVICES", "FAMILIES", "FLOW_FAMILIES", "FLOW_SCHEDULERS",
+    "check_scheduler_family", "model_facts", "GenerateSettings", "LATENT_FAMILIES", "MAX_GUIDANCE",
     "MAX_SEED", "MAX_SIZE_FACTOR", "MAX_STEPS", "NATIVE_SIZE", "PIPELINE_CLASSES",
     "SCHEDULER_CHOICES", "SCHEDULER_INFO",
     "SCHEDULERS", "UPSCALE_FACTORS", "VAE_SCALE", "available_memory", "check_memory",

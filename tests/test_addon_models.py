@@ -154,3 +154,34 @@ def test_panel_model_area_and_generate_download_phase_with_cancel(ur, tiny, tmp_
     assert "/s)" in out["seen"][0] and out["total"] > 3_000_000  # bytes, with the speed
     assert "p10.cancel" in ops(out["draw"]) and any(k == "progress" for k, _ in out["draw"])
     assert out["state"] == "CANCELLED"
+
+
+def test_picker_offers_sd3_and_flux_with_their_facts(ur, tmp_path):
+    """The model picker lists SD3.5 and FLUX.1 before they are downloaded; the tooltip gives
+    size, download, memory, steps and guidance; picking one sets the model; a tiny local FLUX
+    folder shows its family in the list."""
+    from tests.tiny_models import make_tiny_flux
+
+    flux = make_tiny_flux(tmp_path / "flux")
+    out = run_blender(textwrap.dedent(f'''
+        mod = addon().p10_blender
+        ui = mod.models_ui
+        prefs = mod.interface.preferences.get_prefs()
+        bpy.ops.p10.model_add_local(directory={flux!r})
+        names = ui.pick_names()
+        items = ui._pick_enum(None, bpy.context)
+        tips = {{name: tip for _, name, tip in items}}
+        bpy.ops.p10.model_pick(choice=str(names.index("black-forest-labs/FLUX.1-dev")))
+        emit(names=names, tips=tips, picked=bpy.context.scene.p10.model,
+             families={{e.name: e.family_name for e in ui.entries()}})
+    '''), ur, env={"HF_HOME": str(tmp_path / "hf")})
+    names, tips = out["names"], out["tips"]
+    for hub_id in ("black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-schnell",
+                   "stabilityai/stable-diffusion-3.5-large"):
+        assert hub_id in names
+    dev = tips["black-forest-labs/FLUX.1-dev"]
+    assert "11.9B-parameter transformer" in dev and "34 GB download" in dev
+    assert "bf16" in dev and "fp8" in dev and "guidance 3.5 (embedded)" in dev and "gated" in dev
+    assert "4 steps, no guidance" in tips["black-forest-labs/FLUX.1-schnell"]
+    assert out["picked"] == "black-forest-labs/FLUX.1-dev"
+    assert out["families"][flux] == "FLUX.1"

@@ -45,7 +45,7 @@ def test_defaults_validate():
     (dict(micro_batch=0), "micro-batch"),
     (dict(device="tpu"), "device"),
     (dict(photo="/no/such/photo.png"), "photo"),
-    (dict(family="flux"), "family"),
+    (dict(family="kandinsky"), "family"),
 ])
 def test_invalid_settings_one_line(kw, words):
     with pytest.raises(InvalidInputError) as exc:
@@ -62,8 +62,8 @@ def test_size_multiple_depends_on_family(tmp_path):
     # a local folder's model_index.json decides the family
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "IFPipeline"}))
     assert family_hint(str(tmp_path)) == "if"
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(InvalidInputError, match="FluxPipeline"):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyPipeline"}))
+    with pytest.raises(InvalidInputError, match="KandinskyPipeline"):
         family_hint(str(tmp_path))
     assert family_hint("stabilityai/stable-diffusion-xl-base-1.0") == "sdxl"
     assert family_hint("stabilityai/stable-diffusion-2-1-base") == "sd"

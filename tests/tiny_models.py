@@ -5,6 +5,7 @@
 
 Every builder is seeded (same weights on every call), writes its own tokenizer files (no hub),
 and takes well under 10 s. Sizes: SD/SDXL sample 64 x 64 px (8 x 8 latents, VAE factor 8),
+SD3/FLUX 64 x 64 px by default (16-channel 8 x 8 latents; FLUX's native size is 1024: give sizes),
 IF stage I 16 x 16 px, IF stage II 64 x 64 px; the x4 upscaler any size (VAE factor 4).
 """
 
@@ -98,6 +99,79 @@ def _vae(blocks: int = 4, **extra):
         up_block_types=("UpDecoderBlock2D",) * blocks,
         layers_per_block=1, norm_num_groups=4, sample_size=extra.pop("sample_size", 64), **extra,
     ).eval()
+
+
+def _vae16(shift_factor: float, scaling_factor: float):
+    """The 16-channel VAE of SD3 / FLUX (scale and shift; no quant convs), factor 8."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 8, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1, norm_num_groups=4, sample_size=64, scaling_factor=scaling_factor,
+        shift_factor=shift_factor, use_quant_conv=False, use_post_quant_conv=False,
+    ).eval()
+
+
+def _t5_encoder():
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=32, d_model=TEXT_DIM, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
+        pad_token_id=0, eos_token_id=1,
+    )).eval()
+
+
+def make_tiny_sd3(path, with_t5: bool = True) -> str:
+    """A tiny StableDiffusion3Pipeline: two CLIP encoders with projection + T5 (or none:
+    ``with_t5=False``), an MMDiT (SD3Transformer2DModel, patch 2), the 16-channel VAE with
+    SD3's scale and shift, FlowMatchEulerDiscreteScheduler with shift 3.0. 64 px."""
+    from diffusers import (FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+
+    path = Path(path)
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2,
+        attention_head_dim=8, num_attention_heads=2, joint_attention_dim=TEXT_DIM,
+        caption_projection_dim=16, pooled_projection_dim=2 * TEXT_DIM, pos_embed_max_size=32,
+    ).eval()
+    tok = _clip_tokenizer()
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_vae16(0.0609, 1.5305), text_encoder=_clip_text(True), tokenizer=tok,
+        text_encoder_2=_clip_text(True), tokenizer_2=tok,
+        text_encoder_3=_t5_encoder() if with_t5 else None,
+        tokenizer_3=_t5_tokenizer() if with_t5 else None,
+    )
+    pipe.save_pretrained(str(path), safe_serialization=True)
+    return str(path)
+
+
+def make_tiny_flux(path, schnell: bool = False) -> str:
+    """A tiny FluxPipeline: CLIP (pooled) + T5, FluxTransformer2DModel on packed 2 x 2 patches
+    (in_channels 64), the 16-channel VAE with FLUX's scale and shift. [dev]: guidance
+    embedding, resolution-dependent shift; ``schnell``: neither (shift 1). 64 px in tests."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    path = Path(path)
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=TEXT_DIM, pooled_projection_dim=TEXT_DIM,
+        guidance_embeds=not schnell, axes_dims_rope=(2, 2, 4),
+    ).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0) if schnell else \
+        FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                        max_shift=1.15, base_image_seq_len=256,
+                                        max_image_seq_len=4096)
+    pipe = FluxPipeline(
+        transformer=transformer, scheduler=scheduler, vae=_vae16(0.1159, 0.3611),
+        text_encoder=_clip_text(), tokenizer=_clip_tokenizer(), text_encoder_2=_t5_encoder(),
+        tokenizer_2=_t5_tokenizer(),
+    )
+    pipe.save_pretrained(str(path), safe_serialization=True)
+    return str(path)
 
 
 def _sd_scheduler(prediction_type: str = "epsilon"):
@@ -205,15 +279,11 @@ def make_tiny_if(path) -> tuple[str, str]:
     Returns (stage_I_folder, stage_II_folder): ``path/stage1`` and ``path/stage2``.
     """
     from diffusers import DDPMScheduler, IFPipeline, IFSuperResolutionPipeline
-    from transformers import T5Config, T5EncoderModel
 
     path = Path(path)
     torch.manual_seed(0)
     tok = _t5_tokenizer()
-    t5 = T5EncoderModel(T5Config(
-        vocab_size=32, d_model=TEXT_DIM, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
-        pad_token_id=0, eos_token_id=1,
-    )).eval()
+    t5 = _t5_encoder()
     stage1 = IFPipeline(
         tokenizer=tok, text_encoder=t5, unet=_if_unet(3, 16, False), scheduler=_if_scheduler(),
         safety_checker=None, feature_extractor=None, watermarker=None,

@@ -101,20 +101,26 @@ class Backend:
         """LCM-distilled UNets take the guidance scale as an input (w-embedding), not CFG."""
         return bool(getattr(self.unet.config, "time_cond_proj_dim", None))
 
+    def embedded_guidance(self, guidance: float) -> Rows | None:
+        """Rows (one per model call, batch first) carrying the guidance scale into a single
+        conditional pass, or None for classifier-free guidance. LCM-distilled UNets: the
+        w-embedding (``timestep_cond``); FLUX overrides it (its guidance embedding)."""
+        if not self.guidance_embedded:
+            return None
+        return {"timestep_cond": guidance_embedding(
+            guidance, self.unet.config.time_cond_proj_dim).to(self.device, self.dtype)}
+
     def make_denoiser(self, cond: Conditioning, guidance: float,
                       micro_batch: int | None = None, differentiable: bool = False) -> Callable:
-        """denoiser(z_t, t, levels) -> x̂0 for core.sampler (docs/architecture.md).
+        """denoiser(z_t, t, levels) -> x̂0 for core.zoom.sampler (docs/architecture.md).
 
         ``differentiable``: keep autograd on, so that x̂0 can be differentiated w.r.t. z_t
         (reconstruction guidance for known levels: one backward pass per step, and the
         activations of every call are kept until then — see docs/sampler.md for the cost).
         """
-        use_cfg = guidance > 1.0  # diffusers' convention: <= 1 (Turbo's 0) means no CFG
-        w_emb = None
-        if self.guidance_embedded:  # one conditional pass with w embedded (LCM distillation)
-            use_cfg = False
-            w_emb = guidance_embedding(guidance, self.unet.config.time_cond_proj_dim).to(
-                self.device, self.dtype)
+        embedded = self.embedded_guidance(guidance)
+        # diffusers' convention: <= 1 (Turbo's 0) means no CFG; embedded guidance: one pass
+        use_cfg = guidance > 1.0 and embedded is None
         grad_mode = torch.enable_grad if differentiable else torch.no_grad
 
         @grad_mode()
@@ -124,8 +130,8 @@ class Backend:
             t_b = t_b.expand(b) if t_b.dim() == 0 else t_b
             idx = torch.as_tensor(levels, device=self.device).long()
             rows = {k: v[idx] for k, v in cond.cond.items()}
-            if w_emb is not None:
-                rows["timestep_cond"] = w_emb.expand(b, -1)
+            for k, v in (embedded or {}).items():
+                rows[k] = v.expand(b, *v.shape[1:])
             out = guided_prediction(
                 self._unet, self._model_input(z_t.to(self.device, self.dtype), idx), t_b, rows,
                 cond.uncond if use_cfg else None, guidance, micro_batch,
@@ -136,6 +142,18 @@ class Backend:
 
         denoiser.differentiable = differentiable
         return denoiser
+
+    def sampling_config(self, height: int, width: int) -> dict:
+        """The scheduler config for sampling ``height`` x ``width`` pixels (FLUX adds its
+        resolution-dependent shift)."""
+        return dict(self.scheduler_config)
+
+    # ------------------------------------------------------------------- placement
+    @classmethod
+    def place(cls, pipe, device: torch.device) -> None:
+        """Move a freshly loaded pipeline to ``device`` (everything; flow families keep their
+        text encoders off the GPU between encodings)."""
+        pipe.to(device)
 
     # ------------------------------------------------------------------- pixels
     def encode_photo(self, image: torch.Tensor, micro_batch: int | None = None) -> torch.Tensor:
@@ -236,7 +254,7 @@ class LatentBackend(Backend):
             return denoiser
         from ..zoom.zoom_stack import blend, render_image
 
-        t_max = float(fraction) * len(self.alphas_cumprod)
+        t_max = float(fraction) * self.scheduler_config.get("num_train_timesteps", 1000)
 
         def blended(z_t: torch.Tensor, t, levels: torch.Tensor) -> torch.Tensor:
             x0 = denoiser(z_t, t, levels)

@@ -16,14 +16,19 @@ from typing import Any
 import torch
 
 from ..errors import InvalidInputError, ModelNotFoundError
-from ..models.families import FAMILY_MODULES, PIPELINE_CLASSES, pipeline_class
+from ..models.cache import family_of_keys
+from ..models.families import (FAMILY_MODULES, FAMILY_TITLES, FLOW_FAMILIES, PIPELINE_CLASSES,
+                               SUPPORTED_TEXT, pipeline_class)
 from .base import FAMILY_BACKENDS, Backend
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
-_PIPELINES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "if": "IFPipeline"}
-_NAMES = {"sd": "Stable Diffusion 1.x/2.x", "sdxl": "SDXL", "if": "DeepFloyd IF"}
+_PIPELINES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "if": "IFPipeline",
+              "sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline"}
+_NAMES = FAMILY_TITLES
 _NO_SAFETY = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 _LOAD_KWARGS = {"sd": _NO_SAFETY, "sdxl": {}, "if": {**_NO_SAFETY, "watermarker": None}}
+#: Families whose weights are released in bf16 (fp16 overflows in their transformers).
+_BF16_FAMILIES = FLOW_FAMILIES
 
 
 # --------------------------------------------------------------------------- device, dtype
@@ -51,9 +56,12 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     return dev
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on GPUs (half the memory, the weights' release precision), fp32 on the CPU."""
-    return torch.float32 if device.type == "cpu" else torch.float16
+def default_dtype(device: torch.device, family: str | None = None) -> torch.dtype:
+    """fp16 on GPUs (half the memory, the weights' release precision), fp32 on the CPU;
+    bf16 on GPUs for the rectified-flow transformers (SD3, FLUX: fp16 overflows there)."""
+    if device.type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if family in _BF16_FAMILIES else torch.float16
 
 
 # --------------------------------------------------------------------------- sources
@@ -134,14 +142,12 @@ def _family_of_index(model: str, index_path: str) -> str:
         raise ModelNotFoundError(f"cannot read {index_path}: {_first_line(exc)}") from None
     if cls not in PIPELINE_CLASSES:
         raise InvalidInputError(
-            f"model {model!r} is a {cls or 'unknown pipeline'}; supported are Stable Diffusion "
-            "1.x/2.x, SDXL and DeepFloyd IF stage I"
-        )
+            f"model {model!r} is a {cls or 'unknown pipeline'}; supported are {SUPPORTED_TEXT}")
     return PIPELINE_CLASSES[cls]
 
 
 def _family_of_checkpoint(path: str) -> str:
-    """SD 1.x/2.x or SDXL from an original-format checkpoint's key names."""
+    """SD 1.x/2.x, SDXL, SD3 or FLUX from an original-format checkpoint's key names."""
     keys: list[str] = []
     if path.lower().endswith(".safetensors"):
         from safetensors import safe_open
@@ -151,15 +157,13 @@ def _family_of_checkpoint(path: str) -> str:
                 keys = list(f.keys())
         except Exception as exc:  # noqa: BLE001
             raise InvalidInputError(f"{path} is not a readable .safetensors file: {_first_line(exc)}") from None
-    if any(k.startswith("conditioner.embedders.1.") for k in keys):
-        return "sdxl"
-    return "sd"  # SD 1.x/2.x (and .ckpt files, unless the family is given)
+    return family_of_keys(keys)  # SD 1.x/2.x for .ckpt files, unless the family is given
 
 
 def detect_family(model: str, family: str | None = None) -> str:
-    """"sd", "sdxl" or "if" from model_index.json's _class_name (or the checkpoint keys)."""
+    """The family ("sd", "sdxl", "if", "sd3", "flux") from model_index.json's _class_name (or the checkpoint keys)."""
     if family is not None and family not in _PIPELINES:
-        raise InvalidInputError(f"unknown model family {family!r}; choose sd, sdxl or if")
+        raise InvalidInputError(f"unknown model family {family!r}; choose {', '.join(_PIPELINES)}")
     kind, where = model_source(model)
     if kind == "file":  # checkpoint keys are a heuristic: an explicit family wins
         return family or _family_of_checkpoint(where)
@@ -200,7 +204,8 @@ def load_pipeline(model: str, family: str, dtype: torch.dtype, cls_name: str | N
     _quiet()
     kind, where = model_source(model)
     cls = getattr(diffusers, cls_name or _PIPELINES[family])
-    kwargs = {**_LOAD_KWARGS.get(family, {}), **extra, "dtype": dtype}
+    kwargs = {**_LOAD_KWARGS.get(family, {}), **_absent_components(kind, where), **extra,
+              "dtype": dtype}
     if kind == "file":
         if family == "if":
             raise InvalidInputError("DeepFloyd IF cannot load from a single file; give its folder or hub id")
@@ -230,6 +235,18 @@ def load_pipeline(model: str, family: str, dtype: torch.dtype, cls_name: str | N
         raise _not_found_file(model, kind, exc) from None
 
 
+def _absent_components(kind: str, where: str) -> dict[str, None]:
+    """Components a local folder's model_index.json lists as null (e.g. SD3 saved without its
+    T5 encoder to save 9.5 GB): passed as None, which diffusers then accepts."""
+    if kind != "folder":
+        return {}
+    try:
+        with open(os.path.join(where, "model_index.json"), encoding="utf-8") as f:
+            index = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: None for k, v in index.items()
+            if not k.startswith("_") and isinstance(v, list) and v and v[0] is None}
 def _unreadable_in(folder: str) -> str | None:
     """The first subfolder or file of ``folder`` this process may not read, or None."""
     for root, dirs, files in os.walk(folder):
@@ -314,14 +331,15 @@ def load_backend(model: str, *, family: str | None = None, device: str | torch.d
     """Load ``model`` (hub id, folder or checkpoint file) onto ``device`` as a Backend, with
     ``lora`` fused into its weights when given."""
     dev = device if isinstance(device, torch.device) else resolve_device(device)
-    dtype = dtype or default_dtype(dev)
     fam = detect_family(model, family)
+    dtype = dtype or default_dtype(dev, fam)
     pipe = load_pipeline(model, fam, dtype)
     if lora:
         load_lora(pipe, lora)
-    pipe.to(dev)
+    cls = _backend_class(fam)
+    cls.place(pipe, dev)
     pipe.set_progress_bar_config(disable=True)
-    return _backend_class(fam)(pipe, dev, dtype, model)
+    return cls(pipe, dev, dtype, model)
 
 
 _STAGE_NAMES = {"IFSuperResolutionPipeline": "DeepFloyd IF stage II",
@@ -390,8 +408,7 @@ class ModelCache:
     def get(self, model: str, *, family: str | None = None, device: str | torch.device = "auto",
             dtype: torch.dtype | None = None, lora: str | None = None) -> Backend:
         dev = device if isinstance(device, torch.device) else resolve_device(device)
-        dtype = dtype or default_dtype(dev)
-        key = self._key_of(model, family, dev, dtype, lora)
+        key = self._key_of(model, family, dev, dtype, lora)  # dtype None: the family's default
         if self._backend is None or key != self._key:
             self.release()
             self._backend = load_backend(model, family=family, device=dev, dtype=dtype, lora=lora)

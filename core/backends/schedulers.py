@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..zoom.sampler import SPACING_OVERRIDES
-from ..settings import SCHEDULERS
+from ..zoom.sampler import FLOW_MU, FLOW_SIGMAS, SPACING_OVERRIDES
+from ..settings import FLOW_SCHEDULERS, SCHEDULERS
 
 # name -> diffusers class and the overrides that make it a plain sampler of the model's
 # training schedule: the zoom sampler feeds it consolidated x0 (as ε), so clipping,
@@ -25,6 +25,10 @@ _CLASSES = {
                                                         "variance_type": None}),
     # LCM / consistency sampling: x̂ → blend → render → re-noise with Π_noise (update_renoise)
     "lcm": ("LCMScheduler", {"clip_sample": False, "thresholding": False}),
+    # rectified flow (SD3, FLUX; update_flow): Euler through the implied ε, or x̂ re-noised
+    # to the next σ with Π_noise (diffusers' stochastic_sampling, its noise replaced)
+    "flow-euler": ("FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": False}),
+    "flow-renoise": ("FlowMatchEulerDiscreteScheduler", {"stochastic_sampling": True}),
 }
 
 
@@ -51,10 +55,24 @@ def make_scheduler(name: str, config: dict[str, Any]):
     import diffusers
 
     cls_name, overrides = _CLASSES[check_scheduler_name(name)]
-    base = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+    flow = name in FLOW_SCHEDULERS
+    if flow != is_flow_config(config):
+        raise InvalidInputError(
+            f"scheduler {name!r} does not fit this model: rectified-flow models (SD3, FLUX) take "
+            f"{' or '.join(FLOW_SCHEDULERS)}, the others any scheduler but those")
+    # a flow backend's hidden keys (μ of the resolution shift, FLUX's σ spacing) travel along
+    base = {k: v for k, v in dict(config).items()
+            if not k.startswith("_") or k in (FLOW_MU, FLOW_SIGMAS)}
+    if flow:  # its own timestep spacing: no "trailing"/steps_offset keys
+        return getattr(diffusers, cls_name).from_config({**base, **overrides})
     # DeepFloyd IF's schedule is squaredcos_cap_v2; everything else keeps its own betas.
     # Timesteps from T whatever the config's spacing (the sampler enforces it too).
     return getattr(diffusers, cls_name).from_config({**base, **overrides, **SPACING_OVERRIDES})
 
 
-__all__ = ["check_scheduler_name", "default_steps", "make_scheduler", "scheduler_names"]
+def is_flow_config(config: dict[str, Any]) -> bool:
+    """A rectified-flow scheduler config (FlowMatchEulerDiscreteScheduler's keys, no betas)."""
+    return "shift" in config and "beta_start" not in config
+
+
+__all__ = ["is_flow_config", "check_scheduler_name", "default_steps", "make_scheduler", "scheduler_names"]

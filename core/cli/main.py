@@ -134,7 +134,7 @@ def _settings_options(s, schedulers) -> None:
     s.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N or mps")
     s.add_argument("--micro-batch", type=int, metavar="K",
                    help="UNet rows per model call (default: the largest that fits; same result)")
-    s.add_argument("--family", metavar="NAME", help="force the model family: sd, sdxl or if")
+    s.add_argument("--family", metavar="NAME", help="force the model family: sd, sdxl, if, sd3 or flux")
     s.add_argument("--upscale", nargs="?", const="4", metavar="F",
                    help="output size / sampled size: 1, 4 (alone: 4) or 16 (DeepFloyd IF only); "
                    "every x4 stage is sampled jointly (default: IF 4, SD/SDXL 1)")

@@ -60,6 +60,11 @@ def run_models(args, run_cancellable, progress_class, say, usage_error) -> int:
             print("\n".join(_table(entries)))
         return EXIT_OK
     if action == "download":
+        from ..settings import model_facts
+
+        facts = model_facts(args.repo_id)
+        if "download" in facts:  # the big ones (SD3, FLUX): disk and memory before the bytes
+            say(f"{args.repo_id}: {facts}")
         bar = progress_class(enabled=not args.quiet)
         try:
             path = run_cancellable(

@@ -22,13 +22,14 @@ from typing import Iterable, Sequence
 
 from ..errors import InvalidInputError, ModelNotFoundError, P10Error
 from .checksums import corrupt_files
-from .families import PIPELINE_CLASSES
+from .families import PIPELINE_CLASSES, SUPPORTED_TEXT
 
 #: model_index.json classes the add-on can use, with their family (the ×4 stages: IF stage II
 #: and the Stable Diffusion x4 upscaler, see core/backends/super_resolution.py).
 USABLE_CLASSES = {**PIPELINE_CLASSES, "IFSuperResolutionPipeline": "if-ii",
                   "StableDiffusionUpscalePipeline": "x4"}
 FAMILY_NAMES = {"sd": "Stable Diffusion", "sdxl": "SDXL", "if": "DeepFloyd IF",
+                "sd3": "Stable Diffusion 3", "flux": "FLUX.1",
                 "if-ii": "DeepFloyd IF stage II", "x4": "Stable Diffusion x4 upscaler",
                 "?": "unknown"}
 #: Pipeline components the add-on never loads (passed as None): not downloaded, not required.
@@ -249,12 +250,23 @@ def safetensors_params(path: str) -> int:
     return count
 
 
+def family_of_keys(keys: Iterable[str]) -> str:
+    """SD 1.x/2.x, SDXL, SD3 (MMDiT joint blocks) or FLUX (double + single blocks) from an
+    original-format checkpoint's tensor names."""
+    keys = list(keys)
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+        return "sdxl"
+    if any("joint_blocks." in k for k in keys):
+        return "sd3"
+    if any("double_blocks." in k for k in keys):
+        return "flux"
+    return "sd"
+
+
 def checkpoint_family(path: str) -> str:
-    """SD 1.x/2.x or SDXL from a single checkpoint's tensor names (.ckpt: assumed SD)."""
+    """The family of a single checkpoint from its tensor names (.ckpt: assumed SD)."""
     if path.lower().endswith(".safetensors"):
-        keys = safetensors_header(path)
-        if any(k.startswith("conditioner.embedders.1.") for k in keys):
-            return "sdxl"
+        return family_of_keys(safetensors_header(path))
     return "sd"
 
 
@@ -274,8 +286,7 @@ def describe_local(path: str) -> ModelEntry:
     cls = str(index.get("_class_name", ""))
     if cls not in USABLE_CLASSES:
         raise InvalidInputError(
-            f"folder {path!r} holds a {cls or 'unknown pipeline'}; supported are Stable Diffusion "
-            "1.x/2.x, SDXL and DeepFloyd IF")
+            f"folder {path!r} holds a {cls or 'unknown pipeline'}; supported are {SUPPORTED_TEXT}")
     missing = missing_files(p)
     return ModelEntry(p, "folder", USABLE_CLASSES[cls], folder_size(p), not missing, p, missing)
 

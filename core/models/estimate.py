@@ -25,6 +25,16 @@ in h · w (PyTorch's fused attention keeps no (h·w)² matrices). With classifie
 step needs 2N UNet rows (N = levels); micro-batch k runs min(k, 2N) rows and decodes min(k, N)
 levels per call.
 
+Rectified-flow transformers (SD3/SD3.5, FLUX.1; ``ModelSpec.transformer``): activations per
+row = (a · T + b · T²) · e with T = h·w/4 latent tokens (2 x 2 patches), a and b fitted on the
+live-tensor peak of the real configurations traced on ``meta`` (SDPA's math path there, so the
+T² term is an upper bound for fused attention). Their text encoders (T5-XXL: 4.8B parameters)
+are on the device only while the prompts are encoded: peak = max(encoding: transformer + VAE +
+encoders, sampling: transformer + VAE + activations) + overhead. bf16 (e = 2); with too little
+memory on a GPU that has fp8 (compute capability 8.9+: Ada, Hopper, Blackwell) the transformer's
+weights are stored in fp8 (1 byte each, computed in bf16). No GPU figures were measured for
+these families (no GPU was available): the constants are the traced ones.
+
 Time per step = rows · FLOPs(h, w) / device throughput (FLOPs per row counted with
 torch.utils.flop_counter for the family's reference UNet, scaled by the UNet's size).
 """
@@ -69,10 +79,24 @@ class ModelSpec:
     sr_params: int = 0           # IF stage II UNet (loaded after sampling)
     sr_c0: int = 0
     source: str = "defaults"     # "defaults" or the folder the numbers came from
+    # rectified-flow transformers (SD3, FLUX): per-row activations (a·T + b·T²)·e, T tokens
+    transformer: bool = False
+    dit_a: float = 0.0
+    dit_b: float = 0.0
+    dit_width: int = 0           # layers x hidden size (attention FLOPs)
+    text_tokens: int = 0         # prompt tokens the transformer attends with
+    encoder_params: int = 0      # text encoders: on the device only while encoding
 
     @property
     def latent(self) -> bool:
         return self.family in LATENT_FAMILIES
+
+    def row_elements(self, h: int, w: int) -> float:
+        """Activation elements of one denoiser row at latent size h x w."""
+        if self.transformer:
+            tokens = (h // 2) * (w // 2)
+            return self.dit_a * tokens + self.dit_b * tokens**2
+        return self.k_unet() * h * w
 
     def k_unet(self) -> float:
         if self.top_attention:
@@ -94,6 +118,25 @@ SPECS = {
     "if": ModelSpec("if", 4_300_000_000, 4_762_310_656, unet_c0=512, unet_layers=3,
                     top_attention=False, vae_c0=0, native=64, sr_params=1_220_000_000, sr_c0=256),
 }
+# Rectified-flow transformers: a, b traced on meta (benchmarks/memtrack.py, real configs:
+# 1024 and 4096 tokens, batch 1 and 2 — exactly linear in the batch); text encoders CLIP-L
+# (123M), OpenCLIP-bigG (695M, SD3 only), T5-XXL encoder (4.76B); 16-channel VAE (84M).
+_T5, _CLIP_L, _CLIP_G, _VAE16 = 4_762_310_656, 123_060_480, 694_659_840, 83_819_683
+SPECS.update({
+    "sd3": ModelSpec("sd3", 8_056_627_520, _VAE16, native=1024, transformer=True,  # SD3.5 Large
+                     dit_a=169_279, dit_b=144.88, dit_width=38 * 2432, text_tokens=333,
+                     encoder_params=_CLIP_L + _CLIP_G + _T5),
+    "sd3-medium": ModelSpec("sd3", 2_028_328_000, _VAE16, native=1024, transformer=True,
+                            dit_a=106_913, dit_b=91.51, dit_width=24 * 1536, text_tokens=333,
+                            encoder_params=_CLIP_L + _CLIP_G + _T5),
+    "flux": ModelSpec("flux", 11_901_408_320, _VAE16, native=1024, transformer=True,
+                      dit_a=219_811, dit_b=83.18, dit_width=57 * 3072, text_tokens=512,
+                      encoder_params=_CLIP_L + _T5),
+})
+#: GPUs with fp8 (compute capability 8.9+), by name, for the torch-free estimate.
+FP8_GPUS = ("H200", "H100", "H20", "L40", "L4", "4090", "4080", "4070", "4060", "B200", "B100",
+            "5090", "5080", "5070", "GB200", "RTX 6000 Ada")
+
 #: The ×4 super-resolution stages beyond stage I (core/backends/super_resolution.py), loaded
 #: beside it: stabilityai/stable-diffusion-x4-upscaler (UNet, OpenCLIP-H text encoder, VAE of
 #: factor 4; samples latents at its input's size). DeepFloyd IF's stage II is part of IF's
@@ -173,6 +216,8 @@ class Estimate:
     upscale_bytes: int = 0            # peak of the ×4 stages (loaded beside stage I), 0: none
     upscale_seconds: float = 0.0      # the ×4 stages, all their steps
     pixel_blend_seconds: float = 0.0  # decoding + re-encoding on the pixel-blended steps
+    download_bytes: int = 0        # flow families: disk needed by a hub download (bf16 files)
+    fp8: bool = False              # transformer weights stored in fp8 to fit
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -188,6 +233,11 @@ class Estimate:
             f"Time: about {_duration(self.seconds_per_step)} per step, "
             f"{_duration(self.total_seconds)} for {self.steps} steps",
         ]
+        if self.download_bytes:
+            out.append(f"Download: about {self.download_bytes / GB:.0f} GB of disk (bf16 weights; "
+                       "text encoders leave the GPU after encoding)")
+        if self.fp8:
+            out.append("fp8: the transformer's weights are stored in fp8 to fit (computed in bf16)")
         if self.upscale_bytes:
             out.append(f"Upscale x{self.upscale}: about {self.upscale_bytes / GB:.1f} GB at its peak, "
                        f"{_duration(self.upscale_seconds)} (in the time above)")
@@ -243,11 +293,34 @@ def _default_spec(model: str, family: str) -> ModelSpec:
         if ("2-1" in name or "2-0" in name or "stable-diffusion-2" in name) and "base" not in name:
             return SPECS["sd2-768"]
         return SPECS["sd"]
+    if family == "sd3" and "medium" in name:
+        return SPECS["sd3-medium"]
     return SPECS.get(family, SPECS["sd"])
+
+
+def _transformer_spec(folder: str, family: str, fallback: ModelSpec) -> ModelSpec:
+    """A rectified-flow folder's sizes: transformer, VAE and text encoders from their headers;
+    the traced activation constants scaled by the transformer's width (layers x hidden)."""
+    cfg = _json(os.path.join(folder, "transformer", "config.json"))
+    layers = int(cfg.get("num_layers", 0)) + int(cfg.get("num_single_layers", 0))
+    hidden = int(cfg.get("num_attention_heads", 0)) * int(cfg.get("attention_head_dim", 0))
+    width = layers * hidden or fallback.dit_width
+    scale = width / fallback.dit_width
+    encoders = [_params_in(os.path.join(folder, c)) for c in ("text_encoder", "text_encoder_2",
+                                                              "text_encoder_3")]
+    return replace(
+        fallback, family=family,
+        unet_params=_params_in(os.path.join(folder, "transformer")) or fallback.unet_params,
+        other_params=_params_in(os.path.join(folder, "vae")) or fallback.other_params,
+        encoder_params=sum(encoders) if any(encoders) else fallback.encoder_params,
+        dit_a=fallback.dit_a * scale, dit_b=fallback.dit_b * scale, dit_width=width,
+        source=folder)
 
 
 def spec_from_folder(folder: str, family: str, fallback: ModelSpec) -> ModelSpec:
     """Sizes from a diffusers folder's configs and safetensors headers (torch-free)."""
+    if fallback.transformer:
+        return _transformer_spec(folder, family, fallback)
     unet = _json(os.path.join(folder, "unet", "config.json"))
     if not unet:
         return fallback
@@ -410,8 +483,10 @@ def check_device(device: str, info: DeviceInfo) -> None:
 
 
 # ------------------------------------------------------------------------------- the estimate
-def unet_rows(levels: int, guidance: float) -> int:
-    return 2 * levels if guidance > 1.0 else levels  # <= 1: no classifier-free guidance
+def unet_rows(levels: int, guidance: float, family: str = "") -> int:
+    """Denoiser rows per step: 2N with classifier-free guidance (<= 1: none; FLUX never uses
+    it: [dev] embeds the guidance scale in one conditional pass)."""
+    return 2 * levels if guidance > 1.0 and family != "flux" else levels
 
 
 def sample_size(spec: ModelSpec, width: int | None, height: int | None) -> tuple[int, int, int, int]:
@@ -435,7 +510,7 @@ def activation_bytes(spec: ModelSpec, rows_per_call: int, levels_per_decode: int
     ``gpu``: add the GPU decode workspaces (default: when ``e`` is 2, i.e. an fp16 GPU run)."""
     H, W, h, w = sample_size(spec, width, height)
     gpu = e == 2 if gpu is None else gpu
-    unet = rows_per_call * spec.k_unet() * h * w * e
+    unet = rows_per_call * spec.row_elements(h, w) * e
     if spec.latent:
         e_vae = 4 if spec.upcast_vae else e
         per_level = spec.k_vae() * H * W * e_vae
@@ -450,36 +525,41 @@ def activation_bytes(spec: ModelSpec, rows_per_call: int, levels_per_decode: int
     return int(unet), int(decode)
 
 
-def weights_bytes(spec: ModelSpec, e: int) -> int:
+def weights_bytes(spec: ModelSpec, e: int, fp8: bool = False) -> int:
+    """Weights resident on the device while sampling (fp8: the transformer at 1 byte each)."""
+    if spec.transformer:
+        return int(spec.unet_params * (1 if fp8 else e) + spec.other_params * e)
     extra = spec.vae_c0 and spec.upcast_vae and 83_653_863 * 2  # fp32 copy of SDXL's VAE
     return int((spec.unet_params + spec.other_params + spec.sr_params) * e + (extra or 0))
 
 
 def peak_bytes(spec: ModelSpec, levels: int, guidance: float, micro_batch: int | None,
                height: int | None, width: int | None, e: int,
-               with_weights: bool = True) -> tuple[int, int, int, int, int]:
+               with_weights: bool = True, fp8: bool = False) -> tuple[int, int, int, int, int]:
     """(peak, weights, unet, decode, overhead) bytes for one run."""
-    rows = unet_rows(levels, guidance)
+    rows = unet_rows(levels, guidance, spec.family)
     k = rows if micro_batch is None else max(1, min(micro_batch, rows))
     lv = levels if micro_batch is None else max(1, min(micro_batch, levels))
     unet, decode = activation_bytes(spec, k, lv, height, width, e)
-    weights = weights_bytes(spec, e)
+    weights = weights_bytes(spec, e, fp8)
     overhead = int(OVERHEAD_FRACTION * weights + OVERHEAD_FIXED)
-    total = max(unet, decode) + overhead + (weights if with_weights else 0)
+    # flow families: the text encoders visit the device before sampling, not during it
+    working = max(unet, decode, spec.encoder_params * e if with_weights else 0)
+    total = working + overhead + (weights if with_weights else 0)
     return total, weights, unet, decode, overhead
 
 
 def largest_micro_batch(spec: ModelSpec, levels: int, guidance: float, height: int | None,
                         width: int | None, e: int, budget_bytes: float,
-                        with_weights: bool = True) -> int | None:
+                        with_weights: bool = True, fp8: bool = False) -> int | None:
     """The largest micro-batch whose peak fits ``budget_bytes``: None = all rows at once fits;
     1 when even one row does not fit (the run will say so)."""
-    rows = unet_rows(levels, guidance)
-    if peak_bytes(spec, levels, guidance, None, height, width, e, with_weights)[0] <= budget_bytes:
+    rows = unet_rows(levels, guidance, spec.family)
+    if peak_bytes(spec, levels, guidance, None, height, width, e, with_weights, fp8)[0] <= budget_bytes:
         return None
     best = 1
     for k in range(1, rows + 1):
-        if peak_bytes(spec, levels, guidance, k, height, width, e, with_weights)[0] <= budget_bytes:
+        if peak_bytes(spec, levels, guidance, k, height, width, e, with_weights, fp8)[0] <= budget_bytes:
             best = k
     return best
 
@@ -487,6 +567,9 @@ def largest_micro_batch(spec: ModelSpec, levels: int, guidance: float, height: i
 def seconds_per_step(spec: ModelSpec, rows: int, height: int | None, width: int | None,
                      info: DeviceInfo) -> float:
     _, _, h, w = sample_size(spec, width, height)
+    if spec.transformer:  # 2 FLOPs per parameter per token + attention (QKᵀ and AV)
+        tokens = (h // 2) * (w // 2) + spec.text_tokens
+        return rows * (2 * spec.unet_params * tokens + 4 * spec.dit_width * tokens**2) / info.flops()
     a, b = FLOPS.get(spec.family, FLOPS["sd"])
     ref = SPECS["sdxl" if spec.family == "sdxl" else spec.family if spec.family in SPECS else "sd"]
     scale = spec.unet_params / ref.unet_params
@@ -494,6 +577,20 @@ def seconds_per_step(spec: ModelSpec, rows: int, height: int | None, width: int 
     return flops / info.flops()
 
 
+def download_bytes(spec: ModelSpec) -> int:
+    """Disk a hub download needs: every component's weights in bf16 (the release format)."""
+    return 2 * (spec.unet_params + spec.other_params + spec.encoder_params)
+
+
+def use_fp8(spec: ModelSpec, info: DeviceInfo, budget_bytes: float | None, levels: int,
+            guidance: float, height: int | None, width: int | None) -> bool:
+    """Store a flow transformer in fp8 when one row does not fit in bf16 and the GPU has fp8."""
+    if not spec.transformer or info.kind != "cuda" or budget_bytes is None:
+        return False
+    if not any(key.lower() in info.name.lower() for key in FP8_GPUS):
+        return False
+    one_row = peak_bytes(spec, levels, guidance, 1, height, width, info.bytes_per_element)[0]
+    return one_row > budget_bytes
 def _tiles(size: int, tile: int, overlap: int) -> int:
     """Tiles along one side (core.backends.super_resolution.tile_starts)."""
     return 1 if size <= tile else -(-(size - overlap) // (tile - overlap))
@@ -570,14 +667,15 @@ def estimate(settings: "core.settings.GenerateSettings", *, info: DeviceInfo | N
     levels = len(settings.prompts)
     choice = settings.resolved(spec.family)  # scheduler/steps/guidance "auto" resolved
     guidance = choice["guidance"]
-    rows = unet_rows(levels, guidance)
+    rows = unet_rows(levels, guidance, spec.family)
     budget = info.free_bytes * USABLE_FRACTION if info.free_bytes else None
+    fp8 = use_fp8(spec, info, budget, levels, guidance, settings.height, settings.width)
     micro, auto = settings.micro_batch, False
     if micro is None and budget is not None:
         micro, auto = largest_micro_batch(spec, levels, guidance, settings.height,
-                                          settings.width, e, budget), True
+                                          settings.width, e, budget, fp8=fp8), True
     peak, weights, unet, decode, overhead = peak_bytes(
-        spec, levels, guidance, micro, settings.height, settings.width, e)
+        spec, levels, guidance, micro, settings.height, settings.width, e, fp8=fp8)
     steps = choice["steps"]
     sps = seconds_per_step(spec, rows, settings.height, settings.width, info)
     up_bytes, up_seconds = upscale_cost(spec, levels, settings.height, settings.width, factor,
@@ -597,9 +695,10 @@ def estimate(settings: "core.settings.GenerateSettings", *, info: DeviceInfo | N
         warnings.append(
             f"Warning: about {total / 3600:.1f} hours on the CPU: use a GPU, fewer steps/levels "
             "or a smaller size")
+    download = download_bytes(spec) if spec.transformer else 0
     return Estimate(spec.family, device, levels, rows, micro, auto, weights, unet, decode,
                     overhead, peak, info.free_bytes, sps, total, steps, fits, spec.source, warnings,
-                    factor, up_bytes, up_seconds, blend_seconds)
+                    factor, up_bytes, up_seconds, blend_seconds, download_bytes=download, fp8=fp8)
 
 
 def spec_from_backend(backend) -> ModelSpec:
@@ -608,6 +707,16 @@ def spec_from_backend(backend) -> ModelSpec:
     fallback = SPECS.get(family, SPECS["sd"])
     ucfg = backend.unet.config
     count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
+    if fallback.transformer:  # SD3 / FLUX: the traced constants scaled by layers x hidden
+        layers = int(getattr(ucfg, "num_layers", 0)) + int(getattr(ucfg, "num_single_layers", 0) or 0)
+        width = layers * int(ucfg.num_attention_heads) * int(ucfg.attention_head_dim)
+        scale = width / fallback.dit_width
+        encoders = sum(count(getattr(pipe, n, None))
+                       for n in ("text_encoder", "text_encoder_2", "text_encoder_3"))
+        return replace(fallback, unet_params=count(backend.unet), other_params=count(pipe.vae),
+                       encoder_params=encoders, dit_a=fallback.dit_a * scale,
+                       dit_b=fallback.dit_b * scale, dit_width=width,
+                       native=backend.native_size, source="loaded model")
     other = sum(count(getattr(pipe, n, None)) for n in ("text_encoder", "text_encoder_2", "vae"))
     vae = getattr(pipe, "vae", None)
     down = list(ucfg.down_block_types)
@@ -645,6 +754,11 @@ def free_bytes_now(device) -> int | None:
     return device_info(name, max_age=0.0).free_bytes
 
 
+__all__ = ["DeviceInfo", "Estimate", "ModelSpec", "SPECS", "activation_bytes", "device_info",
+           "download_bytes",
+           "estimate", "fit_micro_batch", "free_bytes_now", "largest_micro_batch", "model_spec",
+           "peak_bytes", "seconds_per_step", "spec_from_backend", "spec_from_folder",
+           "use_fp8", "weights_bytes"]
 __all__ = ["DeviceInfo", "Estimate", "ModelSpec", "SPECS", "SR_SPECS", "activation_bytes",
            "check_device", "check_model", "cuda_count", "device_info", "estimate",
            "fit_micro_batch", "free_bytes_now", "largest_micro_batch", "model_spec", "peak_bytes",

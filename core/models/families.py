@@ -12,15 +12,22 @@ import os
 
 from ..errors import InvalidInputError
 
-#: Model families: Stable Diffusion 1.x/2.x, SDXL (latent), DeepFloyd IF (pixel space).
-FAMILIES = ("sd", "sdxl", "if")
-LATENT_FAMILIES = ("sd", "sdxl")
+#: Model families: Stable Diffusion 1.x/2.x, SDXL (latent), DeepFloyd IF (pixel space),
+#: Stable Diffusion 3/3.5 and FLUX.1 (latent rectified-flow transformers).
+FAMILIES = ("sd", "sdxl", "if", "sd3", "flux")
+LATENT_FAMILIES = ("sd", "sdxl", "sd3", "flux")
+#: Rectified-flow families: z_σ = (1−σ) x0 + σ ε, sampled by the flow update rules only.
+FLOW_FAMILIES = ("sd3", "flux")
 #: Native sample size in pixels when the model cannot be asked (before loading).
-NATIVE_SIZE = {"sd": 512, "sdxl": 1024, "if": 64}
+NATIVE_SIZE = {"sd": 512, "sdxl": 1024, "if": 64, "sd3": 1024, "flux": 1024}
+#: Display names.
+FAMILY_TITLES = {"sd": "Stable Diffusion 1.x/2.x", "sdxl": "SDXL", "if": "DeepFloyd IF",
+                 "sd3": "Stable Diffusion 3/3.5", "flux": "FLUX.1"}
 #: Pixels per latent pixel.
 VAE_SCALE = 8
 #: The ``core.backends`` module of each family (``core.backends.loading`` imports it by name).
-FAMILY_MODULES = {"sd": "stable_diffusion", "sdxl": "sdxl", "if": "deepfloyd_if"}
+FAMILY_MODULES = {"sd": "stable_diffusion", "sdxl": "sdxl", "if": "deepfloyd_if", "sd3": "sd3",
+                  "flux": "flux"}
 
 # Supported pipeline classes (model_index.json "_class_name") per family.
 PIPELINE_CLASSES = {
@@ -30,7 +37,22 @@ PIPELINE_CLASSES = {
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusionXLImg2ImgPipeline": "sdxl",
     "IFPipeline": "if",
+    "StableDiffusion3Pipeline": "sd3",
+    "StableDiffusion3Img2ImgPipeline": "sd3",
+    "FluxPipeline": "flux",
+    "FluxImg2ImgPipeline": "flux",
 }
+#: Modern models the add-on's picker offers even before they are downloaded (hub id -> gated:
+#: the licence must be accepted on huggingface.co first); facts: core.models.estimate.model_facts.
+SUGGESTED_MODELS = {
+    "black-forest-labs/FLUX.1-schnell": False,
+    "black-forest-labs/FLUX.1-dev": True,
+    "stabilityai/stable-diffusion-3.5-large": True,
+    "stabilityai/stable-diffusion-3.5-large-turbo": True,
+    "stabilityai/stable-diffusion-3.5-medium": True,
+}
+#: What the error messages list as supported.
+SUPPORTED_TEXT = "Stable Diffusion 1.x/2.x, SDXL, DeepFloyd IF stage I, Stable Diffusion 3/3.5 and FLUX.1"
 
 
 def pipeline_class(index_path: str) -> str:
@@ -54,12 +76,14 @@ def family_hint(model: str) -> str:
         if cls in PIPELINE_CLASSES:
             return PIPELINE_CLASSES[cls]
         raise InvalidInputError(
-            f"model {model!r} is a {cls}; supported are Stable Diffusion 1.x/2.x, SDXL and "
-            "DeepFloyd IF stage I pipelines"
-        )
+            f"model {model!r} is a {cls}; supported are {SUPPORTED_TEXT} pipelines")
     name = os.path.basename(model.rstrip("/\\")).lower()
     if name.startswith("if-i-") or "deepfloyd" in model.lower():
         return "if"
+    if "flux" in name:
+        return "flux"
+    if "stable-diffusion-3" in name or name.startswith("sd3") or "sd3." in name:
+        return "sd3"
     if "xl" in name:
         return "sdxl"
     return "sd"

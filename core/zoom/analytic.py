@@ -100,7 +100,12 @@ class MixtureDenoiser:
         self.alphas_cumprod = alphas_cumprod.double()
 
     def __call__(self, z_t: torch.Tensor, t: int, levels: torch.Tensor) -> torch.Tensor:
-        ab = self.alphas_cumprod[t]
+        return self.posterior_mean(z_t, self.alphas_cumprod[t], levels)
+
+    def posterior_mean(self, z_t: torch.Tensor, ab: torch.Tensor,
+                       levels: torch.Tensor) -> torch.Tensor:
+        """E[x0 | z_t = √ᾱ x0 + √(1−ᾱ) ε] at any ᾱ (``FlowMatchingDenoiser`` uses it)."""
+        ab = torch.as_tensor(ab, dtype=torch.float64)
         x = self.renders[:, levels].double()                          # (K, B, C, H, W)
         d2 = ((z_t.double()[None] - ab.sqrt() * x) ** 2).flatten(2).sum(-1)  # (K, B)
         weights = torch.softmax(-d2 / (2 * (1 - ab)), dim=0)
@@ -153,7 +158,29 @@ class GaussianFieldDenoiser:
         return torch.fft.irfft2(f, s=self.shape[1:], norm="ortho").float()
 
     def __call__(self, z_t: torch.Tensor, t: int, levels: torch.Tensor) -> torch.Tensor:
-        return _wiener(z_t, self.spectrum, self.alphas_cumprod[t])
+        return self.posterior_mean(z_t, self.alphas_cumprod[t], levels)
+
+    def posterior_mean(self, z_t: torch.Tensor, ab: torch.Tensor,
+                       levels: torch.Tensor) -> torch.Tensor:
+        return _wiener(z_t, self.spectrum, torch.as_tensor(ab, dtype=torch.float64))
+
+
+class FlowMatchingDenoiser:
+    """An analytic prior on the rectified-flow path z_σ = (1−σ) x0 + σ ε (SD3, FLUX), called
+    as a flow backend's denoiser is: t = 1000 σ (a float), returning x̂0.
+
+    z_σ / √((1−σ)² + σ²) is the variance-preserving z_t with ᾱ = (1−σ)² / ((1−σ)² + σ²), so
+    the exact posterior mean is the VP prior's (``vp.posterior_mean``) at that ᾱ.
+    """
+
+    def __init__(self, vp, num_train_timesteps: int = 1000):
+        self.vp, self.total = vp, float(num_train_timesteps)
+
+    def __call__(self, z_t: torch.Tensor, t: float, levels: torch.Tensor) -> torch.Tensor:
+        sigma = torch.tensor(float(t) / self.total, dtype=torch.float64)
+        norm2 = (1 - sigma) ** 2 + sigma**2
+        z_vp = (z_t.double() / norm2.sqrt()).to(z_t.dtype)
+        return self.vp.posterior_mean(z_vp, (1 - sigma) ** 2 / norm2, levels)
 
 
 def _wiener(y: torch.Tensor, spectrum: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,8 @@ Structure (k-diffusion / diffusers style: short functions, one concern each):
     consolidate           L = Blending(x̂), x = Π_image(L), known levels imposed   (layer hook)
     MODE_STEPS[mode]      step_joint / step_iterative / step_independent -> (layers, x)
     update_rule(sched)    UPDATE_RULES table by scheduler class -> update_ddpm (DDPM),
-                          update_renoise (LCM), update_solver (any other scheduler)
+                          update_renoise (LCM), update_flow (rectified flow: SD3, FLUX),
+                          update_solver (any other scheduler)
     run_steps             the loop: z_in -> mode step -> update rule -> callback
 Constraints that act on x̂ or on the layers belong in ``estimate`` / ``consolidate``; ones
 that act on z_{t'} go after the update in ``run_steps``.
@@ -367,6 +368,59 @@ RENOISE_SPACINGS = ("grid", "even")
 RENOISE_SPACING = "grid"
 
 
+# ------------------------------------------------------------ rectified flow (SD3, FLUX)
+#: Hidden scheduler-config keys a flow backend sets (diffusers keeps "_" keys through
+#: from_config): FLOW_MU, the resolution-dependent shift's μ (FLUX: from image_seq_len);
+#: FLOW_SIGMAS = "linear": σ = linspace(1, 1/n, n) before the shift, as FluxPipeline passes
+#: them (absent: the scheduler's own spacing, as StableDiffusion3Pipeline uses it).
+FLOW_MU, FLOW_SIGMAS = "_flow_mu", "_flow_sigmas"
+
+
+def flow_update(z_t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor,
+                sigma_next: torch.Tensor) -> torch.Tensor:
+    """One step on the rectified-flow path z_σ = (1−σ) x0 + σ ε: z_σ' = (1−σ') x̂ + σ' ε.
+
+    ``noise`` None: deterministic Euler, ε = ε̂ = (z_σ − (1−σ) x̂)/σ, the noise implied by the
+    consolidated x̂ (the same as z + (σ'−σ) v̂ with v̂ = ε̂ − x̂, FlowMatchEulerDiscreteScheduler's
+    step). Else the stochastic rule: x̂ re-noised to σ' with fresh noise (Alg. 2 line 6: the
+    sampler passes Π_noise(E)).
+    """
+    eps = (z_t - (1 - sigma) * x0) / sigma if noise is None else noise
+    return (1 - sigma_next) * x0 + sigma_next * eps
+
+
+def update_flow(run: SamplingRun, z: torch.Tensor, z_in: torch.Tensor, x: torch.Tensor,
+                step: int, t) -> torch.Tensor:
+    """Rectified flow (FlowMatchEulerDiscreteScheduler): deterministic Euler through the
+    implied ε, or with ``stochastic_sampling`` the re-noise rule whose fresh noise is Π_noise."""
+    sched, acc = run.sched, run.acc
+    sigma, sigma_next = (sched.sigmas[i].to(device=run.device, dtype=acc) for i in (step, step + 1))
+    stochastic = bool(sched.config.get("stochastic_sampling", False))
+    if stochastic and float(sigma_next) == 0.0:
+        return x  # the last step lands on x̂ itself (no draw)
+    noise = run.fresh_noise().to(acc) if stochastic else None
+    return flow_update(z.to(acc), x.to(acc), noise, sigma, sigma_next).to(run.dtype)
+
+
+def _flow_timesteps(sched, num_inference_steps: int, device: torch.device) -> None:
+    """The flow family's own timesteps: the scheduler's shift (SD3: 3.0), or its
+    resolution-dependent shift with μ from the backend (FLUX: ``use_dynamic_shifting``)."""
+    import numpy as np
+
+    cfg, n = sched.config, num_inference_steps
+    mu = cfg.get(FLOW_MU)
+    if cfg.get("use_dynamic_shifting") and mu is None:
+        raise ValueError("this flow scheduler shifts by resolution (use_dynamic_shifting): set "
+                         f"its config's {FLOW_MU!r} (μ from the image's token count)")
+    sigmas = np.linspace(1.0, 1.0 / n, n) if cfg.get(FLOW_SIGMAS) == "linear" else None
+    sched.set_timesteps(n, device=device, sigmas=sigmas, mu=mu)
+
+
+def is_flow(scheduler) -> bool:
+    """True for rectified-flow schedulers (z_σ = (1−σ) x0 + σ ε, t = 1000 σ as a float)."""
+    return update_rule(scheduler) is update_flow
+
+
 def renoise_timesteps(config, num_inference_steps: int, spacing: str | None = None) -> list[int]:
     """Timesteps of the renoise sampler, from T-1 down (``RENOISE_SPACINGS``).
 
@@ -389,10 +443,12 @@ def renoise_timesteps(config, num_inference_steps: int, spacing: str | None = No
 
 
 def _default_update_rules() -> list[tuple[type, Callable]]:
-    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, LCMScheduler
+    from diffusers import (DDPMScheduler, DPMSolverMultistepScheduler,
+                           FlowMatchEulerDiscreteScheduler, LCMScheduler)
 
     return [(DDPMScheduler, update_ddpm), (LCMScheduler, update_renoise),
-            (DPMSolverMultistepScheduler, update_dpmsolver)]
+            (DPMSolverMultistepScheduler, update_dpmsolver),
+            (FlowMatchEulerDiscreteScheduler, update_flow)]
 
 
 #: (scheduler class, update rule), first isinstance match wins; anything else is a solver.
@@ -415,14 +471,19 @@ def _set_timesteps(sched, num_inference_steps: int, device: torch.device) -> Non
         ts = renoise_timesteps(sched.config, num_inference_steps)
         sched.timesteps = torch.tensor(ts, dtype=torch.long, device=device)
         sched.num_inference_steps = len(ts)
+    elif is_flow(sched):
+        _flow_timesteps(sched, num_inference_steps, device)
     else:
         sched.set_timesteps(num_inference_steps, device=device)
 
 
-def _timestep(sched, t) -> int:
+def _timestep(sched, t) -> int | float:
     """The model's integer timestep for scheduler timestep ``t``. "leading" spacing with
     steps_offset=1 at as many steps as training steps yields t = T, one past the schedule:
-    clamp so the model and ᾱ lookups stay in range."""
+    clamp so the model and ᾱ lookups stay in range. Rectified flow: t = 1000 σ, a float,
+    never rounded (the models take it continuous)."""
+    if is_flow(sched):
+        return float(t)
     return min(int(round(float(t))), int(sched.config.num_train_timesteps) - 1)
 
 
@@ -477,7 +538,8 @@ def run_steps(run: SamplingRun, z: torch.Tensor,
     total = len(sched.timesteps)
     for step, t in enumerate(sched.timesteps):
         raise_if_cancelled(run.cancel)
-        z_in = sched.scale_model_input(z, t)  # VP form for the model (identity for DDPM/DDIM)
+        # VP form for the model (identity for DDPM/DDIM); flow models take z_σ as it is
+        z_in = z if is_flow(sched) else sched.scale_model_input(z, t)
         layers, x = mode_step(run, z_in, _timestep(sched, t), layers)
         z = update(run, z, z_in, x, step, t)
         if run.reconstruct and step + 1 < total:
@@ -556,7 +618,7 @@ def sample_zoom_stack(
         photo_level=photo_level % num_levels, known=known, reconstruct=reconstruct,
         footprints=fps, loop=loop,
     )
-    z = run.draw_noise(run.coupled and consistent_init) * sched.init_noise_sigma
+    z = run.draw_noise(run.coupled and consistent_init) * getattr(sched, "init_noise_sigma", 1.0)
     layers = run_steps(run, z, callback)
     images = render_image(layers, p, fps, loop) if run.coupled else layers
     if known:
@@ -566,6 +628,8 @@ def sample_zoom_stack(
 
 def _model_input_scale(scheduler, step_index: int) -> float:
     """z / scale_model_input(z) at a step: √(1+σ²) for sigma-based schedulers, else 1."""
+    if is_flow(scheduler):
+        return 1.0
     sigmas = getattr(scheduler, "sigmas", None)
     if sigmas is not None and len(sigmas) > step_index:
         return float((1 + sigmas[step_index].double() ** 2).sqrt())

@@ -348,17 +348,27 @@ class P10_OT_model_forget_local(bpy.types.Operator):
 
 
 def pick_names() -> list[str]:
-    """What the picker offers: cached and added models, and the default model."""
+    """What the picker offers: cached and added models, the default model, and the modern
+    models (SD3.5, FLUX.1) even before they are downloaded (Generate downloads them)."""
+    from ...core.models.families import SUGGESTED_MODELS
     from ...core.settings import DEFAULT_MODEL
 
     names = [e.name for e in entries()]
-    return names + ([DEFAULT_MODEL] if DEFAULT_MODEL not in names else [])
+    return names + [m for m in (DEFAULT_MODEL, *SUGGESTED_MODELS) if m not in names]
+
+
+def pick_tooltip(name: str) -> str:
+    """The picker's tooltip: the model's facts (size, download, memory, steps, guidance)."""
+    from ...core.settings import model_facts
+
+    facts = model_facts(name)
+    return f"Use {name}. {facts}" if facts else f"Use {name}"
 
 
 def _pick_enum(self, context):
     global _pick_items
     # identifiers are indices: paths can be longer than an enum identifier may be
-    _pick_items = [(str(i), n, f"Use {n}") for i, n in enumerate(pick_names())]
+    _pick_items = [(str(i), n, pick_tooltip(n)) for i, n in enumerate(pick_names())]
     return _pick_items
 
 
