@@ -395,6 +395,9 @@ def test_b9_steps_beyond_the_models_schedule(monkeypatch):
         family, device, scale_factor, native_size = "sd", __import__("torch").device("cpu"), 8, 64
         scheduler_config = {"num_train_timesteps": 50, "prediction_type": "epsilon"}
 
+        def sampling_config(self, height, width):  # core.backends.base.Backend's hook
+            return dict(self.scheduler_config)
+
     class Cache:
         def get(self, *a, **kw):
             return Backend()
