@@ -34,6 +34,9 @@ class AnalyticBackend:
         self.renders = renders
         self.scheduler_config = DDPMScheduler(num_train_timesteps=1000, clip_sample=False).config
 
+    def sampling_config(self, height, width):  # core.backends.base.Backend's hook
+        return dict(self.scheduler_config)
+
     def encode_prompts(self, prompts, negative, height, width):
         return None
 
