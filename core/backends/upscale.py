@@ -147,7 +147,8 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
         n_steps = min(int(steps), stage.default_steps)
         report("super-resolution", 0, n_steps)
         # stage I and the other stages stay off the accelerator while this stage samples
-        others = [h for h in backend.__dict__.get("_stages", {}).values() if h is not stage]
+        held = getattr(backend, "__dict__", {}).get("_stages", {})
+        others = [h for h in held.values() if h is not stage]
         with offloaded(backend, *others):
             micro = micro_batch if micro_batch is not None else fit_tile_micro_batch(
                 stage, images.shape[0], shape[1:])  # measured with stage I off the device
