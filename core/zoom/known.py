@@ -8,6 +8,9 @@ Pure functions over batched tensors, used by the sampler (docs/sampler.md, "Know
 * ``level_residuals`` — the paper's photo loss (Sec. 4.4 eq. 1) generalised to an image ξ at
   level k: a finer level i > k must show crop(ξ, p^(i−k)) through D^(i−k), a coarser level
   i < k must show D^(k−i)(ξ) on its centre crop, level k must show ξ.
+* ``chain_residuals`` — an unknown level coarser than a known one against the next finer
+  level's consolidated estimate (the reconstruction guidance's chain terms;
+  ``guidance_loss`` = the photo-loss terms + these).
 * ``impose_known`` — the consistent images closest to the given ones that show every known
   image exactly (the override of x̂ and of the blended stack).
 * ``make_consistent`` — make separately encoded known images agree exactly (fine to coarse).
