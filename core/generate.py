@@ -203,10 +203,13 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
     if s.guidance is None and getattr(backend, "guidance_embedded", False):
         guidance = LCM_EMBEDDED_GUIDANCE
     plan = upscale_plan(backend, s.upscale, s.upscaler)  # models checked before sampling
+    n_levels = len(s.prompts)
+    # known levels coarser than an unknown one: reconstruction guidance (a backward pass per step)
+    pinned = {k % n_levels for k in known} | ({s.photo_level % n_levels} if s.photo is not None else set())
+    reconstruct = needs_reconstruction(pinned, n_levels, loop=s.loop)
     micro_batch = s.micro_batch  # an explicit value wins; else the largest that fits
     if micro_batch is None:
-        micro_batch = fit_micro_batch(backend, len(s.prompts), guidance, height, width)
-    n_levels = len(s.prompts)
+        micro_batch = fit_micro_batch(backend, n_levels, guidance, height, width, reconstruct)
     out_scale = f * 4 ** len(plan)  # output pixels per sampler pixel
     geo = Footprints.from_settings(s, height // f, width // f, out_scale, footprints)
 
@@ -236,8 +239,7 @@ def _generate(s: GenerateSettings, progress: Progress | None, cancel, cache: Mod
         report("sampling", step, total, preview)
 
     report("sampling", 0, steps)
-    denoiser = backend.make_denoiser(cond, guidance, micro_batch,
-                                     differentiable=needs_reconstruction(known_x, n_levels, loop=s.loop))
+    denoiser = backend.make_denoiser(cond, guidance, micro_batch, differentiable=reconstruct)
     denoiser = backend.pixel_blending(denoiser, p, s.pixel_blend, micro_batch, **geo.kw(f))
     result = sample_zoom_stack(
         denoiser, scheduler,

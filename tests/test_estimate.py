@@ -183,3 +183,33 @@ def test_micro_batched_decode_counts_levels_not_guided_rows():
     assert peak(4)[3] == peak(None)[3] and peak(2)[3] < peak(4)[3]
     assert peak(8)[2] == peak(None)[2] > peak(4)[2]  # the UNet does see 2N rows
     assert peak(50) == peak(None)  # a micro-batch beyond the rows runs them all at once
+
+
+def test_reconstruction_guidance_counts_its_kept_activations_in_the_micro_batch_fit():
+    spec = est.SPECS["sd"]
+    kw = dict(height=512, width=512, e=4, with_weights=False)
+    plain = est.peak_bytes(spec, 4, 7.5, None, **kw)
+    recon = est.peak_bytes(spec, 4, 7.5, None, reconstruct=True, **kw)
+    # every UNet row's activations stay for the backward pass: +1.75 GB per row at SD 1.5 fp32
+    assert 1.5e9 < (recon[2] - plain[2]) / 8 < 2.0e9
+    budget = 12e9
+    fit_plain = est.largest_micro_batch(spec, 4, 7.5, 512, 512, 4, budget, with_weights=False)
+    fit_recon = est.largest_micro_batch(spec, 4, 7.5, 512, 512, 4, budget, with_weights=False,
+                                        reconstruct=True)
+    assert fit_plain is None and fit_recon is not None and 1 <= fit_recon < 8
+    assert est.peak_bytes(spec, 4, 7.5, fit_recon, reconstruct=True, **kw)[0] <= budget
+
+
+def test_generate_fits_the_micro_batch_for_reconstruction_only_when_zooming_out(tiny, monkeypatch):
+    import numpy as np
+
+    import core.generate as gen
+
+    asked = []
+    monkeypatch.setattr(gen, "fit_micro_batch", lambda *a, **k: asked.append(a[5:] or k) or None)
+    settings = GenerateSettings(prompts=["a cat", "a dog", "a tree"], model=tiny["sd"],
+                                device="cpu", steps=1, width=64, height=64)
+    image = np.full((64, 64, 3), 0.5, np.float32)
+    gen.generate(settings, known={-1: image})   # zooming out of the finest level
+    gen.generate(settings, known={0: image})    # zooming in: the photo loss suffices
+    assert asked == [(True,), (False,)]

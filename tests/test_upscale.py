@@ -483,3 +483,59 @@ def test_sr_stages_sample_with_the_footprints_times_four_on_a_loop(tiny, cache, 
         for i, (left, top) in enumerate(kwargs["footprints"]):
             finer = downsample(x[(i + 1) % 3], 2)
             assert (x[i][:, top:top + 16, left:left + 16] - finer).abs().max() < 1e-5
+
+
+class _FakePipe:
+    def __init__(self, log, name):
+        self.log, self.name = log, name
+
+    def to(self, device):
+        self.log.append((self.name, str(device)))
+        return self
+
+
+class _Holder:
+    def __init__(self, log, name, device):
+        self.pipe, self.device = _FakePipe(log, name), torch.device(device)
+
+
+def test_offloaded_moves_accelerator_pipelines_to_the_cpu_and_back_even_on_failure():
+    from core.backends.loading import offloaded
+
+    log = []
+    gpu, cpu = _Holder(log, "stage I", "cuda:0"), _Holder(log, "cpu model", "cpu")
+    with offloaded(gpu, cpu, None) as moved:
+        assert log == [("stage I", "cpu")] and moved == [gpu]
+    assert log[-1] == ("stage I", "cuda:0")
+    log.clear()
+    with pytest.raises(RuntimeError):
+        with offloaded(gpu):
+            raise RuntimeError("out of memory in stage II")
+    assert log == [("stage I", "cpu"), ("stage I", "cuda:0")]  # back where it was
+
+
+def test_each_sr_stage_samples_with_stage_one_and_the_other_stages_offloaded(tiny, cache, monkeypatch):
+    import contextlib
+
+    import core.backends.upscale as up
+
+    held, real = [], up.sample_zoom_stack
+    active = []
+
+    @contextlib.contextmanager
+    def recording(*holders):
+        active.append(holders)
+        yield list(holders)
+        active.pop()
+
+    monkeypatch.setattr(up, "offloaded", recording)
+    monkeypatch.setattr(up, "sample_zoom_stack",
+                        lambda *a, **k: held.append(active[-1]) or real(*a, **k))
+    backend = cache.get(tiny["if"], device="cpu")
+    cond = backend.encode_prompts(PROMPTS[:2], "", height=8, width=8)
+    up.upscale(backend, torch.rand(2, 3, 8, 8), cond, PROMPTS[:2], "",
+               [("if-ii", tiny["if2"]), ("x4", tiny["x4"])], zoom=2, scheduler="ddpm", steps=1,
+               seed=0)
+    stages = backend.__dict__["_stages"]
+    assert held[0][0] is backend and stages["if-ii"] not in held[0]
+    assert held[1][0] is backend and stages["if-ii"] in held[1] and stages["x4"] not in held[1]

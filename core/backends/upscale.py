@@ -25,7 +25,7 @@ from ..zoom.sampler import sample_zoom_stack
 from ..settings import UPSCALE_FACTORS, upscaler_models
 from ..zoom.zoom_stack import sr_blend_method
 from .base import Backend, Conditioning
-from .loading import check_upscaler, load_stage
+from .loading import check_upscaler, load_stage, offloaded
 from .schedulers import make_scheduler
 from .super_resolution import DEFAULT_MODELS, STAGES, tile_starts
 
@@ -145,20 +145,23 @@ def upscale(backend: Backend, images: torch.Tensor, cond: Conditioning, prompts:
         stage.prepare(images, zoom, generator, footprints=footprints_up(footprints, stage.factor),
                       loop=loop)
         n_steps = min(int(steps), stage.default_steps)
-        micro = micro_batch if micro_batch is not None else fit_tile_micro_batch(
-            stage, images.shape[0], shape[1:])
         report("super-resolution", 0, n_steps)
-        result = sample_zoom_stack(
-            stage.make_denoiser(stage_cond, stage.guidance, micro),
-            make_scheduler(scheduler, stage.scheduler_config),
-            num_levels=images.shape[0], zoom=zoom, shape=shape,
-            num_inference_steps=n_steps, generator=generator, blending=sr_blend_method(zoom),
-            callback=lambda step, total, _layers: report("super-resolution", step, total),
-            cancel=cancel, device=stage.device, dtype=torch.float32,
-            footprints=in_sample, loop=loop,
-        )
-        raise_if_cancelled(cancel)
-        images = stage.decode(result.images, micro)
+        # stage I and the other stages stay off the accelerator while this stage samples
+        others = [h for h in backend.__dict__.get("_stages", {}).values() if h is not stage]
+        with offloaded(backend, *others):
+            micro = micro_batch if micro_batch is not None else fit_tile_micro_batch(
+                stage, images.shape[0], shape[1:])  # measured with stage I off the device
+            result = sample_zoom_stack(
+                stage.make_denoiser(stage_cond, stage.guidance, micro),
+                make_scheduler(scheduler, stage.scheduler_config),
+                num_levels=images.shape[0], zoom=zoom, shape=shape,
+                num_inference_steps=n_steps, generator=generator, blending=sr_blend_method(zoom),
+                callback=lambda step, total, _layers: report("super-resolution", step, total),
+                cancel=cancel, device=stage.device, dtype=torch.float32,
+                footprints=in_sample, loop=loop,
+            )
+            raise_if_cancelled(cancel)
+            images = stage.decode(result.images, micro)
         footprints = footprints_up(footprints, stage.factor)
     return images
 

@@ -533,14 +533,26 @@ def weights_bytes(spec: ModelSpec, e: int, fp8: bool = False) -> int:
     return int((spec.unet_params + spec.other_params + spec.sr_params) * e + (extra or 0))
 
 
+#: Reconstruction guidance (known levels coarser than an unknown one, docs/sampler.md) keeps
+#: every activation of a UNet call for the backward pass: per UNet row, this many times one
+#: forward's peak (measured: SD 1.5 config, fp32, 64² latents, +1.75 GB per row against the
+#: 0.136 GB ``activation_bytes`` gives one row; docs/known_levels_cost.json). The sampler
+#: runs the backward pass per micro-batch, so the micro-batch bounds it.
+RECONSTRUCTION_ROW_FACTOR = 12.8
+
+
 def peak_bytes(spec: ModelSpec, levels: int, guidance: float, micro_batch: int | None,
                height: int | None, width: int | None, e: int,
-               with_weights: bool = True, fp8: bool = False) -> tuple[int, int, int, int, int]:
-    """(peak, weights, unet, decode, overhead) bytes for one run."""
+               with_weights: bool = True, fp8: bool = False,
+               reconstruct: bool = False) -> tuple[int, int, int, int, int]:
+    """(peak, weights, unet, decode, overhead) bytes for one run. ``reconstruct``: with
+    reconstruction guidance (the UNet's activations kept for the backward pass)."""
     rows = unet_rows(levels, guidance, spec.family)
     k = rows if micro_batch is None else max(1, min(micro_batch, rows))
     lv = levels if micro_batch is None else max(1, min(micro_batch, levels))
     unet, decode = activation_bytes(spec, k, lv, height, width, e)
+    if reconstruct:
+        unet = int(unet * RECONSTRUCTION_ROW_FACTOR)
     weights = weights_bytes(spec, e, fp8)
     overhead = int(OVERHEAD_FRACTION * weights + OVERHEAD_FIXED)
     # flow families: the text encoders visit the device before sampling, not during it
@@ -551,15 +563,17 @@ def peak_bytes(spec: ModelSpec, levels: int, guidance: float, micro_batch: int |
 
 def largest_micro_batch(spec: ModelSpec, levels: int, guidance: float, height: int | None,
                         width: int | None, e: int, budget_bytes: float,
-                        with_weights: bool = True, fp8: bool = False) -> int | None:
+                        with_weights: bool = True, fp8: bool = False,
+                        reconstruct: bool = False) -> int | None:
     """The largest micro-batch whose peak fits ``budget_bytes``: None = all rows at once fits;
     1 when even one row does not fit (the run will say so)."""
     rows = unet_rows(levels, guidance, spec.family)
-    if peak_bytes(spec, levels, guidance, None, height, width, e, with_weights, fp8)[0] <= budget_bytes:
+    kw = dict(with_weights=with_weights, fp8=fp8, reconstruct=reconstruct)
+    if peak_bytes(spec, levels, guidance, None, height, width, e, **kw)[0] <= budget_bytes:
         return None
     best = 1
     for k in range(1, rows + 1):
-        if peak_bytes(spec, levels, guidance, k, height, width, e, with_weights, fp8)[0] <= budget_bytes:
+        if peak_bytes(spec, levels, guidance, k, height, width, e, **kw)[0] <= budget_bytes:
             best = k
     return best
 
@@ -733,9 +747,11 @@ def spec_from_backend(backend) -> ModelSpec:
         sr_params=fallback.sr_params if family == "if" else 0, source="loaded model")
 
 
-def fit_micro_batch(backend, levels: int, guidance: float, height: int, width: int) -> int | None:
+def fit_micro_batch(backend, levels: int, guidance: float, height: int, width: int,
+                    reconstruct: bool = False) -> int | None:
     """The largest micro-batch that fits the free memory left next to the loaded model
-    (None: all rows at once, or nothing known about the device/model: run as before)."""
+    (None: all rows at once, or nothing known about the device/model: run as before).
+    ``reconstruct``: the run uses reconstruction guidance (``RECONSTRUCTION_ROW_FACTOR``)."""
     try:
         free = free_bytes_now(backend.device)
         e = 4 if backend.dtype.itemsize >= 4 else 2
@@ -745,7 +761,7 @@ def fit_micro_batch(backend, levels: int, guidance: float, height: int, width: i
     if not free:
         return None
     return largest_micro_batch(spec, levels, guidance, height, width, e,
-                               free * USABLE_FRACTION, with_weights=False)
+                               free * USABLE_FRACTION, with_weights=False, reconstruct=reconstruct)
 
 
 def free_bytes_now(device) -> int | None:
@@ -754,13 +770,8 @@ def free_bytes_now(device) -> int | None:
     return device_info(name, max_age=0.0).free_bytes
 
 
-__all__ = ["DeviceInfo", "Estimate", "ModelSpec", "SPECS", "activation_bytes", "device_info",
-           "download_bytes",
-           "estimate", "fit_micro_batch", "free_bytes_now", "largest_micro_batch", "model_spec",
-           "peak_bytes", "seconds_per_step", "spec_from_backend", "spec_from_folder",
-           "use_fp8", "weights_bytes"]
 __all__ = ["DeviceInfo", "Estimate", "ModelSpec", "SPECS", "SR_SPECS", "activation_bytes",
            "check_device", "check_model", "cuda_count", "device_info", "estimate",
            "fit_micro_batch", "free_bytes_now", "largest_micro_batch", "model_spec", "peak_bytes",
            "pixel_blend_seconds", "seconds_per_step", "spec_from_backend", "spec_from_folder",
-           "upscale_cost", "weights_bytes"]
+           "RECONSTRUCTION_ROW_FACTOR", "upscale_cost", "weights_bytes"]

@@ -38,12 +38,17 @@ from ..errors import InvalidInputError, ModelOutputError, raise_if_cancelled
 from .geometry import Footprint, check_footprints, check_size, check_zoom
 from .known import (check_known, impose_known, level_residuals, needs_reconstruction,
                     reconstruction_gradient)
+from .stack_operators import StackOperators, stack_operators, supported
 from .zoom_stack import BLEND_METHODS, blend, render_image, render_noise
 
 #: How known levels steer the unknown ones (docs/sampler.md, "Known levels").
 KNOWN_GUIDANCE = ("auto", "reconstruction", "photo")
 #: ζ of the reconstruction-guidance step (measured: docs/sampler.md, "Known levels").
 KNOWN_STEP = 1.0
+#: Per-step blend / Π_image / Π_noise as precomputed sparse operators (``stack_operators``)
+#: where the device has sparse products; False: the reference functions (same results to
+#: float rounding, a few kernels per level instead of a few per step).
+USE_STACK_OPERATORS = True
 
 class Denoiser(Protocol):
     def __call__(self, z_t: torch.Tensor, t: int, levels: torch.Tensor) -> torch.Tensor: ...
@@ -178,6 +183,7 @@ class SamplingRun:
     guidance_dir: torch.Tensor | None = None  # this step's ∇_{z_t}‖r‖²/‖r‖ per level
     footprints: list[Footprint] | None = None  # (left, top) of level i+1 in level i, validated
     loop: bool = False            # a cyclic stack: level 0 is the finer level of level N-1
+    ops: StackOperators | None = None  # this configuration's operators (None: reference code)
 
     @property
     def coupled(self) -> bool:
@@ -194,7 +200,11 @@ class SamplingRun:
         e = torch.randn((self.num_levels, c, h, w), generator=g,
                         device=g.device if g is not None else self.device,
                         dtype=self.dtype).to(self.device)
-        return render_noise(e, self.zoom, self.footprints, self.loop) if consistent else e
+        if not consistent:
+            return e
+        if self.ops is not None:
+            return self.ops.render_noise(e)
+        return render_noise(e, self.zoom, self.footprints, self.loop)
 
     def fresh_noise(self) -> torch.Tensor:
         """The noise of one update: zoom-consistent unless an ablation switched sharing off.
@@ -255,8 +265,11 @@ def consolidate(run: SamplingRun, x0: torch.Tensor) -> tuple[torch.Tensor, torch
     """(layers, images): L = Blending(x̂) (Alg. 2 line 12), x_i = Π_image(L; i) (line 5).
     Hook for constraints on the layers (they act before rendering): the known levels override
     the blended stack (the closest consistent images that show them exactly)."""
-    layers = blend(x0, run.zoom, run.blending, footprints=run.footprints, loop=run.loop)
-    images = render_image(layers, run.zoom, run.footprints, run.loop)
+    if run.ops is not None:
+        layers, images = run.ops.consolidate(x0)
+    else:
+        layers = blend(x0, run.zoom, run.blending, footprints=run.footprints, loop=run.loop)
+        images = render_image(layers, run.zoom, run.footprints, run.loop)
     if run.known:
         layers = images = impose_known(images, run.known, run.zoom,
                                        footprints=run.footprints, loop=run.loop)
@@ -618,6 +631,9 @@ def sample_zoom_stack(
         photo_level=photo_level % num_levels, known=known, reconstruct=reconstruct,
         footprints=fps, loop=loop,
     )
+    if run.coupled and USE_STACK_OPERATORS and supported(device, dtype, blending):
+        run.ops = stack_operators(num_levels, shape[1], shape[2], p, fps, loop, blending,
+                                  device, dtype)
     z = run.draw_noise(run.coupled and consistent_init) * getattr(sched, "init_noise_sigma", 1.0)
     layers = run_steps(run, z, callback)
     images = render_image(layers, p, fps, loop) if run.coupled else layers

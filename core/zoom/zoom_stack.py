@@ -16,11 +16,11 @@ Design choices (see docs/zoom_stack.md):
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
+from .cycle_noise import correct_cycle_noise
+from .filters import cycle_depth, downsample_weights, noise_gain
 from .geometry import (Footprint, centre_box, check_footprints, check_size, check_zoom,
                        max_observation_depth, observation_box, pyramid_depth)
 
@@ -48,24 +48,6 @@ def _check_stack(x: torch.Tensor, zoom: int, what: str) -> int:
 
 
 # ------------------------------------------------------------------------------- D_p, crops
-def downsample_weights(zoom: int, device=None, dtype=None) -> torch.Tensor:
-    """1-D taps of D_p: a Gaussian (sigma = p/4) sampled at the p pixel centres of a block."""
-    p = check_zoom(zoom)
-    u = torch.arange(p, dtype=torch.float64) - (p - 1) / 2
-    w = torch.exp(-0.5 * (u / (p / 4)) ** 2)
-    return (w / w.sum()).to(device=device, dtype=dtype or torch.float32)
-
-
-def noise_gain(zoom: int) -> float:
-    """Scale restoring unit variance after D_p of i.i.d. unit noise: 1 / ||w ⊗ w||_2 = 1 / Σ w².
-
-    For a box filter this is p, the paper's factor p_j/p_i per level; for the Gaussian it is
-    smaller because the taps are unequal.
-    """
-    w = downsample_weights(zoom, dtype=torch.float64)
-    return float(1.0 / (w**2).sum())
-
-
 def downsample(x: torch.Tensor, zoom: int, times: int = 1) -> torch.Tensor:
     """D_p applied ``times`` times to ``(..., H, W)``: prefilter with a p x p kernel, stride p."""
     p = check_zoom(zoom)
@@ -127,25 +109,6 @@ def _outside_mask(height: int, width: int, p: int, like: torch.Tensor, left: int
     return mask
 
 
-#: Mantissa bits per dtype: how many halvings a contribution needs to vanish in rounding.
-_MANTISSA_BITS = {torch.float16: 11, torch.bfloat16: 8, torch.float32: 24, torch.float64: 53}
-
-
-def cycle_depth(height: int, width: int, zoom: int, dtype: torch.dtype = torch.float32) -> int:
-    """Levels beyond one turn that rendering on a loop composites (``_render``).
-
-    Level i+k's footprint in level i is H/p^k px: below a pixel after ceil(log_p max(H, W))
-    levels. From there each further level passes on at most 1/p of the rendered noise's
-    standard deviation (1/p² of an image's weight): a D_p block that spans the footprint
-    keeps 1/p² of its area in it. After mantissa-bits / log2(p) more levels the deepest
-    level no longer changes a pixel in the dtype (measured: the wrap link's residual is at
-    float precision, tests/test_targets_loops.py).
-    """
-    p = check_zoom(zoom)
-    below_pixel = math.ceil(math.log(max(height, width), p)) + 1
-    return below_pixel + math.ceil(_MANTISSA_BITS.get(dtype, 53) / math.log2(p))
-
-
 def render_image(layers: torch.Tensor, zoom: int, footprints=None,
                  loop: bool = False) -> torch.Tensor:
     """Π_image (Alg. 1) for every level: layers ``(N, C, H, W)`` -> images ``(N, C, H, W)``.
@@ -169,11 +132,13 @@ def render_noise(noise: torch.Tensor, zoom: int, footprints=None,
     and every footprint starts on a whole pixel, so if ε_{i+1} is i.i.d. N(0, 1) then so is
     g·D_p(ε_{i+1}), and by induction every pixel of every level is N(0, 1) and independent
     of the others at that level, wherever the footprints are. On a loop no noise can be both
-    i.i.d. and consistent round the cycle (docs/sampler.md, "Loops"); the variance stays 1
-    except at the few pixels around each level's zoom centre.
+    i.i.d. and consistent round the cycle: the inputs are corrected first (``cycle_noise``) so
+    that every pixel, the loop's vanishing point included, stays N(0, 1).
     """
     p = _check_stack(noise, zoom, "noise")
     fps = check_footprints(footprints, noise.shape[-2], noise.shape[-1], p, noise.shape[0], loop)
+    if loop:
+        noise = correct_cycle_noise(noise, p, fps)
     return _render(noise, p, noise_gain(p), fps, loop)
 
 

@@ -1,0 +1,136 @@
+"""The per-step zoom-stack operations as precomputed sparse operators (issue 23): the same results
+as the reference functions to float rounding, a number of kernels per step that does not grow
+with N, and the reference code where sparse products are not available."""
+
+import collections
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+import core.zoom.sampler as sampler
+from core.zoom.geometry import check_footprints
+from core.zoom.stack_operators import OPERATOR_BLENDS, stack_operators, supported
+from core.zoom.zoom_stack import blend, render_image, render_noise
+
+CASES = [  # (p, N, H, W, footprints, loop)
+    (2, 4, 32, 32, None, False),
+    (2, 8, 64, 64, None, False),
+    (4, 3, 64, 32, None, False),
+    (8, 2, 64, 64, None, False),
+    (2, 5, 32, 32, [(0, 0), (16, 16), (3, 11), (9, 2)], False),
+    (4, 3, 32, 64, [(0, 24), (48, 0)], False),
+    (2, 3, 32, 32, None, True),
+    (2, 4, 32, 32, [(3, 9), (10, 2), (0, 16), (7, 7)], True),
+    (4, 2, 64, 32, None, True),
+    (2, 1, 16, 16, None, False),
+]
+
+
+def rand(*shape, seed=0, dtype=torch.float32):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("p,n,h,w,fps,loop", CASES)
+def test_operators_equal_the_reference_functions(p, n, h, w, fps, loop):
+    footprints = check_footprints(fps, h, w, p, n, loop)
+    x = rand(n, 3, h, w, seed=n + p)
+    for method in OPERATOR_BLENDS:
+        ops = stack_operators(n, h, w, p, footprints, loop, method)
+        torch.testing.assert_close(ops.blend(x), blend(x, p, method, footprints=footprints, loop=loop),
+                                   rtol=0, atol=1e-6)
+    torch.testing.assert_close(ops.render_image(x), render_image(x, p, footprints, loop),
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(ops.render_noise(x), render_noise(x, p, footprints, loop),
+                               rtol=0, atol=1e-6)
+    layers, images = ops.consolidate(x)
+    torch.testing.assert_close(images, render_image(blend(x, p, OPERATOR_BLENDS[-1], footprints=footprints,
+                                                          loop=loop), p, footprints, loop),
+                               rtol=0, atol=1e-6)
+
+
+def test_operators_keep_dtype_and_run_in_float64_and_half():
+    footprints = check_footprints(None, 32, 32, 2, 3)
+    x = rand(3, 4, 32, 32, dtype=torch.float64)
+    ops = stack_operators(3, 32, 32, 2, footprints, dtype=torch.float64)
+    out = ops.render_image(ops.blend(x))
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, render_image(blend(x, 2), 2), rtol=0, atol=1e-12)
+    half = stack_operators(3, 32, 32, 2, footprints, dtype=torch.bfloat16)
+    y = half.render_noise(x.to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.double(), render_noise(x, 2), rtol=0, atol=0.05)
+
+
+def test_operators_are_built_once_per_configuration():
+    footprints = check_footprints(None, 32, 32, 2, 4)
+    a = stack_operators(4, 32, 32, 2, footprints)
+    assert stack_operators(4, 32, 32, 2, list(footprints)) is a
+    assert stack_operators(4, 32, 32, 2, footprints, blending="laplacian-sr1") is not a
+
+
+def test_only_devices_with_sparse_products_use_them():
+    assert supported("cpu", torch.float32, "laplacian")
+    assert supported(torch.device("cuda"), torch.float16, "laplacian-sr2")
+    assert not supported("mps", torch.float32, "laplacian")
+    assert not supported("cpu", torch.float32, "naive")
+
+
+def top_level_ops(fn) -> collections.Counter:
+    """aten ops with no aten op above them (the kernels launched from Python), as counted by
+    torch.profiler — the measure of issue 23."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    counts = collections.Counter()
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        if parent is None:
+            counts[event.name] += 1
+    return counts
+
+
+def ops_per_step(n: int, p: int, size: int = 64, steps=(2, 4), **kw) -> float:
+    sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+
+    def run(k):
+        sampler.sample_zoom_stack(lambda z, t, lv: z * 0.5, sched, num_levels=n, zoom=p,
+                                  shape=(4, size, size), num_inference_steps=k,
+                                  generator=torch.Generator().manual_seed(0), **kw)
+
+    run(steps[0])  # builds and caches the operators
+    few, more = (sum(top_level_ops(lambda: run(k)).values()) for k in steps)
+    return (more - few) / (steps[1] - steps[0])
+
+
+@pytest.mark.parametrize("n,p", [(8, 2), (16, 2), (8, 4)])
+def test_a_joint_step_issues_at_most_150_ops_whatever_n(n, p):
+    assert ops_per_step(n, p) <= 150
+
+
+def test_the_reference_path_grows_with_n_and_the_operators_do_not(monkeypatch):
+    small, large = ops_per_step(4, 2, size=32), ops_per_step(12, 2, size=32)
+    assert large == small
+    monkeypatch.setattr(sampler, "USE_STACK_OPERATORS", False)
+    assert ops_per_step(12, 2, size=32) > ops_per_step(4, 2, size=32) + 200
+
+
+def test_sampler_with_and_without_operators_agrees(monkeypatch):
+    from core.zoom.analytic import MixtureDenoiser, make_scenes
+
+    sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    scenes = make_scenes(3, 4, (3, 32, 32), 2, g(0))
+    den = MixtureDenoiser(scenes, sched.alphas_cumprod)
+    kw = dict(num_levels=4, zoom=2, shape=(3, 32, 32), num_inference_steps=12)
+    for extra in ({}, {"loop": True}, {"footprints": [(0, 0), (16, 16), (3, 11)]}):
+        fast = sampler.sample_zoom_stack(den, sched, generator=g(1), **kw, **extra)
+        monkeypatch.setattr(sampler, "USE_STACK_OPERATORS", False)
+        slow = sampler.sample_zoom_stack(den, sched, generator=g(1), **kw, **extra)
+        monkeypatch.setattr(sampler, "USE_STACK_OPERATORS", True)
+        torch.testing.assert_close(fast.images, slow.images, rtol=0, atol=1e-5)
