@@ -36,6 +36,8 @@ PY
 common="--device cuda --dtype fp16"
 row overhead_sd21_sdxl_n8        benchmarks/overhead.py $common --configs sd21,sdxl --levels 8 --steps 3
 row overhead_sd21_sdxl_n8_mb4    benchmarks/overhead.py $common --configs sd21,sdxl --levels 8 --steps 3 --micro-batch 4
+row overhead_sd21_n8_reference   benchmarks/overhead.py $common --configs sd21 --levels 8 --steps 3 --reference
+row overhead_sd21_n8_compiled    benchmarks/overhead.py $common --configs sd21 --levels 8 --steps 3 --compile
 row realsize_sd21_n8_ddpm256     benchmarks/realsize.py $common --config sd21 --levels 8 --steps 5 --zoom-steps 256
 row realsize_sd21_n8_mb4         benchmarks/realsize.py $common --config sd21 --levels 8 --steps 5 --micro-batch 4
 row realsize_sd21_n8_default20   benchmarks/realsize.py $common --config sd21 --levels 8 --steps 5 --modes joint --scheduler sde-dpmsolver++ --zoom-steps 20

@@ -227,3 +227,23 @@ def test_make_consistent_makes_three_encoded_levels_agree_exactly():
     torch.testing.assert_close(fixed[2], noisy[2], atol=0, rtol=0)  # the finest is kept
     for k in (0, 1):
         assert float((crop_centre(fixed[k], 2) - downsample(fixed[k + 1], 2)).abs().max()) < 1e-6
+
+
+def test_reconstruction_guidance_runs_its_backward_pass_per_micro_batch(scenes):
+    # each level's loss depends on its own x̂: one backward pass per micro-batch of levels gives
+    # the same gradient while keeping only that micro-batch's activations
+    p, n = 2, CONFIGS[2]
+    inner = MixtureDenoiser(scenes[p], DDPM.alphas_cumprod)
+    batches = []
+
+    def chunked(z, t, levels):
+        batches.append(len(levels))
+        return inner(z, t, levels)
+
+    chunked.levels_per_call = 1
+    kw = dict(num_levels=n, zoom=p, shape=SHAPE, num_inference_steps=10,
+              known={-1: scenes[p][1, n - 1]}, known_guidance="reconstruction")
+    whole = sample_zoom_stack(inner, DDPM, generator=torch.Generator().manual_seed(3), **kw)
+    parts = sample_zoom_stack(chunked, DDPM, generator=torch.Generator().manual_seed(3), **kw)
+    assert set(batches) == {1} and len(batches) == 10 * n
+    torch.testing.assert_close(parts.images, whole.images, rtol=0, atol=1e-5)

@@ -134,3 +134,57 @@ def test_sampler_with_and_without_operators_agrees(monkeypatch):
         slow = sampler.sample_zoom_stack(den, sched, generator=g(1), **kw, **extra)
         monkeypatch.setattr(sampler, "USE_STACK_OPERATORS", True)
         torch.testing.assert_close(fast.images, slow.images, rtol=0, atol=1e-5)
+
+
+def test_a_failing_compile_falls_back_to_the_eager_operators(monkeypatch):
+    footprints = check_footprints(None, 32, 32, 2, 3)
+    ops = stack_operators(3, 32, 32, 2, footprints, blending="laplacian-sr1")
+    x = rand(3, 2, 32, 32)
+    eager = ops.consolidate(x)
+
+    def broken(fn, **kw):
+        def compiled(*a):
+            raise RuntimeError("no working C++ compiler")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken)
+    ops._compiled = None
+    ops.compile()
+    assert ops._compiled  # compiled lazily: the failure shows on the first call
+    for _ in range(2):
+        out = ops.consolidate(x)
+        assert all(torch.equal(a, b) for a, b in zip(out, eager))
+    assert ops._compiled is False  # eager from then on
+
+
+@pytest.mark.parametrize("p,n,h,fps,loop,levels", [
+    (2, 4, 32, None, False, (3,)), (2, 4, 32, None, False, (1,)),
+    (2, 5, 32, [(0, 0), (16, 16), (3, 11), (9, 2)], False, (0, 4)),
+    (4, 3, 64, None, False, (2,)), (2, 3, 32, None, True, (1,)),
+    (2, 4, 32, [(3, 9), (10, 2), (0, 16), (7, 7)], True, (0, 2))])
+def test_known_levels_are_imposed_by_one_product_as_by_impose_known(p, n, h, fps, loop, levels):
+    from core.zoom.known import impose_known
+
+    footprints = check_footprints(fps, h, h, p, n, loop)
+    ops = stack_operators(n, h, h, p, footprints, loop)
+    truth = render_image(rand(n, 3, h, h, seed=1), p, footprints, loop)
+    known = {k: truth[k] for k in levels}
+    x = rand(n, 3, h, h, seed=2)
+    imposed = ops.known_imposer(known)(x)
+    torch.testing.assert_close(imposed, impose_known(x, known, p, footprints=footprints, loop=loop),
+                               rtol=0, atol=1e-6)
+    if not loop:  # the known levels shown (on a loop: except their own miniature)
+        for k in levels:
+            torch.testing.assert_close(imposed[k], truth[k], rtol=0, atol=1e-6)
+
+
+def test_each_run_imposes_its_own_known_images():
+    # the operators are shared between runs of one configuration; the known images are not
+    sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    kw = dict(num_levels=3, zoom=2, shape=(3, 32, 32), num_inference_steps=3,
+              known_guidance="photo")
+    for seed in range(3):
+        image = render_image(rand(3, 3, 32, 32, seed=seed), 2)[0]
+        out = sampler.sample_zoom_stack(lambda z, t, lv: z * 0.5, sched, known={0: image},
+                                        generator=torch.Generator().manual_seed(0), **kw)
+        torch.testing.assert_close(out.images[0], image, rtol=0, atol=1e-6)

@@ -141,6 +141,9 @@ class Backend:
             return self.postprocess_x0(x0).to(z_t.dtype)
 
         denoiser.differentiable = differentiable
+        # levels per UNet call: reconstruction guidance runs its backward pass per micro-batch
+        denoiser.levels_per_call = None if micro_batch is None else \
+            max(1, micro_batch // (2 if use_cfg else 1))
         return denoiser
 
     def sampling_config(self, height: int, width: int) -> dict:

@@ -28,6 +28,7 @@ that act on z_{t'} go after the update in ``run_steps``.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol
@@ -49,6 +50,8 @@ KNOWN_STEP = 1.0
 #: where the device has sparse products; False: the reference functions (same results to
 #: float rounding, a few kernels per level instead of a few per step).
 USE_STACK_OPERATORS = True
+#: Also ``torch.compile`` the consolidation on CUDA (P10_COMPILE_STACK=1; falls back to eager).
+COMPILE_STACK_OPERATORS = os.environ.get("P10_COMPILE_STACK", "") == "1"
 
 class Denoiser(Protocol):
     def __call__(self, z_t: torch.Tensor, t: int, levels: torch.Tensor) -> torch.Tensor: ...
@@ -184,6 +187,7 @@ class SamplingRun:
     footprints: list[Footprint] | None = None  # (left, top) of level i+1 in level i, validated
     loop: bool = False            # a cyclic stack: level 0 is the finer level of level N-1
     ops: StackOperators | None = None  # this configuration's operators (None: reference code)
+    impose: Callable[[torch.Tensor], torch.Tensor] | None = None  # known levels, as an operator
 
     @property
     def coupled(self) -> bool:
@@ -243,22 +247,33 @@ def estimate(run: SamplingRun, z_in: torch.Tensor, t: int, rows: slice) -> torch
 def _estimate_with_gradient(run: SamplingRun, z_in: torch.Tensor, t: int, rows: slice,
                             levels: torch.Tensor) -> torch.Tensor:
     """x̂ of ``rows`` through a differentiable denoiser; stores the reconstruction-guidance
-    direction of those rows in ``run.guidance_dir`` (DPS, Chung et al. 2023)."""
-    with torch.enable_grad():
-        z_req = z_in[rows].detach().requires_grad_(True)
-        x0_g = run.denoiser(z_req, t, levels)
-        x0 = _checked(x0_g.detach(), z_in[rows], t)
-        if not x0_g.requires_grad:
-            raise InvalidInputError(
-                "known levels coarser than an unknown one need reconstruction guidance through "
-                "the denoiser, but it is not differentiable (build it with make_denoiser(..., "
-                "differentiable=True)) — or pass known_guidance='photo' for the weaker photo loss")
-        direction = reconstruction_gradient(x0_g, z_req, levels, run.known, run.zoom,
-                                            run.footprints, run.loop).detach()
+    direction of those rows in ``run.guidance_dir`` (DPS, Chung et al. 2023).
+
+    One forward + backward per micro-batch of levels (the denoiser's ``levels_per_call``):
+    each level's loss depends on its own x̂ only, so the gradient is the same, and only one
+    micro-batch's activations are kept at a time (the memory fit counts them:
+    ``core.models.estimate.RECONSTRUCTION_ROW_FACTOR``)."""
+    z_rows = z_in[rows]
+    chunk = getattr(run.denoiser, "levels_per_call", None) or len(levels)
+    x0_parts, dir_parts = [], []
+    for start in range(0, len(levels), chunk):
+        part = slice(start, start + chunk)
+        with torch.enable_grad():
+            z_req = z_rows[part].detach().requires_grad_(True)
+            x0_g = run.denoiser(z_req, t, levels[part])
+            x0_parts.append(_checked(x0_g.detach(), z_rows[part], t))
+            if not x0_g.requires_grad:
+                raise InvalidInputError(
+                    "known levels coarser than an unknown one need reconstruction guidance "
+                    "through the denoiser, but it is not differentiable (build it with "
+                    "make_denoiser(..., differentiable=True)) — or pass known_guidance='photo' "
+                    "for the weaker photo loss")
+            dir_parts.append(reconstruction_gradient(x0_g, z_req, levels[part], run.known,
+                                                     run.zoom, run.footprints, run.loop).detach())
     if run.guidance_dir is None or run.guidance_dir.shape != z_in.shape:
         run.guidance_dir = torch.zeros_like(z_in)
-    run.guidance_dir[rows] = direction.to(z_in.dtype)
-    return x0
+    run.guidance_dir[rows] = torch.cat(dir_parts).to(z_in.dtype)
+    return torch.cat(x0_parts)
 
 
 def consolidate(run: SamplingRun, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,7 +285,9 @@ def consolidate(run: SamplingRun, x0: torch.Tensor) -> tuple[torch.Tensor, torch
     else:
         layers = blend(x0, run.zoom, run.blending, footprints=run.footprints, loop=run.loop)
         images = render_image(layers, run.zoom, run.footprints, run.loop)
-    if run.known:
+    if run.known and run.impose is not None:
+        layers = images = run.impose(images)
+    elif run.known:
         layers = images = impose_known(images, run.known, run.zoom,
                                        footprints=run.footprints, loop=run.loop)
     return layers, images
@@ -634,6 +651,10 @@ def sample_zoom_stack(
     if run.coupled and USE_STACK_OPERATORS and supported(device, dtype, blending):
         run.ops = stack_operators(num_levels, shape[1], shape[2], p, fps, loop, blending,
                                   device, dtype)
+        if COMPILE_STACK_OPERATORS and device.type == "cuda":
+            run.ops.compile()
+        if known:
+            run.impose = run.ops.known_imposer(known)
     z = run.draw_noise(run.coupled and consistent_init) * getattr(sched, "init_noise_sigma", 1.0)
     layers = run_steps(run, z, callback)
     images = render_image(layers, p, fps, loop) if run.coupled else layers

@@ -131,6 +131,75 @@ def _rim(height: int, width: int, feather: int) -> np.ndarray:
     return np.clip(1 - np.minimum(dy, dx) / feather, 0, None)
 
 
+# -------------------------------------------------------------------------- known levels
+def known_operator(num_levels: int, height: int, width: int, zoom: int,
+                   footprints: list[Footprint], loop: bool, known_levels: tuple[int, ...],
+                   iterations: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """``known.impose_known`` (no bounds) as matrices: impose(x) = A_x · vec(x) + A_k · vec(known),
+    known stacked in ``known_levels`` order. The same passes on matrices over the columns
+    [x | known]: a level's footprint becomes D_p of the finer level (fine to coarse), a level
+    gets the block-constant correction U(target − D_p(level)) towards the coarser footprint
+    (coarse to fine); on a loop the corrections run round the cycle, then Π_image."""
+    n, p, hw = num_levels, zoom, height * width
+    m, cols = len(known_levels), (num_levels + len(known_levels)) * hw
+    h, w = height // p, width // p
+    down = downsample_op(height, width, p)
+    y, x = grid(h, w)
+    ys, xs = grid(height, width)
+    block_up = coo((ys * width + xs), (ys // p) * w + xs // p, np.ones(hw), (hw, h * w))
+
+    def box(i: int) -> torch.Tensor:
+        left, top = footprints[i]
+        return select_op(height, width, top, left, h, w)
+
+    def paste(level: torch.Tensor, finer: torch.Tensor, i: int) -> torch.Tensor:
+        left, top = footprints[i]
+        outside = ~((ys >= top) & (ys < top + h) & (xs >= left) & (xs < left + w))
+        keep = coo((ys * width + xs)[outside], (ys * width + xs)[outside],
+                   np.ones(int(outside.sum())), (hw, hw))
+        return (torch.sparse.mm(keep, level)
+                + torch.sparse.mm(box(i).t(), torch.sparse.mm(down, finer))).coalesce()
+
+    def correct(level: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        residual = (target - torch.sparse.mm(down, level)).coalesce()
+        return (level + torch.sparse.mm(block_up, residual)).coalesce()
+
+    slot = {k: j for j, k in enumerate(known_levels)}
+    rows = [select_op(height, width, 0, 0, height, width,
+                      ((n + slot[i]) if i in slot else i) * hw, cols) for i in range(n)]
+    if loop:
+        start = min(known_levels)
+        for _ in range(iterations):
+            for j in range(start + 1, start + n):
+                i = j % n
+                if i not in slot:
+                    prev = (j - 1) % n
+                    rows[i] = correct(rows[i], torch.sparse.mm(box(prev), rows[prev]))
+        stacked = assemble([shift(r, i * hw, 0, r.shape) for i, r in enumerate(rows)],
+                           (n * hw, cols), ordered=True)
+        render = render_operator(n, height, width, p, 1.0, footprints, loop=True)
+        full = torch.sparse.mm(render, stacked).coalesce()
+    else:
+        lo = min(known_levels)
+        for _ in range(iterations):
+            for j in range(n - 2, -1, -1):
+                if j not in slot:
+                    rows[j] = paste(rows[j], rows[j + 1], j)
+            for j in range(lo + 1, n):
+                if j not in slot:
+                    rows[j] = correct(rows[j], torch.sparse.mm(box(j - 1), rows[j - 1]))
+        full = assemble([shift(r, i * hw, 0, r.shape) for i, r in enumerate(rows)],
+                        (n * hw, cols), ordered=True)
+    idx, val = full.indices(), full.values()
+    on_x = idx[1] < n * hw
+    a_x = torch.sparse_coo_tensor(idx[:, on_x], val[on_x], (n * hw, n * hw),
+                                  check_invariants=False).coalesce()
+    known_idx = idx[:, ~on_x] - torch.tensor([[0], [n * hw]])
+    a_k = torch.sparse_coo_tensor(known_idx, val[~on_x], (n * hw, m * hw),
+                                  check_invariants=False).coalesce()
+    return a_x, a_k
+
+
 # ------------------------------------------------------------------------ runtime form
 def _csr(m: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return m.to(dtype).to_sparse_csr().to(device)
@@ -163,6 +232,9 @@ class StackOperators:
         self.average = _csr(op.average, device, self.op_dtype)
         self.band_sizes = [num_levels * h * w for h, w in op.band_shapes]
         self.band_shapes = op.band_shapes
+        self._compiled = None  # None: not asked for; False: failed, eager; else the compiled fn
+        self.zoom, self.footprints, self.loop = zoom, list(footprints), loop
+        self._known: dict = {}  # known levels -> (A_x, A_k)
 
     def _apply(self, matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         n, h, w = self.shape
@@ -195,9 +267,48 @@ class StackOperators:
         return image.to(images.dtype)
 
     def consolidate(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(layers, images) = (Blending(x̂), Π_image(Blending(x̂))): Alg. 2 lines 12 and 5."""
+        """(layers, images) = (Blending(x̂), Π_image(Blending(x̂))): Alg. 2 lines 12 and 5.
+        Through ``torch.compile`` after ``compile()``, eager again if that ever fails."""
+        if self._compiled:
+            try:
+                return self._compiled(images)
+            except Exception:  # noqa: BLE001 - no compiler, an unsupported op: stay eager
+                self._compiled = False
+        return self._consolidate(images)
+
+    def _consolidate(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         layers = self.blend(images)
         return layers, self.render_image(layers)
+
+    def known_imposer(self, known: dict[int, torch.Tensor]):
+        """impose(images) = ``known.impose_known(images, known, ...)`` (no bounds) to float
+        rounding: one sparse product plus the known images' constant part, computed here once
+        (call once per run and keep the function)."""
+        n, h, w = self.shape
+        levels = tuple(sorted(known))
+        stacked = torch.stack([known[k] for k in levels])
+        if levels not in self._known:  # the matrices depend on which levels are known only
+            with quiet():
+                a_x, a_k = known_operator(n, h, w, self.zoom, self.footprints, self.loop, levels)
+                self._known[levels] = (_csr(a_x, stacked.device, self.op_dtype),
+                                       _csr(a_k, stacked.device, self.op_dtype))
+        a_x, a_k = self._known[levels]
+        const = a_k @ as_rows(stacked.to(self.op_dtype))
+
+        def impose(images: torch.Tensor) -> torch.Tensor:
+            out = a_x @ as_rows(images.to(self.op_dtype)) + const
+            return as_stack(out, n, h, w).to(images.dtype)
+        return impose
+
+    def compile(self) -> None:
+        """Compile the consolidation (``torch.compile``: the collapse's upsample-adds fuse; the
+        sparse products run as they are) — an option for GPUs, where the step is launch-bound.
+        Falls back to eager on the first failure."""
+        if self._compiled is None:
+            try:
+                self._compiled = torch.compile(self._consolidate, dynamic=False)
+            except Exception:  # noqa: BLE001 - torch without a working compiler
+                self._compiled = False
 
 
 def supported(device: torch.device, dtype: torch.dtype, blending: str) -> bool:
@@ -238,4 +349,4 @@ def operator_nnz(ops: StackOperators) -> int:
 
 
 __all__ = ["BlendOperator", "OPERATOR_BLENDS", "StackOperators", "blend_operator",
-           "operator_nnz", "render_operator", "stack_operators", "supported"]
+           "known_operator", "operator_nnz", "stack_operators", "supported"]
