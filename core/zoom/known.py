@@ -195,53 +195,71 @@ def known_loss(x: torch.Tensor, levels: torch.Tensor, known: Mapping[int, torch.
 
 
 def chain_residuals(x: torch.Tensor, levels: torch.Tensor, known: Mapping[int, torch.Tensor],
-                    zoom: int, footprints=None, loop: bool = False) -> list[torch.Tensor | None]:
-    """Per row of a whole stack's ``x (N, C, H, W)`` (``levels`` = 0..N−1), the residual of an
-    unknown level coarser than a known one against the next finer level's current consolidated
-    estimate: crop(x_i, footprint of i+1) − D_p(x̃_{i+1}), x̃ = ``impose_known(x)`` detached
-    (it shows every known image and, in every centre, the finer levels' estimates).
+                    zoom: int, footprints=None, loop: bool = False,
+                    stack: torch.Tensor | None = None) -> list[torch.Tensor | None]:
+    """Per row of ``x (B, C, H, W)`` (showing ``levels``), the residual of an unknown level
+    coarser than a known one against the next finer level's current consolidated estimate:
+    crop(x_i, footprint of i+1) − D_p(x̃_{i+1}), x̃ = Π_image of this step's x̂ with the known
+    images in place (detached: each centre shows the finer levels and the known images).
 
     The known-level terms (``level_residuals``) see a known level only directly; a coarse level
     far above it then sees it through a footprint of a few pixels (64 px, p = 4, 3 levels down:
     one straddling pixel) and commits to its scene before that weak evidence counts. The
     intermediate levels have by then committed to the known level's scene through their
     aligned footprints; this term hands that on one level at a time, through the whole
-    aligned footprint of the next level (docs/sampler.md, "Known levels"). None: known rows,
-    rows with no known level finer than them, rows whose next level is known (the known-level
-    term covers it), and any batch that is not the whole stack (the target needs every level).
+    aligned footprint of the next level (docs/sampler.md, "Known levels").
+
+    ``stack`` (N, C, H, W): this step's x̂ of every level finer than the batch (micro-batches
+    run finest first; x̃_{i+1} reads levels i+1.. only); None: ``x`` is the whole stack. None
+    per row: known rows, rows with no known level finer than them, rows whose next level is
+    known (the known-level term covers it), and on a loop (where x̃ reads every level round
+    the cycle) any batch that is not the whole stack.
     """
-    n = x.shape[0]
     lvs = [int(lv) for lv in levels.tolist()]
-    if not known or lvs != list(range(n)) or max(known) >= n:
+    if stack is None:
+        if lvs != list(range(x.shape[0])):
+            return [None] * len(lvs)
+        stack = x.detach()
+    elif loop:
+        return [None] * len(lvs)
+    else:
+        stack = stack.detach().clone().to(x)
+        stack[lvs] = x.detach()
+    n = stack.shape[0]
+    if not known or max(known) >= n:
         return [None] * len(lvs)
     p = check_zoom(zoom)
     height, width = x.shape[-2:]
     fps = check_footprints(footprints, height, width, p, n, loop)
-    target = impose_known(x.detach(), known, p, footprints=fps, loop=loop)
+    shown = stack.clone()
+    for k, image in known.items():
+        shown[k] = image.to(shown)
+    target = render_image(shown, p, fps, loop)
     deepest = max(known)
     out: list[torch.Tensor | None] = []
-    for lv in lvs:
+    for row, lv in enumerate(lvs):
         finer = (lv + 1) % n if loop else lv + 1
         if lv in known or finer in known or (not loop and (lv >= deepest or finer >= n)):
             out.append(None)
             continue
         box = observation_box(fps, height, width, p, lv, 1, loop)  # depth 1: always whole pixels
-        out.append(_crop(x[lv], box) - downsample(target[finer], p))
+        out.append(_crop(x[row], box) - downsample(target[finer], p))
     return out
 
 
 def guidance_loss(x: torch.Tensor, levels: torch.Tensor, known: Mapping[int, torch.Tensor],
-                  zoom: int, footprints=None, loop: bool = False) -> torch.Tensor:
+                  zoom: int, footprints=None, loop: bool = False,
+                  stack: torch.Tensor | None = None) -> torch.Tensor:
     """The reconstruction guidance's loss per row, ``(B,)``: the known-level terms
     (``known_loss``) plus the chain terms (``chain_residuals``)."""
-    chain = chain_residuals(x, levels, known, zoom, footprints, loop)
+    chain = chain_residuals(x, levels, known, zoom, footprints, loop, stack)
     return known_loss(x, levels, known, zoom, footprints, loop) + torch.stack(
         [(r**2).sum() if r is not None else x.new_zeros(()) for r in chain])
 
 
 def reconstruction_gradient(x0_hat: torch.Tensor, z_in: torch.Tensor, levels: torch.Tensor,
                             known: Mapping[int, torch.Tensor], zoom: int, footprints=None,
-                            loop: bool = False) -> torch.Tensor:
+                            loop: bool = False, stack: torch.Tensor | None = None) -> torch.Tensor:
     """DPS-style step direction ∇_{z_t} ‖r_i‖² / ‖r_i‖ per level (Chung et al. 2023), r_i the
     known-level and chain residuals of level i (``guidance_loss``).
 
@@ -249,9 +267,9 @@ def reconstruction_gradient(x0_hat: torch.Tensor, z_in: torch.Tensor, levels: to
     gradient runs back through the denoiser. The denoiser treats levels independently (and
     the chain terms' targets are detached), so the gradient of the summed loss w.r.t. row i is
     that of level i's own loss; each row is then normalised by its own residual norm. Rows
-    without a constraint get zero.
+    without a constraint get zero. ``stack``: see ``chain_residuals`` (micro-batches).
     """
-    loss = guidance_loss(x0_hat, levels, known, zoom, footprints, loop)
+    loss = guidance_loss(x0_hat, levels, known, zoom, footprints, loop, stack)
     (grad,) = torch.autograd.grad(loss.sum(), z_in)
     norm = loss.detach().clamp(min=0).sqrt()
     scale = torch.where(norm > 0, 1 / norm.clamp(min=1e-12), torch.zeros_like(norm))
