@@ -249,8 +249,9 @@ def _estimate_with_gradient(run: SamplingRun, z_in: torch.Tensor, t: int, rows: 
     """x̂ of ``rows`` through a differentiable denoiser; stores the reconstruction-guidance
     direction of those rows in ``run.guidance_dir`` (DPS, Chung et al. 2023).
 
-    One forward + backward per micro-batch of levels (the denoiser's ``levels_per_call``):
-    each level's loss depends on its own x̂ only, so the gradient is the same, and only one
+    One forward + backward per micro-batch of levels (the denoiser's ``levels_per_call``),
+    finest first: each level's loss depends on its own x̂ and (chain terms, detached) the
+    finer levels' x̂ of this step, so the gradient is the same, and only one
     micro-batch's activations are kept at a time (the memory fit counts them:
     ``core.models.estimate.RECONSTRUCTION_ROW_FACTOR``)."""
     z_rows = z_in[rows]
