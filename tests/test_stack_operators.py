@@ -2,7 +2,8 @@
 as the reference functions to float rounding, a number of kernels per step that does not grow
 with N, and the reference code where sparse products are not available."""
 
-import collections
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -76,36 +77,13 @@ def test_only_devices_with_sparse_products_use_them():
     assert not supported("cpu", torch.float32, "naive")
 
 
-def top_level_ops(fn) -> collections.Counter:
-    """aten ops with no aten op above them (the kernels launched from Python), as counted by
-    torch.profiler — the measure of issue 23."""
-    from torch.profiler import ProfilerActivity, profile
+def ops_per_step(n: int, p: int, size: int = 64, operators: bool = True) -> float:
+    """Top-level aten ops of one DDPM step: benchmarks/overhead.py's count (torch.profiler,
+    eager, CPU, trivial denoiser), the measure of issue 23."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from overhead import ops_per_step as count
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    counts = collections.Counter()
-    for event in prof.events():
-        if not event.name.startswith("aten::"):
-            continue
-        parent = event.cpu_parent
-        while parent is not None and not parent.name.startswith("aten::"):
-            parent = parent.cpu_parent
-        if parent is None:
-            counts[event.name] += 1
-    return counts
-
-
-def ops_per_step(n: int, p: int, size: int = 64, steps=(2, 4), **kw) -> float:
-    sched = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
-
-    def run(k):
-        sampler.sample_zoom_stack(lambda z, t, lv: z * 0.5, sched, num_levels=n, zoom=p,
-                                  shape=(4, size, size), num_inference_steps=k,
-                                  generator=torch.Generator().manual_seed(0), **kw)
-
-    run(steps[0])  # builds and caches the operators
-    few, more = (sum(top_level_ops(lambda: run(k)).values()) for k in steps)
-    return (more - few) / (steps[1] - steps[0])
+    return count(n, p, size, operators)
 
 
 @pytest.mark.parametrize("n,p", [(8, 2), (16, 2), (8, 4)])
@@ -113,11 +91,11 @@ def test_a_joint_step_issues_at_most_150_ops_whatever_n(n, p):
     assert ops_per_step(n, p) <= 150
 
 
-def test_the_reference_path_grows_with_n_and_the_operators_do_not(monkeypatch):
+def test_the_reference_path_grows_with_n_and_the_operators_do_not():
     small, large = ops_per_step(4, 2, size=32), ops_per_step(12, 2, size=32)
     assert large == small
-    monkeypatch.setattr(sampler, "USE_STACK_OPERATORS", False)
-    assert ops_per_step(12, 2, size=32) > ops_per_step(4, 2, size=32) + 200
+    assert ops_per_step(12, 2, 32, operators=False) > ops_per_step(4, 2, 32, operators=False) + 200
+    assert sampler.USE_STACK_OPERATORS  # the count leaves the switch as it was
 
 
 def test_sampler_with_and_without_operators_agrees(monkeypatch):

@@ -72,6 +72,16 @@ def select_op(height: int, width: int, top: int, left: int, h: int, w: int,
                 (h * w, cols_total or height * width))
 
 
+def outside_op(height: int, width: int, left: int, top: int, h: int, w: int,
+               col_offset: int = 0, cols_total: int | None = None) -> torch.Tensor:
+    """(1 − M): the pixels outside the h x w footprint at (left, top) kept as they are, of an
+    image whose pixels start at column ``col_offset``."""
+    y, x = grid(height, width)
+    outside = (y * width + x)[~((y >= top) & (y < top + h) & (x >= left) & (x < left + w))]
+    return coo(outside, col_offset + outside, np.ones(outside.size),
+               (height * width, cols_total or height * width))
+
+
 def shift(m: torch.Tensor, rows: int, cols: int, shape: tuple[int, int]) -> tuple:
     """(indices, values) of ``m`` moved to (rows, cols) in a matrix of ``shape``."""
     idx = m.indices() + torch.tensor([[rows], [cols]])
@@ -111,10 +121,7 @@ def render_operator(num_levels: int, height: int, width: int, zoom: int, gain: f
         left, top = footprints[i]
         place = select_op(height, width, top, left, h, w).t()       # footprint <- D_p(finer)
         inside = torch.sparse.mm(place, torch.sparse.mm(down, image))
-        y, x = grid(height, width)
-        outside = ~((y >= top) & (y < top + h) & (x >= left) & (x < left + w))
-        own = coo((y * width + x)[outside], i * hw + (y * width + x)[outside],
-                   np.ones(int(outside.sum())), (hw, n * hw))
+        own = outside_op(height, width, left, top, h, w, i * hw, n * hw)
         image = (inside + own).coalesce()
         if d < n:
             rows[i] = image

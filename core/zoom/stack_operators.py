@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from .cycle_noise import cycle_correction
 from .filters import noise_gain
 from .geometry import Footprint, observation_box, pyramid_depth
-from .sparse_ops import (as_rows, as_stack, assemble, coo, downsample_op, grid, quiet,
-                         render_operator, select_op, shift, upsample_op)
+from .sparse_ops import (as_rows, as_stack, assemble, coo, downsample_op, grid, outside_op,
+                         quiet, render_operator, select_op, shift, upsample_op)
 from .zoom_stack import SR_BLEND, SR_FEATHER, SR_RIM_WEIGHT
 
 #: Blending methods with an operator form (the ablation "naive" keeps the reference code).
@@ -144,7 +144,6 @@ def known_operator(num_levels: int, height: int, width: int, zoom: int,
     m, cols = len(known_levels), (num_levels + len(known_levels)) * hw
     h, w = height // p, width // p
     down = downsample_op(height, width, p)
-    y, x = grid(h, w)
     ys, xs = grid(height, width)
     block_up = coo((ys * width + xs), (ys // p) * w + xs // p, np.ones(hw), (hw, h * w))
 
@@ -153,10 +152,7 @@ def known_operator(num_levels: int, height: int, width: int, zoom: int,
         return select_op(height, width, top, left, h, w)
 
     def paste(level: torch.Tensor, finer: torch.Tensor, i: int) -> torch.Tensor:
-        left, top = footprints[i]
-        outside = ~((ys >= top) & (ys < top + h) & (xs >= left) & (xs < left + w))
-        keep = coo((ys * width + xs)[outside], (ys * width + xs)[outside],
-                   np.ones(int(outside.sum())), (hw, hw))
+        keep = outside_op(height, width, *footprints[i], h, w)
         return (torch.sparse.mm(keep, level)
                 + torch.sparse.mm(box(i).t(), torch.sparse.mm(down, finer))).coalesce()
 
@@ -208,8 +204,9 @@ def _csr(m: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Ten
 class StackOperators:
     """The operators of one stack configuration on one device, ready to apply.
 
-    Matrices are kept in float32 for half-precision stacks (sparse products in fp16 are not
-    available everywhere and would round the long sums) and the results cast back."""
+    Matrices are float64 for float32/float64 stacks (the long sums then round like the
+    reference's short ones) and float32 for half-precision stacks (sparse products in fp16 are
+    not available everywhere); results are cast back to the stack's dtype."""
 
     def __init__(self, num_levels: int, height: int, width: int, zoom: int,
                  footprints: list[Footprint], loop: bool, blending: str,
@@ -318,7 +315,7 @@ def supported(device: torch.device, dtype: torch.dtype, blending: str) -> bool:
 
 
 _CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 4
+_CACHE_SIZE = 2  # an SDXL-size stack of 16 levels holds ~0.3 GB of matrices
 
 
 def stack_operators(num_levels: int, height: int, width: int, zoom: int,
