@@ -6,6 +6,7 @@ process's peak RSS over its value once the model is loaded).
     python benchmarks/known_levels.py guidance [--device cpu] [--unet tiny|sd15] [--levels 2]
     python benchmarks/known_levels.py rates    [--seeds 24] [--priors independent,deep]
                                                [--configs 4:4:64] [--cases out] [--aligned-only]
+                                               [--no-chain] [--known-step 1]
 
 * extend: a 24-level extension of a 4-level stack in windows of 4 (overlap 2) on the tiny
   random-weight SD of tests/tiny_models.py, beside a 4-level and a 24-level generate: the
@@ -215,11 +216,16 @@ def run_rates(args) -> dict:
     import core.zoom.known as known_mod
     from core.zoom.analytic import MixtureDenoiser, SCENE_PRIORS, nearest_scene_error
     from core.zoom.geometry import max_observation_depth
+    import core.zoom.sampler as sampler_mod
     from core.zoom.sampler import sample_zoom_stack
 
     torch.set_num_threads(1)
     if args.aligned_only:  # ablation: the guidance loss stops at the pixel-aligned depths
         known_mod.guidance_depth = max_observation_depth
+    if args.no_chain:  # ablation: the known-level terms only (no chain terms)
+        known_mod.chain_residuals = lambda x, levels, *a, **k: [None] * len(levels)
+    if args.known_step is not None:  # ablation: ζ of the reconstruction-guidance step
+        sampler_mod.KNOWN_STEP = args.known_step
     ddpm = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
     table = {}
     for prior in args.priors.split(","):
@@ -256,6 +262,8 @@ def run_rates(args) -> dict:
             "scenes": 3, "first_seed": args.first_seed,
             "guidance_loss": "aligned depths only" if args.aligned_only
             else "every depth down to one pixel (area-sampled below the aligned ones)",
+            "chain_terms": not args.no_chain,
+            "known_step": args.known_step if args.known_step is not None else 1.0,
             "success": "rmse < 0.02 to the known level's scene", "results": table}
 
 
@@ -293,6 +301,10 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--aligned-only", action="store_true",
                     help="rates: ablation, no guidance term below the pixel-aligned depths")
+    ap.add_argument("--no-chain", action="store_true",
+                    help="rates: ablation, the known-level terms only (no chain terms)")
+    ap.add_argument("--known-step", type=float, default=None,
+                    help="rates: ablation, ζ of the reconstruction-guidance step (default 1)")
     ap.add_argument("--single", help=argparse.SUPPRESS)
     ap.add_argument("--levels", dest="new_levels", type=int, default=24, help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)

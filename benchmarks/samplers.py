@@ -14,6 +14,7 @@ Prints JSON (one object; ``--out`` also writes it).
 
     nice -n 10 python benchmarks/samplers.py [--seeds 24] [--priors mixture,gaussian]
         [--zooms 2,4] [--samplers ddpm:10,20,50;lcm:4,8;...] [--renoise-spacing grid|even]
+        [--flow-spacing shifted|even|unshifted]
 
 Priors: "mixture" (independent random scenes), "mixture-close" (close mean colours),
 "mixture-deep" (only the deepest level tells the scenes apart), "gaussian". Every mean comes
@@ -85,6 +86,28 @@ def low_rms(x: torch.Tensor) -> float:
     return float(downsample(x, 2, times=3).pow(2).mean().sqrt())
 
 
+#: Timesteps of the flow samplers (measurement only, "Rectified flow" in docs/sampler.md):
+#: "shifted" = the family's own shifted σ schedule (what the sampler does); "even" = σ evenly
+#: spaced from 1 to the shifted schedule's last σ (the same end); "unshifted" = σ = linspace(1,
+#: 1/n, n) without the shift (a smaller last σ, LCM's "last step" question).
+FLOW_SPACINGS = ("shifted", "even", "unshifted")
+
+
+def use_flow_spacing(spacing: str) -> None:
+    """Make the sampler's flow timesteps ``spacing`` (``FLOW_SPACINGS``)."""
+    if spacing == "shifted":
+        return
+    own = sampler_mod._flow_timesteps
+
+    def timesteps(sched, n, device):
+        own(sched, n, device)  # the family's schedule: its last σ before 0
+        last = float(sched.sigmas[n - 1]) if spacing == "even" else 1.0 / n
+        sigmas = torch.linspace(1.0, last, n, dtype=torch.float64).to(sched.sigmas.dtype)
+        sched.sigmas = torch.cat([sigmas, sigmas.new_zeros(1)]).to(device)
+        sched.timesteps = (sigmas * sched.config.num_train_timesteps).to(device)
+    sampler_mod._flow_timesteps = timesteps
+
+
 def run_setup(prior: str, zoom: int, samplers, seeds: int, first_seed: int = 0) -> list[dict]:
     setup = SETUPS[(prior, zoom)]
     probe = make_scheduler("ddpm", TRAIN)
@@ -137,11 +160,16 @@ def main() -> None:
     parser.add_argument("--renoise-spacing", default=sampler_mod.RENOISE_SPACING,
                         choices=sampler_mod.RENOISE_SPACINGS,
                         help="timesteps of the renoise (lcm) sampler: distillation grid or even")
+    parser.add_argument("--flow-spacing", default="shifted", choices=FLOW_SPACINGS,
+                        help="timesteps of the flow samplers: the family's shifted σ schedule, "
+                             "evenly spaced σ to the same last σ, or unshifted linspace(1, 1/n)")
     args = parser.parse_args()
     sampler_mod.RENOISE_SPACING = args.renoise_spacing
+    use_flow_spacing(args.flow_spacing)
     samplers = parse_samplers(args.samplers)
     result = {"seeds": args.seeds, "first_seed": args.first_seed,
-              "renoise_spacing": args.renoise_spacing, "train_schedule": TRAIN,
+              "renoise_spacing": args.renoise_spacing, "flow_spacing": args.flow_spacing,
+              "train_schedule": TRAIN,
               "flow_schedule": FLOW_TRAIN, "success_rmse": SUCCESS_RMSE,
               "setups": {}}
     for prior in args.priors.split(","):

@@ -8,6 +8,9 @@ Pure functions over batched tensors, used by the sampler (docs/sampler.md, "Know
 * ``level_residuals`` — the paper's photo loss (Sec. 4.4 eq. 1) generalised to an image ξ at
   level k: a finer level i > k must show crop(ξ, p^(i−k)) through D^(i−k), a coarser level
   i < k must show D^(k−i)(ξ) on its centre crop, level k must show ξ.
+* ``chain_residuals`` — an unknown level coarser than a known one against the next finer
+  level's consolidated estimate (the reconstruction guidance's chain terms;
+  ``guidance_loss`` = the photo-loss terms + these).
 * ``impose_known`` — the consistent images closest to the given ones that show every known
   image exactly (the override of x̂ and of the blended stack).
 * ``make_consistent`` — make separately encoded known images agree exactly (fine to coarse).
@@ -191,17 +194,82 @@ def known_loss(x: torch.Tensor, levels: torch.Tensor, known: Mapping[int, torch.
     return total
 
 
+def chain_residuals(x: torch.Tensor, levels: torch.Tensor, known: Mapping[int, torch.Tensor],
+                    zoom: int, footprints=None, loop: bool = False,
+                    stack: torch.Tensor | None = None) -> list[torch.Tensor | None]:
+    """Per row of ``x (B, C, H, W)`` (showing ``levels``), the residual of an unknown level
+    coarser than a known one against the next finer level's current consolidated estimate:
+    crop(x_i, footprint of i+1) − D_p(x̃_{i+1}), x̃ = Π_image of this step's x̂ with the known
+    images in place (detached: each centre shows the finer levels and the known images).
+
+    The known-level terms (``level_residuals``) see a known level only directly; a coarse level
+    far above it then sees it through a footprint of a few pixels (64 px, p = 4, 3 levels down:
+    one straddling pixel) and commits to its scene before that weak evidence counts. The
+    intermediate levels have by then committed to the known level's scene through their
+    aligned footprints; this term hands that on one level at a time, through the whole
+    aligned footprint of the next level (docs/sampler.md, "Known levels").
+
+    ``stack`` (N, C, H, W): this step's x̂ of every level finer than the batch (micro-batches
+    run finest first; x̃_{i+1} reads levels i+1.. only); None: ``x`` is the whole stack. None
+    per row: known rows, rows with no known level finer than them, rows whose next level is
+    known (the known-level term covers it), and on a loop (where x̃ reads every level round
+    the cycle) any batch that is not the whole stack.
+    """
+    lvs = [int(lv) for lv in levels.tolist()]
+    if stack is None:
+        if lvs != list(range(x.shape[0])):
+            return [None] * len(lvs)
+        stack = x.detach()
+    elif loop:
+        return [None] * len(lvs)
+    else:
+        stack = stack.detach().clone().to(x)
+        stack[lvs] = x.detach()
+    n = stack.shape[0]
+    if not known or max(known) >= n:
+        return [None] * len(lvs)
+    p = check_zoom(zoom)
+    height, width = x.shape[-2:]
+    fps = check_footprints(footprints, height, width, p, n, loop)
+    shown = stack.clone()
+    for k, image in known.items():
+        shown[k] = image.to(shown)
+    target = render_image(shown, p, fps, loop)
+    deepest = max(known)
+    out: list[torch.Tensor | None] = []
+    for row, lv in enumerate(lvs):
+        finer = (lv + 1) % n if loop else lv + 1
+        if lv in known or finer in known or (not loop and (lv >= deepest or finer >= n)):
+            out.append(None)
+            continue
+        box = observation_box(fps, height, width, p, lv, 1, loop)  # depth 1: always whole pixels
+        out.append(_crop(x[row], box) - downsample(target[finer], p))
+    return out
+
+
+def guidance_loss(x: torch.Tensor, levels: torch.Tensor, known: Mapping[int, torch.Tensor],
+                  zoom: int, footprints=None, loop: bool = False,
+                  stack: torch.Tensor | None = None) -> torch.Tensor:
+    """The reconstruction guidance's loss per row, ``(B,)``: the known-level terms
+    (``known_loss``) plus the chain terms (``chain_residuals``)."""
+    chain = chain_residuals(x, levels, known, zoom, footprints, loop, stack)
+    return known_loss(x, levels, known, zoom, footprints, loop) + torch.stack(
+        [(r**2).sum() if r is not None else x.new_zeros(()) for r in chain])
+
+
 def reconstruction_gradient(x0_hat: torch.Tensor, z_in: torch.Tensor, levels: torch.Tensor,
                             known: Mapping[int, torch.Tensor], zoom: int, footprints=None,
-                            loop: bool = False) -> torch.Tensor:
-    """DPS-style step direction ∇_{z_t} ‖r_i‖² / ‖r_i‖ per level (Chung et al. 2023).
+                            loop: bool = False, stack: torch.Tensor | None = None) -> torch.Tensor:
+    """DPS-style step direction ∇_{z_t} ‖r_i‖² / ‖r_i‖ per level (Chung et al. 2023), r_i the
+    known-level and chain residuals of level i (``guidance_loss``).
 
     ``x0_hat`` must have been computed from ``z_in`` (requires_grad) with autograd on: the
-    gradient runs back through the denoiser. The denoiser treats levels independently, so the
-    gradient of the summed loss w.r.t. row i is that of level i's own loss; each row is then
-    normalised by its own residual norm. Rows without a constraint get zero.
+    gradient runs back through the denoiser. The denoiser treats levels independently (and
+    the chain terms' targets are detached), so the gradient of the summed loss w.r.t. row i is
+    that of level i's own loss; each row is then normalised by its own residual norm. Rows
+    without a constraint get zero. ``stack``: see ``chain_residuals`` (micro-batches).
     """
-    loss = known_loss(x0_hat, levels, known, zoom, footprints, loop)
+    loss = guidance_loss(x0_hat, levels, known, zoom, footprints, loop, stack)
     (grad,) = torch.autograd.grad(loss.sum(), z_in)
     norm = loss.detach().clamp(min=0).sqrt()
     scale = torch.where(norm > 0, 1 / norm.clamp(min=1e-12), torch.zeros_like(norm))
@@ -312,6 +380,7 @@ def needs_reconstruction(known_levels, num_levels: int, loop: bool = False) -> b
 
 
 __all__ = [
-    "AGREEMENT_TOLERANCE", "check_known", "impose_known", "known_loss", "level_residuals",
-    "make_consistent", "needs_reconstruction", "reconstruction_gradient",
+    "AGREEMENT_TOLERANCE", "chain_residuals", "check_known", "guidance_loss", "impose_known",
+    "known_loss", "level_residuals", "make_consistent", "needs_reconstruction",
+    "reconstruction_gradient",
 ]

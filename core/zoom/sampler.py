@@ -249,31 +249,37 @@ def _estimate_with_gradient(run: SamplingRun, z_in: torch.Tensor, t: int, rows: 
     """x̂ of ``rows`` through a differentiable denoiser; stores the reconstruction-guidance
     direction of those rows in ``run.guidance_dir`` (DPS, Chung et al. 2023).
 
-    One forward + backward per micro-batch of levels (the denoiser's ``levels_per_call``):
-    each level's loss depends on its own x̂ only, so the gradient is the same, and only one
+    One forward + backward per micro-batch of levels (the denoiser's ``levels_per_call``),
+    finest first: each level's loss depends on its own x̂ and (chain terms, detached) the
+    finer levels' x̂ of this step, so the gradient is the same, and only one
     micro-batch's activations are kept at a time (the memory fit counts them:
     ``core.models.estimate.RECONSTRUCTION_ROW_FACTOR``)."""
     z_rows = z_in[rows]
     chunk = getattr(run.denoiser, "levels_per_call", None) or len(levels)
-    x0_parts, dir_parts = [], []
-    for start in range(0, len(levels), chunk):
+    x0_parts, dir_parts = {}, {}
+    # finest first: a level's chain term reads the finer levels' x̂ of this step (``stack``)
+    stack = torch.zeros_like(z_in) if chunk < len(levels) else None
+    for start in reversed(range(0, len(levels), chunk)):
         part = slice(start, start + chunk)
         with torch.enable_grad():
             z_req = z_rows[part].detach().requires_grad_(True)
             x0_g = run.denoiser(z_req, t, levels[part])
-            x0_parts.append(_checked(x0_g.detach(), z_rows[part], t))
+            x0_parts[start] = _checked(x0_g.detach(), z_rows[part], t)
             if not x0_g.requires_grad:
                 raise InvalidInputError(
                     "known levels coarser than an unknown one need reconstruction guidance "
                     "through the denoiser, but it is not differentiable (build it with "
                     "make_denoiser(..., differentiable=True)) — or pass known_guidance='photo' "
                     "for the weaker photo loss")
-            dir_parts.append(reconstruction_gradient(x0_g, z_req, levels[part], run.known,
-                                                     run.zoom, run.footprints, run.loop).detach())
+            dir_parts[start] = reconstruction_gradient(x0_g, z_req, levels[part], run.known,
+                                                       run.zoom, run.footprints, run.loop,
+                                                       stack).detach()
+        if stack is not None:
+            stack[levels[part]] = x0_g.detach().to(stack)
     if run.guidance_dir is None or run.guidance_dir.shape != z_in.shape:
         run.guidance_dir = torch.zeros_like(z_in)
-    run.guidance_dir[rows] = torch.cat(dir_parts).to(z_in.dtype)
-    return torch.cat(x0_parts)
+    run.guidance_dir[rows] = torch.cat([dir_parts[k] for k in sorted(dir_parts)]).to(z_in.dtype)
+    return torch.cat([x0_parts[k] for k in sorted(x0_parts)])
 
 
 def consolidate(run: SamplingRun, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
