@@ -45,7 +45,7 @@ from .zoom_stack import BLEND_METHODS, blend, render_image, render_noise
 #: How known levels steer the unknown ones (docs/sampler.md, "Known levels").
 KNOWN_GUIDANCE = ("auto", "reconstruction", "photo")
 #: ζ of the reconstruction-guidance step (measured: docs/sampler.md, "Known levels").
-KNOWN_STEP = 1.0
+KNOWN_STEP = 4.0
 #: Per-step blend / Π_image / Π_noise as precomputed sparse operators (``stack_operators``)
 #: where the device has sparse products; False: the reference functions (same results to
 #: float rounding, a few kernels per level instead of a few per step).
@@ -579,7 +579,7 @@ def run_steps(run: SamplingRun, z: torch.Tensor,
         layers, x = mode_step(run, z_in, _timestep(sched, t), layers)
         z = update(run, z, z_in, x, step, t)
         if run.reconstruct and step + 1 < total:
-            # DPS: z_{t-1} -= ζ ∇_{z_t}‖r‖² / ‖r‖ (ζ = 1), in the scheduler's own scaling of z
+            # DPS: z_{t-1} -= ζ ∇_{z_t}‖r‖² / ‖r‖ (ζ = KNOWN_STEP), in the scheduler's own scaling of z
             z = z - KNOWN_STEP * _model_input_scale(sched, step + 1) * run.guidance_dir
         if callback is not None:
             callback(step + 1, total, layers)
