@@ -539,3 +539,29 @@ def test_each_sr_stage_samples_with_stage_one_and_the_other_stages_offloaded(tin
     stages = backend.__dict__["_stages"]
     assert held[0][0] is backend and stages["if-ii"] not in held[0]
     assert held[1][0] is backend and stages["if-ii"] in held[1] and stages["x4"] not in held[1]
+
+
+def test_offloaded_puts_a_pipeline_back_as_its_family_places_it():
+    from core.backends.loading import offloaded
+
+    log = []
+
+    class FlowLike(_Holder):
+        @classmethod
+        def place(cls, pipe, device):  # e.g. the flow families: text encoders stay on the CPU
+            log.append(("placed", str(device)))
+
+    holder = FlowLike(log, "flux", "cuda:0")
+    with offloaded(holder):
+        pass
+    assert log == [("flux", "cpu"), ("placed", "cuda:0")]
+
+
+def test_pixel_blending_keeps_what_the_sampler_reads_off_the_denoiser(tiny, cache):
+    # reconstruction guidance's autograd and per-micro-batch backward pass survive the wrapper
+    backend = cache.get(tiny["sd"], device="cpu")
+    cond = backend.encode_prompts(PROMPTS[:2], "", height=32, width=32)
+    inner = backend.make_denoiser(cond, 7.5, micro_batch=2, differentiable=True)
+    wrapped = backend.pixel_blending(inner, 2, 0.5, 2)
+    assert wrapped is not inner
+    assert wrapped.differentiable is True and wrapped.levels_per_call == 1

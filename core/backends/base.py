@@ -268,6 +268,10 @@ class LatentBackend(Backend):
                                         loop=loop).clamp(0, 1), zoom, footprints, loop)
             return self.encode(pixels * 2 - 1, micro_batch).to(x0)
 
+        # what the sampler reads off the denoiser (autograd, levels per micro-batch) carries over
+        for name in ("differentiable", "levels_per_call"):
+            if hasattr(denoiser, name):
+                setattr(blended, name, getattr(denoiser, name))
         return blended
 
     @torch.no_grad()

@@ -394,8 +394,12 @@ def offloaded(*holders):
     try:
         yield moved
     finally:
-        for holder in moved:
-            holder.pipe.to(holder.device)
+        for holder in moved:  # as loading placed it (flow families keep text encoders off)
+            place = getattr(type(holder), "place", None)
+            if place is not None:
+                place(holder.pipe, holder.device)
+            else:
+                holder.pipe.to(holder.device)
 
 
 # --------------------------------------------------------------------------- cache

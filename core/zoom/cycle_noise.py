@@ -132,31 +132,57 @@ def _correction(num_levels: int, height: int, width: int, zoom: int,
             alpha[k], factor[k] = float(s), free[c]
 
     rows_b, cols_b, vals_b, rows_k, cols_k, vals_k = [], [], [], [], [], []
-    for col_k, (k, (child, a, siblings)) in enumerate(links.items()):
+    column = 0  # one rank-one term v_B · v_Kᵀ per column of B (rows of K)
+
+    def add_term(b_cols, b_vals, k_cols, k_vals) -> None:
+        nonlocal column
+        rows_b.extend(b_cols)
+        cols_b.extend([column] * len(b_cols))
+        vals_b.extend(b_vals)
+        rows_k.extend([column] * len(k_cols))
+        cols_k.extend(k_cols)
+        vals_k.extend(k_vals)
+        column += 1
+
+    for k, (child, a, siblings) in links.items():
         sib_taps = np.array([t for _, t in siblings])
         sigma = float(np.sqrt((sib_taps**2).sum()))
-        v = sib_taps / sigma
-        # ζ_k = (x_k − a_k x_π(k)) / σ_k with x = α Z + √(1 − α²) n  (n_k = E at k itself)
-        for idx, coef in ((factor[k], alpha[k]), (k, math.sqrt(1 - alpha[k] ** 2)),
-                          (factor[child], -a * alpha[child]),
-                          (child, -a * math.sqrt(1 - alpha[child] ** 2))):
-            rows_k.append(col_k)
-            cols_k.append(idx)
-            vals_k.append(coef / sigma)
-        for (sib, _), vj in zip(siblings, v):
+        betas = []
+        for sib, _ in siblings:
             lo, hi = crow[sib], crow[sib + 1]
-            beta_cols, beta = col[lo:hi], val[lo:hi]
-            if abs(float((beta**2).sum()) - 1.0) > 1e-9:
+            if abs(float((val[lo:hi] ** 2).sum()) - 1.0) > 1e-9:
                 return None  # a sibling that is not an i.i.d.-rendered unit pixel
-            rows_b.extend(beta_cols)           # B[:, k] += v_kj β_j
-            cols_b.extend([col_k] * len(beta_cols))
-            vals_b.extend(vj * beta)
-            rows_k.extend([col_k] * len(beta_cols))   # K[k] −= v_kj β_jᵀ
-            cols_k.extend(beta_cols)
-            vals_k.extend(-vj * beta)
-    count = len(links)
-    b = coo(rows_b, cols_b, vals_b, (n * hw, count))
-    k = coo(rows_k, cols_k, vals_k, (count, n * hw))
+            betas.append((col[lo:hi], val[lo:hi]))
+        if child == k:
+            # a one-level loop: x = o / (1 − a) needs var(o) = (1 − a)², less than the 1 − a²
+            # of independent siblings: make them equicorrelated (ρ < 0), ỹ = (c I + d 11ᵀ) y
+            m_sib, total = len(siblings), float(sib_taps.sum())
+            rho = ((1 - a) ** 2 - sigma**2) / (total**2 - sigma**2)
+            if rho < -1 / max(m_sib - 1, 1):
+                return None
+            c = math.sqrt(1 - rho)
+            d = (-c + math.sqrt(c * c + m_sib * rho)) / m_sib
+            for cols_j, beta in betas:  # (c − 1) y_j into sibling j's tree
+                add_term(cols_j, (c - 1) * beta, cols_j, beta)
+            all_cols = np.concatenate([cj for cj, _ in betas])
+            all_beta = np.concatenate([bj for _, bj in betas])
+            add_term(all_cols, d * all_beta, all_cols, all_beta)  # d Σ y into every tree
+            continue
+        v = sib_taps / sigma
+        # ζ_k = (x_k − a_k x_π(k)) / σ_k with x = α Z + √(1 − α²) n  (n_k = E at k itself):
+        # B[:, col] = Σ_j v_kj β_j, K[col] = ζ_k's coefficients − Σ_j v_kj β_jᵀ
+        k_cols = [factor[k], k, factor[child], child]
+        k_vals = [alpha[k] / sigma, math.sqrt(1 - alpha[k] ** 2) / sigma,
+                  -a * alpha[child] / sigma, -a * math.sqrt(1 - alpha[child] ** 2) / sigma]
+        b_cols, b_vals = [], []
+        for (cols_j, beta), vj in zip(betas, v):
+            b_cols.extend(cols_j)
+            b_vals.extend(vj * beta)
+            k_cols.extend(cols_j)
+            k_vals.extend(-vj * beta)
+        add_term(b_cols, b_vals, k_cols, k_vals)
+    b = coo(rows_b, cols_b, vals_b, (n * hw, column))
+    k = coo(rows_k, cols_k, vals_k, (column, n * hw))
     return b, k
 
 
