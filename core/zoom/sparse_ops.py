@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -43,7 +44,7 @@ def downsample_op(h: int, w: int, p: int, gain: float = 1.0) -> torch.Tensor:
     y, x, a, b = np.meshgrid(np.arange(h // p), np.arange(w // p), np.arange(p), np.arange(p),
                              indexing="ij")
     return coo(y * (w // p) + x, (y * p + a) * w + x * p + b, gain * taps[a] * taps[b],
-                (h // p * (w // p), h * w))
+               (h // p * (w // p), h * w))
 
 
 def linear_1d(n_in: int, n_out: int) -> np.ndarray:
@@ -64,12 +65,12 @@ def upsample_op(h: int, w: int, size: tuple[int, int]) -> torch.Tensor:
 
 
 def select_op(height: int, width: int, top: int, left: int, h: int, w: int,
-               col_offset: int = 0, cols_total: int | None = None) -> torch.Tensor:
+              col_offset: int = 0, cols_total: int | None = None) -> torch.Tensor:
     """(h · w) x (cols_total) matrix picking the h x w box at (top, left) of an image whose
     pixels start at column ``col_offset``."""
     y, x = grid(h, w)
     return coo(y * w + x, col_offset + (top + y) * width + left + x, np.ones(h * w),
-                (h * w, cols_total or height * width))
+               (h * w, cols_total or height * width))
 
 
 def outside_op(height: int, width: int, left: int, top: int, h: int, w: int,
@@ -82,8 +83,8 @@ def outside_op(height: int, width: int, left: int, top: int, h: int, w: int,
                (height * width, cols_total or height * width))
 
 
-def shift(m: torch.Tensor, rows: int, cols: int, shape: tuple[int, int]) -> tuple:
-    """(indices, values) of ``m`` moved to (rows, cols) in a matrix of ``shape``."""
+def shift(m: torch.Tensor, rows: int, cols: int) -> tuple:
+    """(indices, values) of the coalesced ``m`` moved by (rows, cols), for ``assemble``."""
     idx = m.indices() + torch.tensor([[rows], [cols]])
     return idx, m.values()
 
@@ -109,24 +110,33 @@ def render_operator(num_levels: int, height: int, width: int, zoom: int, gain: f
     """R with Π(L) = R · vec(L), rows and columns (level, y, x): ``zoom_stack._render`` as a
     matrix. Level i's rows: image_i = M_i ⊙ g·D_p(image_{i+1}) + (1 − M_i) ⊙ L_i (Alg. 1 line 3),
     unrolled finest first, on a loop from ``cycle_depth`` levels beyond one turn (as ``_render``).
+    Kept for the last few configurations (``StackOperators`` and ``cycle_noise`` both need it).
     """
-    n, p, hw = num_levels, zoom, height * width
+    return _render_operator(num_levels, height, width, zoom, gain,
+                            tuple(map(tuple, footprints)), loop, dtype)
+
+
+@lru_cache(maxsize=4)
+def _render_operator(n: int, height: int, width: int, p: int, gain: float,
+                     footprints: tuple[Footprint, ...], loop: bool,
+                     dtype: torch.dtype) -> torch.Tensor:
+    hw = height * width
     start = cycle_depth(height, width, p, dtype) + n if loop else n - 1
     h, w = height // p, width // p
     down = downsample_op(height, width, p, gain)
+    into, own = {}, {}  # per level: g·D_p placed into its footprint, and (1 − M) of its layer
+    for i, (left, top) in enumerate(footprints):  # N − 1 transitions, N on a loop
+        into[i] = torch.sparse.mm(select_op(height, width, top, left, h, w).t(), down)
+        own[i] = outside_op(height, width, left, top, h, w, i * hw, n * hw)
     image = select_op(height, width, 0, 0, height, width, (start % n) * hw, n * hw)
     rows: dict[int, torch.Tensor] = {start % n: image} if start < n else {}
     for d in range(start - 1, -1, -1):  # image_i from image_{i+1}: (HW x N·HW) matrices
         i = d % n
-        left, top = footprints[i]
-        place = select_op(height, width, top, left, h, w).t()       # footprint <- D_p(finer)
-        inside = torch.sparse.mm(place, torch.sparse.mm(down, image))
-        own = outside_op(height, width, left, top, h, w, i * hw, n * hw)
-        image = (inside + own).coalesce()
+        image = (torch.sparse.mm(into[i], image) + own[i]).coalesce()
         if d < n:
             rows[i] = image
-    return assemble([shift(rows[i], i * hw, 0, rows[i].shape) for i in range(n)],
-                     (n * hw, n * hw), ordered=True)
+    return assemble([shift(rows[i], i * hw, 0) for i in range(n)], (n * hw, n * hw),
+                    ordered=True)
 
 
 def as_rows(x: torch.Tensor) -> torch.Tensor:

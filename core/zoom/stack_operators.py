@@ -36,7 +36,9 @@ from .filters import noise_gain
 from .geometry import Footprint, observation_box, pyramid_depth
 from .sparse_ops import (as_rows, as_stack, assemble, coo, downsample_op, grid, outside_op,
                          quiet, render_operator, select_op, shift, upsample_op)
-from .zoom_stack import SR_BLEND, SR_FEATHER, SR_RIM_WEIGHT
+from .zoom_stack import SR_BLEND, SR_FEATHER, SR_RIM_WEIGHT, _rim
+
+_FLOAT64 = torch.empty(0, dtype=torch.float64)  # what ``_rim`` builds its weights like
 
 #: Blending methods with an operator form (the ablation "naive" keeps the reference code).
 OPERATOR_BLENDS = ("laplacian", *SR_BLEND)
@@ -87,7 +89,7 @@ def blend_operator(num_levels: int, height: int, width: int, zoom: int,
             for j in range(top - d + 1):
                 if j:
                     g = torch.sparse.mm(downs[shapes[d + j - 1]], g)
-                gauss_blocks.append(shift(g, n_coeff, 0, g.shape))
+                gauss_blocks.append(shift(g, n_coeff, 0))
                 offsets.append(n_coeff)
                 n_coeff += g.shape[0]
             for j in range(top - d + 1):
@@ -96,7 +98,7 @@ def blend_operator(num_levels: int, height: int, width: int, zoom: int,
                 if d and j < invented:  # a coarser upscaler's guess: only in the border rim
                     if not feather:
                         continue
-                    weight = rim_weight * _rim(*shapes[k], feather)
+                    weight = rim_weight * _rim(*shapes[k], feather, _FLOAT64).numpy()
                 terms.append((i, k, weight, offsets[j], offsets[j + 1] if j < top - d else None))
 
     counts = {(i, k): np.zeros(shapes[k]) for i in range(n) for k in range(top + 1)}
@@ -110,25 +112,17 @@ def blend_operator(num_levels: int, height: int, width: int, zoom: int,
         row0 = int(band_offset[k]) + i * h * w
         y, x = grid(h, w)
         ident = coo(y * w + x, y * w + x, scale, (h * w, h * w))
-        avg_blocks.append(shift(ident, row0, g_off, ident.shape))
+        avg_blocks.append(shift(ident, row0, g_off))
         if next_off is not None:  # − U(G_{j+1}), scaled per output pixel
             up = ups[shapes[k]]
             r = up.indices()[0]
             scaled = torch.sparse_coo_tensor(
                 up.indices(), -up.values() * torch.as_tensor(scale.ravel())[r], up.shape,
                 check_invariants=False)
-            avg_blocks.append(shift(scaled.coalesce(), row0, next_off, up.shape))
+            avg_blocks.append(shift(scaled.coalesce(), row0, next_off))
     gauss = assemble(gauss_blocks, (n_coeff, n * hw), ordered=True)
     average = assemble(avg_blocks, (int(band_offset[-1]), n_coeff))
     return BlendOperator(gauss, average, shapes)
-
-
-def _rim(height: int, width: int, feather: int) -> np.ndarray:
-    """``zoom_stack._rim`` in numpy: 1 on the border, 0 from ``feather`` px inside."""
-    y, x = np.arange(height, dtype=np.float64), np.arange(width, dtype=np.float64)
-    dy = np.minimum(y, height - 1 - y)[:, None]
-    dx = np.minimum(x, width - 1 - x)[None, :]
-    return np.clip(1 - np.minimum(dy, dx) / feather, 0, None)
 
 
 # -------------------------------------------------------------------------- known levels
@@ -171,7 +165,7 @@ def known_operator(num_levels: int, height: int, width: int, zoom: int,
                 if i not in slot:
                     prev = (j - 1) % n
                     rows[i] = correct(rows[i], torch.sparse.mm(box(prev), rows[prev]))
-        stacked = assemble([shift(r, i * hw, 0, r.shape) for i, r in enumerate(rows)],
+        stacked = assemble([shift(r, i * hw, 0) for i, r in enumerate(rows)],
                            (n * hw, cols), ordered=True)
         render = render_operator(n, height, width, p, 1.0, footprints, loop=True)
         full = torch.sparse.mm(render, stacked).coalesce()
@@ -184,7 +178,7 @@ def known_operator(num_levels: int, height: int, width: int, zoom: int,
             for j in range(lo + 1, n):
                 if j not in slot:
                     rows[j] = correct(rows[j], torch.sparse.mm(box(j - 1), rows[j - 1]))
-        full = assemble([shift(r, i * hw, 0, r.shape) for i, r in enumerate(rows)],
+        full = assemble([shift(r, i * hw, 0) for i, r in enumerate(rows)],
                         (n * hw, cols), ordered=True)
     idx, val = full.indices(), full.values()
     on_x = idx[1] < n * hw
@@ -212,7 +206,6 @@ class StackOperators:
                  footprints: list[Footprint], loop: bool, blending: str,
                  device: torch.device, dtype: torch.dtype):
         self.shape = (num_levels, height, width)
-        self.dtype = dtype
         self.op_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else torch.float64
         args = (num_levels, height, width, zoom)
         self.render = _csr(render_operator(*args, 1.0, footprints, loop, dtype), device,
@@ -339,7 +332,7 @@ def stack_operators(num_levels: int, height: int, width: int, zoom: int,
 
 
 def operator_nnz(ops: StackOperators) -> int:
-    """Stored entries of every matrix (memory: about 12 bytes each)."""
+    """Stored entries of every matrix (memory: about 16 bytes each in float64)."""
     fix = ops.noise_fix or ()
     return sum(int(m.values().numel())
                for m in (ops.render, ops.noise, ops.gauss, ops.average, *fix))
