@@ -247,6 +247,26 @@ def test_flux_transformer_sees_packed_tokens_sigma_and_guidance(tiny):
         backend.release()
 
 
+def test_sd3_transformer_sees_each_levels_own_prompt_with_its_pooled_embedding(tiny):
+    backend = loading.load_backend(tiny["sd3"], device="cpu")
+    seen = {}
+
+    def spy(module, args, kwargs):
+        seen.update(kwargs)
+
+    handle = backend.unet.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        cond = backend.encode_prompts(["a cat", "a dog"], "", height=64, width=64)
+        backend.make_denoiser(cond, 1.0)(torch.randn(2, 16, 8, 8), 500.0, torch.arange(2))
+        pooled = seen["pooled_projections"]
+        assert pooled.shape[0] == 2 and pooled.abs().sum(dim=1).min() > 0
+        assert not torch.allclose(pooled[0], pooled[1])  # the levels' prompts differ
+        assert torch.equal(pooled, cond.cond["pooled_projections"].to(pooled))
+    finally:
+        handle.remove()
+        backend.release()
+
+
 def test_flux_mu_is_fluxpipelines():
     from core.backends.flux import flux_mu
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
