@@ -152,6 +152,35 @@ def test_rim_weight_sets_the_coarser_share_at_the_layer_border():
         border_share(invented_bands=2, feather=1, rim_weight=SR_RIM_WEIGHT))
 
 
+@pytest.mark.parametrize("p,size,method", [(2, 32, "laplacian-sr2"), (4, 64, "laplacian-sr1")])
+def test_only_the_next_coarser_levels_guess_enters_the_rim(p, size, method):
+    """Around layer 2, image 1 shows level 1's content, which left level 0's guesses out: in
+    layer 2's border rim level 1's invented detail counts, level 0's guess of the same region
+    (two levels up) does not (docs/backends.md: at p = 4 it cost band 3 and the seam)."""
+    from core.zoom.zoom_stack import _detail
+
+    torch.manual_seed(0)
+    layers = torch.nn.functional.interpolate(torch.randn(3, 3, size // 4, size // 4), (size, size),
+                                             mode="bilinear")
+    images = render_image(layers, p)
+    invented = 2 if p == 2 else 1  # the upscaler's bands (two octaves)
+    ring = torch.ones(size, size, dtype=torch.bool)
+    ring[3:-3, 3:-3] = False
+
+    def rim_change(d):  # invented detail in image 2 - d over layer 2's region: layer 2's rim moves
+        h = size // p**d
+        top = (size - h) // 2
+        guess = torch.zeros_like(images)
+        guess[2 - d, :, top:top + h, top:top + h] = 0.3 * _detail(torch.randn(1, 3, h, h), p,
+                                                                   invented)[0]
+        change = (blend(images + guess, p, method) - blend(images, p, method))[2:]
+        return float(_detail(change, p, invented)[0][..., ring].pow(2).mean())
+
+    next_coarser, two_up = rim_change(1), rim_change(2)
+    assert next_coarser > 1e-4
+    assert two_up < 1e-4 * next_coarser
+
+
 def _fine(x):
     """The two finest Laplacian bands of x, collapsed (x minus its twice-reduced remainder)."""
     from core.zoom.zoom_stack import _detail

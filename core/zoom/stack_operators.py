@@ -95,8 +95,8 @@ def blend_operator(num_levels: int, height: int, width: int, zoom: int,
             for j in range(top - d + 1):
                 k = j + d
                 weight = None
-                if d and j < invented:  # a coarser upscaler's guess: only in the border rim
-                    if not feather:
+                if d and j < invented:  # a coarser upscaler's guess: only in the border rim,
+                    if not feather or d > 1:  # and only the next coarser level's
                         continue
                     weight = rim_weight * _rim(*shapes[k], feather, _FLOAT64).numpy()
                 terms.append((i, k, weight, offsets[j], offsets[j + 1] if j < top - d else None))

@@ -28,11 +28,12 @@ from .geometry import (Footprint, centre_box, check_footprints, check_size, chec
 #: upscaler invented ("laplacian-srk": blend(..., invented_bands=k, feather=SR_FEATHER,
 #: rim_weight=SR_RIM_WEIGHT)).
 SR_BLEND = {f"laplacian-sr{k}": k for k in (1, 2)}
-#: Rim (band pixels) along a layer's border where a coarser level's invented band still counts,
-#: and its weight there against the layer's own (1): at its border the layer has no context
-#: beyond it, the coarser level has (sweep in docs/backends.md: 1 -> 1.199, 2 -> 1.173 seam).
+#: Rim (band pixels) along a layer's border where the next coarser level's invented band still
+#: counts, and its weight there against the layer's own (1): at its border the layer has no
+#: context beyond it, the coarser level has (sweeps in docs/backends.md; seam at p = 2 / 4,
+#: default synthetic model: weight 2 -> 1.196 / 1.193, 3 -> 1.159 / 1.144).
 SR_FEATHER = 1
-SR_RIM_WEIGHT = 2.0
+SR_RIM_WEIGHT = 3.0
 BLEND_METHODS = ("laplacian", "naive", *SR_BLEND)
 
 
@@ -186,11 +187,14 @@ def blend(images: torch.Tensor, zoom: int, method: str = "laplacian",
     coarser guess raises band 3's kept energy from 0.95 to 1.00 and lowers the seams from 1.22
     to 1.20. The finer guess reaches the coarser images through Π_image, so consistency is
     untouched.
-    ``feather`` > 0 lets the excluded observation still count in a rim of that many band
-    pixels along the layer's border, with ``rim_weight`` (the layer's own weighs 1) at the
-    border pixel fading to 0 inwards, so that the layer's content does not start at a hard
-    edge (no rim: seams 1.75). The methods in ``SR_BLEND`` set all three. A consistent stack
-    stays a fixed point either way.
+    ``feather`` > 0 lets the next coarser level's excluded observation (d = 1) still count in
+    a rim of that many band pixels along the layer's border, with ``rim_weight`` (the layer's
+    own weighs 1) at the border pixel fading to 0 inwards, so that the layer's content does not
+    start at a hard edge (no rim: seams 1.75). Guesses from further up (d >= 2) stay out of the
+    rim too: around the layer, image i-1 shows level i-1's content, which left them out itself,
+    so they would pull the layer's border away from what surrounds it (measured in
+    docs/backends.md: at p = 4 band 3 0.94 -> 0.98 and the seam 1.15 -> 1.09). The methods in
+    ``SR_BLEND`` set all three. A consistent stack stays a fixed point either way.
     """
     p = _check_stack(images, zoom, "images")
     if method not in BLEND_METHODS:
@@ -232,8 +236,9 @@ def blend(images: torch.Tensor, zoom: int, method: str = "laplacian",
             if k - d < invented_bands:
                 # a guess of the coarser upscaler, where the layer knows (stage I) or guesses
                 # from more pixels: it counts only in a rim of ``feather`` px along the
-                # layer's border, fading inwards
-                if not feather:
+                # layer's border, fading inwards, and only the next coarser level's (d = 1:
+                # what surrounds the layer in image i-1; a guess from further up is not there)
+                if not feather or d > 1:
                     continue
                 weight = aligned * (rim_weight * _rim(band.shape[-2], band.shape[-1], feather, band))
             sums[k] = add(sums[k], d, weight * band)
