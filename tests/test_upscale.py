@@ -181,6 +181,32 @@ def test_only_the_next_coarser_levels_guess_enters_the_rim(p, size, method):
     assert two_up < 1e-4 * next_coarser
 
 
+def test_sr_blending_counts_the_upscalers_octaves_in_p_bands():
+    """×4 = two octaves: two bands at p = 2, one p-band at p ≥ 4 (sr2 at p = 4 would call the
+    stage-I band invented too: docs/backends.md measured it worse); a ×16 IF chain's ×4 stages
+    and a ×2 upscaler the same way."""
+    assert [sr_blend_method(p) for p in (2, 4, 8, 16)] == [
+        "laplacian-sr2", "laplacian-sr1", "laplacian-sr1", "laplacian-sr1"]
+    assert sr_blend_method(2, factor=2) == "laplacian-sr1"
+    assert sr_blend_method(2, factor=16) == "laplacian-sr2"  # at most the two SR methods
+
+
+def test_rim_is_the_border_ring_fading_inwards_on_every_side():
+    from core.zoom.zoom_stack import _rim
+
+    like = torch.empty(0, dtype=torch.float64)
+    one, two = _rim(6, 7, 1, like), _rim(6, 7, 2, like)
+    ring = torch.ones(6, 7, dtype=torch.bool)
+    ring[1:-1, 1:-1] = False
+    assert one[ring].eq(1).all() and one[~ring].eq(0).all()
+    h = 0.5  # one pixel in: 1 - 1/2
+    torch.testing.assert_close(two, torch.tensor([
+        [1, 1, 1, 1, 1, 1, 1], [1, h, h, h, h, h, 1], [1, h, 0, 0, 0, h, 1],
+        [1, h, 0, 0, 0, h, 1], [1, h, h, h, h, h, 1], [1, 1, 1, 1, 1, 1, 1]], dtype=torch.float64),
+        rtol=0, atol=0)
+    assert torch.equal(two, two.flip(0)) and torch.equal(two, two.flip(1))
+
+
 def _fine(x):
     """The two finest Laplacian bands of x, collapsed (x minus its twice-reduced remainder)."""
     from core.zoom.zoom_stack import _detail
