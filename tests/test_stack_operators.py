@@ -21,7 +21,7 @@ CASES = [  # (p, N, H, W, footprints, loop)
     (8, 2, 64, 64, None, False),
     (2, 5, 32, 32, [(0, 0), (16, 16), (3, 11), (9, 2)], False),
     (4, 3, 32, 64, [(0, 24), (48, 0)], False),
-    (4, 3, 128, 128, [(16, 80), (40, 8)], False),  # SR: bands with a known-rim interior
+    (4, 3, 128, 128, [(16, 80), (40, 8)], False),  # SR rim: d = 2 observations, wide bands
     (2, 3, 32, 32, None, True),
     (2, 4, 32, 32, [(3, 9), (10, 2), (0, 16), (7, 7)], True),
     (4, 2, 64, 32, None, True),

@@ -194,8 +194,8 @@ def blend(images: torch.Tensor, zoom: int, method: str = "laplacian",
     rim too: around the layer, image i-1 shows level i-1's content, which left them out itself,
     so they would pull the layer's border away from what surrounds it (measured in
     docs/backends.md, with weight 3: at p = 4 band 3 0.93-0.94 -> 0.97-0.98 and the seam
-    1.15-1.26 -> 1.06-1.14). The methods in
-    ``SR_BLEND`` set all three. A consistent stack stays a fixed point either way.
+    1.15-1.26 -> 1.06-1.14). The methods in ``SR_BLEND`` set all three. A consistent stack
+    stays a fixed point either way.
     """
     p = _check_stack(images, zoom, "images")
     if method not in BLEND_METHODS:
