@@ -4,6 +4,8 @@ pipelines through the CLI (generate, extend, regenerate), micro-batching and det
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import torch
@@ -221,15 +223,22 @@ def test_micro_batch_gives_the_same_stack(tiny, key, guidance):
         backend.release()
 
 
-def test_flux_transformer_sees_packed_tokens_sigma_and_guidance(tiny):
-    backend = loading.load_backend(tiny["flux"], device="cpu")
+@contextmanager
+def _transformer_kwargs(model_dir):
+    """A loaded backend and the keyword arguments of its transformer's latest call."""
+    backend = loading.load_backend(model_dir, device="cpu")
     seen = {}
-
-    def spy(module, args, kwargs):
-        seen.update(kwargs)
-
-    handle = backend.unet.register_forward_pre_hook(spy, with_kwargs=True)
+    handle = backend.unet.register_forward_pre_hook(lambda m, a, kw: seen.update(kw),
+                                                    with_kwargs=True)
     try:
+        yield backend, seen
+    finally:
+        handle.remove()
+        backend.release()
+
+
+def test_flux_transformer_sees_packed_tokens_sigma_and_guidance(tiny):
+    with _transformer_kwargs(tiny["flux"]) as (backend, seen):
         cond = backend.encode_prompts(["a cat", "a dog"], "", height=64, width=64)
         den = backend.make_denoiser(cond, 3.5)
         z = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -242,29 +251,16 @@ def test_flux_transformer_sees_packed_tokens_sigma_and_guidance(tiny):
         v = (z - x0) / 0.4375
         packed = type(backend.pipe)._pack_latents(v, 2, 16, 8, 8)
         assert torch.allclose(type(backend.pipe)._unpack_latents(packed, 64, 64, 8), v)
-    finally:
-        handle.remove()
-        backend.release()
 
 
 def test_sd3_transformer_sees_each_levels_own_prompt_with_its_pooled_embedding(tiny):
-    backend = loading.load_backend(tiny["sd3"], device="cpu")
-    seen = {}
-
-    def spy(module, args, kwargs):
-        seen.update(kwargs)
-
-    handle = backend.unet.register_forward_pre_hook(spy, with_kwargs=True)
-    try:
+    with _transformer_kwargs(tiny["sd3"]) as (backend, seen):
         cond = backend.encode_prompts(["a cat", "a dog"], "", height=64, width=64)
         backend.make_denoiser(cond, 1.0)(torch.randn(2, 16, 8, 8), 500.0, torch.arange(2))
         pooled = seen["pooled_projections"]
         assert pooled.shape[0] == 2 and pooled.abs().sum(dim=1).min() > 0
         assert not torch.allclose(pooled[0], pooled[1])  # the levels' prompts differ
         assert torch.equal(pooled, cond.cond["pooled_projections"].to(pooled))
-    finally:
-        handle.remove()
-        backend.release()
 
 
 def test_flux_mu_is_fluxpipelines():
